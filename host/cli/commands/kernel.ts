@@ -1,0 +1,4 @@
+import type { Command } from 'commander';
+
+/** Registers the `kernel` command group (being built: see the issue that owns it). */
+export function register(_program: Command): void {}

@@ -1,0 +1,7 @@
+/**
+ * The host library (`volant/host`): what scripts and tests may use without the daemon.
+ * Each line re-exports one module's public face.
+ */
+
+export * from './vmm/launcher.js';
+export * from './vsock/hybrid.js';

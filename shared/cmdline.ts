@@ -106,7 +106,6 @@ export function formatCmdlineParam(key: string, value?: string): string {
   if (!KEY.test(key)) throw new VolantError('INVALID_ARGUMENT', `kernel parameter name ${JSON.stringify(key)} is not allowed (letters, digits, '_', '.', '-'; 1-64 characters)`);
   if (value === undefined) return key;
   if (typeof value !== 'string') throw new VolantError('INVALID_ARGUMENT', `kernel parameter ${key}: value must be a string`);
-  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what we refuse
   if (/["\u0000-\u001f\u007f]/.test(value)) {
     throw new VolantError('INVALID_ARGUMENT', `kernel parameter ${key}: value contains a double quote or control character`);
   }

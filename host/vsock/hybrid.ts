@@ -37,11 +37,15 @@ export function dialHybridVsock(socketPath: string, port: number, options: DialO
     const onData = (chunk: Buffer): void => {
       const r = reader.push(chunk);
       if (r.state === 'need-more') return;
-      if (r.state === 'too-long') return fail(new VolantError('PROTOCOL_ERROR', `hybrid vsock ${socketPath}: answer line too long`));
+      if (r.state === 'too-long') {
+        fail(new VolantError('PROTOCOL_ERROR', `hybrid vsock ${socketPath}: answer line too long`));
+        return;
+      }
       try {
         parseOkLine(r.line);
       } catch (e) {
-        return fail(e as Error);
+        fail(e as Error);
+        return;
       }
       settled = true;
       clearTimeout(timer);

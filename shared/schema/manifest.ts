@@ -49,9 +49,10 @@ export const NetworkSettings = Type.Object(
 );
 export type NetworkSettings = Static<typeof NetworkSettings>;
 
-export const ENV_NAME_PATTERN = '^[A-Za-z_][A-Za-z0-9_]{0,127}$';
-export const EnvMap = Type.Record(Type.String({ pattern: ENV_NAME_PATTERN }), Type.String({ maxLength: 32768 }), {
-  description: 'environment variables: names [A-Za-z_][A-Za-z0-9_]*',
+export const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
+export const EnvMap = Type.Record(Type.RegExp(ENV_NAME), Type.String({ maxLength: 32768 }), {
+  additionalProperties: false,
+  description: 'environment variables: names [A-Za-z_][A-Za-z0-9_]*, values up to 32 KiB',
 });
 export type EnvMap = Static<typeof EnvMap>;
 

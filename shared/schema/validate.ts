@@ -24,6 +24,11 @@ function describe(schema: TSchema, fallback: string): string {
   return fallback;
 }
 
+function unexpectedProperty(schema: TSchema): string {
+  const patterns = Object.keys((schema as { patternProperties?: object }).patternProperties ?? {});
+  return patterns.length > 0 ? `name not allowed (must match ${patterns.join(' or ')})` : 'unknown field (check the spelling)';
+}
+
 export function structuralProblems(schema: TSchema, value: unknown): Problem[] {
   const problems: Problem[] = [];
   const seen = new Set<string>();
@@ -32,7 +37,7 @@ export function structuralProblems(schema: TSchema, value: unknown): Problem[] {
     // A union reports one error per branch; the first, made readable, says enough.
     if (seen.has(path)) continue;
     seen.add(path);
-    const message = /Unexpected property/i.test(e.message) ? 'unknown field (check the spelling)' : describe(e.schema, e.message.replace(/^Expected/, 'expected'));
+    const message = /Unexpected property/i.test(e.message) ? unexpectedProperty(e.schema) : describe(e.schema, e.message.replace(/^Expected/, 'expected'));
     problems.push({ path, message });
     if (problems.length >= MAX_PROBLEMS) break;
   }

@@ -43,7 +43,7 @@ describe('resolveNetworkConfig: the VM config wins', () => {
   });
   test('nothing anywhere: bridged defaults, no outbound', () => {
     const r = resolveNetworkConfig(undefined, undefined);
-    assert.deepEqual(r, { allowOutbound: false, allowedDomains: [] });
     assert.equal(needsIPAllocation(r), true);
+    assert.deepEqual(r, { allowOutbound: false, allowedDomains: [] });
   });
 });

@@ -1,0 +1,170 @@
+/**
+ * The ingress proxy: `ANY /api/v1/vms/:name/proxy/*` → kestrel in VM `:name` → the workload.
+ *
+ * The API's HTTP server offers every request and upgrade here first (after authentication);
+ * `handleRequest`/`handleUpgrade` return `false` for what is not a proxy route, and `true` when
+ * they took it (answered or forwarded). This sits in front of fastify on purpose: a proxied
+ * request costs one path match, one header pass and one undici dispatch on a warm per-VM
+ * connection, nothing more (see bench/ingress).
+ *
+ * Errors are the API's JSON body with `httpStatusFor`: unsafe path or framing 400, unknown VM
+ * 404 and VM not running 409 (from `lookup`), guest unreachable 502, guest too slow 504.
+ */
+
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { VolantError } from '../../shared/errors.js';
+import { describeTransport, type IngressTransport } from './dialer.js';
+import { asVolantError, sendError, sendErrorOnSocket } from './error-response.js';
+import { dispatchOptions, ForwardHandler, type ForwardStats } from './forward.js';
+import { type ClientFacts, upstreamRequestHead } from './headers.js';
+import { matchProxyPath } from './path.js';
+import { VmPools } from './pools.js';
+import { requestHead, tunnelUpgrade } from './upgrade.js';
+
+export { matchProxyPath, type ProxyMatch, PROXY_ROUTE_PREFIX } from './path.js';
+export type { IngressTransport } from './dialer.js';
+
+export interface IngressTarget {
+  vmName: string;
+  transport: IngressTransport;
+}
+
+/** Default bound for reaching kestrel (hybrid-vsock handshake included; the VMM's own bound is 2 s). */
+export const INGRESS_CONNECT_TIMEOUT_MS = 5_000;
+/** Default bound for the guest to start answering, and for silence between body chunks. */
+export const INGRESS_HEADERS_TIMEOUT_MS = 60_000;
+export const INGRESS_BODY_TIMEOUT_MS = 60_000;
+export const INGRESS_MAX_CONNECTIONS_PER_VM = 64;
+export const INGRESS_KEEP_ALIVE_TIMEOUT_MS = 4_000;
+
+export interface IngressOptions {
+  /** The VM's transport; throws `VolantError` NOT_FOUND (404) or INVALID_STATE (409). May be async. */
+  lookup(vmName: string): IngressTarget | Promise<IngressTarget>;
+  /** Shorthand for headers and body timeouts (config `ingress.timeout_ms`). */
+  timeoutMs?: number;
+  connectTimeoutMs?: number;
+  headersTimeoutMs?: number;
+  bodyTimeoutMs?: number;
+  maxConnectionsPerVm?: number;
+  keepAliveTimeoutMs?: number;
+}
+
+export interface IngressMetrics extends ForwardStats {
+  requests: number;
+  upgrades: number;
+  refused: number;
+}
+
+export interface Ingress {
+  handleRequest(req: IncomingMessage, res: ServerResponse): boolean;
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): boolean;
+  /** Drops the VM's warm connections (call when it stops or is deleted). */
+  forget(vmName: string): void;
+  close(): Promise<void>;
+  readonly metrics: Readonly<IngressMetrics>;
+}
+
+function isPromise<T>(v: T | Promise<T>): v is Promise<T> {
+  return typeof (v as { then?: unknown }).then === 'function';
+}
+
+function clientFacts(req: IncomingMessage, upgrade: boolean): ClientFacts {
+  const socket = req.socket;
+  return {
+    remoteAddress: socket.remoteAddress,
+    proto: (socket as { encrypted?: boolean }).encrypted ? 'https' : 'http',
+    httpVersionMinor: req.httpVersionMinor,
+    upgrade,
+  };
+}
+
+export function createIngress(opts: IngressOptions): Ingress {
+  const connectTimeoutMs = opts.connectTimeoutMs ?? INGRESS_CONNECT_TIMEOUT_MS;
+  const headersTimeoutMs = opts.headersTimeoutMs ?? opts.timeoutMs ?? INGRESS_HEADERS_TIMEOUT_MS;
+  const bodyTimeoutMs = opts.bodyTimeoutMs ?? opts.timeoutMs ?? INGRESS_BODY_TIMEOUT_MS;
+  const pools = new VmPools({
+    connectTimeoutMs,
+    headersTimeoutMs,
+    bodyTimeoutMs,
+    maxConnectionsPerVm: opts.maxConnectionsPerVm ?? INGRESS_MAX_CONNECTIONS_PER_VM,
+    keepAliveTimeoutMs: opts.keepAliveTimeoutMs ?? INGRESS_KEEP_ALIVE_TIMEOUT_MS,
+  });
+  const metrics: IngressMetrics = { requests: 0, upgrades: 0, refused: 0, responses: 0, upstreamErrors: 0, clientAborts: 0 };
+
+  /** Resolves the VM, then runs `then`; lookup failures are answered with `reply`. */
+  function withTarget(vmName: string, reply: (e: VolantError) => void, then: (t: IngressTarget) => void): void {
+    let target: IngressTarget | Promise<IngressTarget>;
+    try {
+      target = opts.lookup(vmName);
+    } catch (e) {
+      reply(asVolantError(e));
+      return;
+    }
+    if (isPromise(target)) target.then(then, (e: unknown) => reply(asVolantError(e)));
+    else then(target);
+  }
+
+  function handleRequest(req: IncomingMessage, res: ServerResponse): boolean {
+    let match: ReturnType<typeof matchProxyPath>;
+    let head: ReturnType<typeof upstreamRequestHead>;
+    try {
+      match = matchProxyPath(req.url!);
+      if (match === null) return false;
+      head = upstreamRequestHead(req.rawHeaders, clientFacts(req, false));
+    } catch (e) {
+      metrics.refused++;
+      sendError(res, asVolantError(e), undefined);
+      return true;
+    }
+    metrics.requests++;
+    const { upstreamPath } = match;
+    withTarget(
+      match.vmName,
+      (e) => sendError(res, e, head.requestId),
+      (target) => {
+        if (res.destroyed) return;
+        const where = `VM ${target.vmName} agent via ${describeTransport(target.transport)}`;
+        const handler = new ForwardHandler(res, head.requestId, where, metrics);
+        pools.get(target.vmName, target.transport).dispatch(dispatchOptions(req, upstreamPath, head.headers, head.hasBody), handler);
+      },
+    );
+    return true;
+  }
+
+  function handleUpgrade(req: IncomingMessage, socket: Duplex, clientHead: Buffer): boolean {
+    let match: ReturnType<typeof matchProxyPath>;
+    let head: ReturnType<typeof upstreamRequestHead>;
+    try {
+      match = matchProxyPath(req.url!);
+      if (match === null) return false;
+      head = upstreamRequestHead(req.rawHeaders, clientFacts(req, true));
+    } catch (e) {
+      metrics.refused++;
+      sendErrorOnSocket(socket, asVolantError(e), undefined);
+      return true;
+    }
+    metrics.upgrades++;
+    const { upstreamPath } = match;
+    withTarget(
+      match.vmName,
+      (e) => sendErrorOnSocket(socket, e, head.requestId),
+      (target) => {
+        const where = `VM ${target.vmName} agent via ${describeTransport(target.transport)}`;
+        tunnelUpgrade(socket, clientHead, target.transport, requestHead(req.method!, upstreamPath, head.headers), head.requestId, where, {
+          connectTimeoutMs,
+          headersTimeoutMs,
+        });
+      },
+    );
+    return true;
+  }
+
+  return {
+    handleRequest,
+    handleUpgrade,
+    forget: (vmName) => pools.forget(vmName),
+    close: () => pools.close(),
+    metrics,
+  };
+}

@@ -5,3 +5,4 @@
 
 export * from './vmm/launcher.js';
 export * from './vsock/hybrid.js';
+export * from './egress/index.js';

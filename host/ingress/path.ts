@@ -37,8 +37,9 @@ function refuse(url: string, why: string): never {
  */
 export function matchProxyPath(url: string): ProxyMatch | null {
   if (!url.startsWith(PROXY_ROUTE_PREFIX)) {
-    if (url.charCodeAt(0) !== 47 /* '/' */ && url.includes(PROXY_ROUTE_PREFIX)) {
-      refuse(url, 'only origin-form request targets (starting with "/") are proxied');
+    const q = url.indexOf('?');
+    if ((q < 0 ? url : url.slice(0, q)).includes(PROXY_ROUTE_PREFIX)) {
+      refuse(url, 'the proxy prefix must begin the request target (no absolute-form, no leading segments)');
     }
     return null;
   }

@@ -6,3 +6,6 @@
 export * from './vmm/launcher.js';
 export * from './vsock/hybrid.js';
 export * from './egress/index.js';
+export * from './config/index.js';
+export * from './store/index.js';
+export * from './ipam/index.js';

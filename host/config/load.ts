@@ -1,0 +1,128 @@
+/**
+ * Builds the one config volantd and volar use, in layers: defaults < YAML file < `VOLANT_*`
+ * environment < flags (`overrides`). When `state_dir` is set by any layer and `runtime_dir` is
+ * not, the runtime directory moves under the state directory too, so `--state-dir DIR` alone
+ * keeps the database, sockets and logs out of system paths (rootless, dev and test runs).
+ * Nothing is created on disk here; a bad value anywhere fails the whole load with every problem.
+ */
+
+import { existsSync, readFileSync } from 'node:fs';
+import { isAbsolute, join, resolve } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { type Problem, ValidationError, VolantError } from '../../shared/errors.js';
+import { isPlainObject, structuralProblems } from '../../shared/schema/validate.js';
+import { configFromEnv } from './env.js';
+import { DEFAULT_CONFIG_FILE, defaultConfig, defaultPool, semanticProblems, VolantConfig } from './schema.js';
+
+/** A config file bigger than this is not a config file. */
+export const MAX_CONFIG_FILE_BYTES = 1024 * 1024;
+
+export type ConfigOverrides = {
+  [K in keyof VolantConfig]?: VolantConfig[K] extends object ? Partial<VolantConfig[K]> : VolantConfig[K];
+};
+
+export interface LoadConfigOptions {
+  /** A YAML file; when undefined, `VOLANT_CONFIG` or /etc/volant/volantd.yaml if that exists; null reads no file. */
+  file?: string | null;
+  /** The environment to read `VOLANT_*` from (default: none, so tests stay hermetic). */
+  env?: Record<string, string | undefined>;
+  /** Flags; they win over everything else. */
+  overrides?: ConfigOverrides;
+}
+
+function readYaml(file: string, required: boolean): Record<string, unknown> {
+  if (!existsSync(file)) {
+    if (required) throw new VolantError('NOT_FOUND', `config file ${file} does not exist`);
+    return {};
+  }
+  const text = readFileSync(file);
+  if (text.length > MAX_CONFIG_FILE_BYTES) throw new ValidationError(`config file ${file}`, [{ path: '/', message: `file is ${text.length} bytes; at most ${MAX_CONFIG_FILE_BYTES} allowed` }]);
+  let doc: unknown;
+  try {
+    doc = parseYaml(text.toString('utf8'), { maxAliasCount: 100 });
+  } catch (e) {
+    throw new ValidationError(`config file ${file}`, [{ path: '/', message: `not valid YAML: ${(e as Error).message}` }]);
+  }
+  if (doc === null || doc === undefined) return {};
+  if (!isPlainObject(doc)) throw new ValidationError(`config file ${file}`, [{ path: '/', message: 'the file must hold a YAML mapping of keys (state_dir, network, ...)' }]);
+  return doc;
+}
+
+/** Section by section merge: a layer replaces the keys it sets and keeps the rest. */
+function merge(base: Record<string, unknown>, layer: Record<string, unknown> | undefined): Record<string, unknown> {
+  if (!layer) return base;
+  const out: Record<string, unknown> = { ...base };
+  for (const [k, v] of Object.entries(layer)) {
+    if (v === undefined) continue;
+    out[k] = isPlainObject(v) && isPlainObject(out[k]) && k !== 'reservations' ? merge(out[k] as Record<string, unknown>, v) : v;
+  }
+  return out;
+}
+
+function valueAt(root: unknown, path: string): unknown {
+  let cur: unknown = root;
+  for (const part of path.split('/').filter(Boolean)) {
+    if (!isPlainObject(cur) && !Array.isArray(cur)) return undefined;
+    cur = (cur as Record<string, unknown>)[part];
+  }
+  return cur;
+}
+
+function sets(layer: Record<string, unknown> | undefined, key: string): boolean {
+  return layer !== undefined && layer[key] !== undefined;
+}
+
+export function loadConfig(options: LoadConfigOptions = {}): VolantConfig {
+  const env = options.env ?? {};
+  const fileName = options.file === undefined ? env.VOLANT_CONFIG : options.file;
+  const fileLayer = fileName === null ? {} : readYaml(fileName ?? DEFAULT_CONFIG_FILE, fileName !== undefined);
+  const envLayer = configFromEnv(env);
+  const flagLayer = options.overrides as Record<string, unknown> | undefined;
+
+  let merged = merge(merge(merge(defaultConfig() as unknown as Record<string, unknown>, fileLayer), envLayer), flagLayer);
+  const layers = [fileLayer, envLayer, flagLayer];
+  const network = merged.network as Record<string, unknown> | undefined;
+  if (isPlainObject(network) && typeof network.host_cidr === 'string') {
+    const pool = defaultPool(network.host_cidr);
+    if (pool) merged = { ...merged, network: { ...pool, ...network } };
+  }
+  if (layers.some((l) => sets(l, 'state_dir')) && !layers.some((l) => sets(l, 'runtime_dir')) && typeof merged.state_dir === 'string') {
+    merged.runtime_dir = join(merged.state_dir, 'run');
+  }
+  for (const key of ['state_dir', 'runtime_dir'] as const) {
+    const v = merged[key];
+    if (typeof v === 'string' && v !== '' && !isAbsolute(v)) merged[key] = resolve(v);
+  }
+
+  const structural = structuralProblems(VolantConfig, merged);
+  const problems: Problem[] = structural.map((p) => {
+    const v = valueAt(merged, p.path);
+    return v === undefined || isPlainObject(v) ? p : { path: p.path, message: `${p.message} (got ${JSON.stringify(v)?.slice(0, 80)})` };
+  });
+  if (problems.length > 0) throw new ValidationError('config', problems);
+  const cfg = merged as VolantConfig;
+  const semantic = semanticProblems(cfg);
+  if (semantic.length > 0) throw new ValidationError('config', semantic);
+  return cfg;
+}
+
+/** Where volantd keeps what it writes; all under `state_dir` and `runtime_dir`. */
+export interface StatePaths {
+  database: string;
+  logs: string;
+  images: string;
+  /** Per-VM run directories (VMM API and vsock sockets). */
+  vms: string;
+  /** The daemon's own sockets. */
+  runtime: string;
+}
+
+export function statePaths(cfg: Pick<VolantConfig, 'state_dir' | 'runtime_dir'>): StatePaths {
+  return {
+    database: join(cfg.state_dir, 'volant.db'),
+    logs: join(cfg.state_dir, 'logs'),
+    images: join(cfg.state_dir, 'plugins'),
+    vms: join(cfg.runtime_dir, 'vms'),
+    runtime: cfg.runtime_dir,
+  };
+}

@@ -1,0 +1,78 @@
+/**
+ * The database schema as numbered migrations. Each runs once, inside the same IMMEDIATE
+ * transaction that records it in `schema_migrations`, so two processes opening a fresh file at
+ * once cannot both apply it. Never edit a released migration; add the next number.
+ *
+ * What must hold (enforced by the schema, not only by code):
+ * - a VM name is unique; a tap name is unique; a vsock CID is unique and ≥ 3;
+ * - an address is leased at most once (`ip_leases.ip_num` is the primary key) and each VM holds
+ *   at most one lease; a lease cannot outlive its VM (FK, cascade as a last line of defence);
+ * - `vms.ip` is NULL for VMs without a lease (dhcp, vsock), so they never collide on ''.
+ */
+
+import type Database from 'better-sqlite3';
+
+export interface Migration {
+  version: number;
+  name: string;
+  sql: string;
+}
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'plugins, vms, ip_leases',
+    sql: `
+      CREATE TABLE plugins (
+        name         TEXT PRIMARY KEY NOT NULL,
+        version      TEXT NOT NULL,
+        manifest     TEXT NOT NULL CHECK (json_valid(manifest)),
+        image_path   TEXT NOT NULL,
+        installed_at TEXT NOT NULL
+      ) STRICT;
+
+      CREATE TABLE vms (
+        id         INTEGER PRIMARY KEY,
+        name       TEXT NOT NULL UNIQUE,
+        plugin     TEXT NOT NULL REFERENCES plugins(name) ON DELETE RESTRICT,
+        state      TEXT NOT NULL CHECK (state IN ('creating','starting','running','stopping','stopped','failed')),
+        mode       TEXT NOT NULL CHECK (mode IN ('bridged','dhcp','vsock')),
+        ip         TEXT UNIQUE,
+        mac        TEXT NOT NULL,
+        tap        TEXT UNIQUE,
+        cid        INTEGER NOT NULL UNIQUE CHECK (cid >= 3 AND cid < 4294967295),
+        pid        INTEGER,
+        vmm        TEXT CHECK (vmm IS NULL OR vmm IN ('cloud-hypervisor','qemu')),
+        config     TEXT NOT NULL CHECK (json_valid(config)),
+        error      TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        CHECK ((mode = 'bridged') = (ip IS NOT NULL)),
+        CHECK ((mode = 'vsock') = (tap IS NULL))
+      ) STRICT;
+
+      CREATE TABLE ip_leases (
+        ip_num  INTEGER PRIMARY KEY CHECK (ip_num BETWEEN 0 AND 4294967295),
+        ip      TEXT NOT NULL UNIQUE,
+        vm_name TEXT NOT NULL UNIQUE REFERENCES vms(name) ON DELETE CASCADE ON UPDATE CASCADE,
+        since   TEXT NOT NULL
+      ) STRICT;
+    `,
+  },
+];
+
+export function migrate(db: Database.Database, migrations: readonly Migration[] = MIGRATIONS): number[] {
+  db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)');
+  const applied = db.transaction(() => {
+    const done = new Set((db.prepare('SELECT version FROM schema_migrations').all() as { version: number }[]).map((r) => r.version));
+    const ran: number[] = [];
+    for (const m of migrations) {
+      if (done.has(m.version)) continue;
+      db.exec(m.sql);
+      db.prepare('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)').run(m.version, m.name, new Date().toISOString());
+      ran.push(m.version);
+    }
+    return ran;
+  });
+  return applied.immediate();
+}

@@ -1,0 +1,114 @@
+// Config loading: defaults, YAML file, VOLANT_* env, flags, --state-dir, and errors that name
+// the key, the value and what is allowed.
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { defaultPool, environmentKeys, loadConfig, statePaths } from '../../host/config/index.js';
+import { ValidationError } from '../../shared/errors.js';
+
+const dir = mkdtempSync(join(tmpdir(), `volant-config-${process.pid}-`));
+after(() => rmSync(dir, { recursive: true, force: true }));
+const NO_FILE = join(dir, 'absent.yaml');
+
+function yamlFile(text: string): string {
+  const f = join(dir, `c${Math.random().toString(36).slice(2)}.yaml`);
+  writeFileSync(f, text);
+  return f;
+}
+
+function problems(fn: () => unknown): { path: string; message: string }[] {
+  try {
+    fn();
+  } catch (e) {
+    assert.ok(e instanceof ValidationError, `expected ValidationError, got ${e}`);
+    return e.problems;
+  }
+  assert.fail('expected a ValidationError');
+}
+
+describe('layers', () => {
+  test('defaults match the documented ones', () => {
+    const c = loadConfig({ file: null });
+    assert.equal(c.network.bridge, 'vbr0');
+    assert.equal(c.network.host_cidr, '192.168.127.1/24');
+    assert.equal(c.network.pool_start, '192.168.127.100');
+    assert.equal(c.network.pool_end, '192.168.127.254');
+    assert.equal(c.state_dir, '/var/lib/volant');
+    assert.equal(c.runtime_dir, '/run/volant');
+    assert.equal(c.egress.port, 3128);
+  });
+
+  test('file < env < flags, section by section', () => {
+    const file = yamlFile('network:\n  bridge: br-file\n  dns: [1.1.1.1]\negress:\n  port: 4000\n');
+    const c = loadConfig({ file, env: { VOLANT_EGRESS_PORT: '5000', VOLANT_NETWORK_RESERVATIONS: 'db=192.168.127.120, web=192.168.127.121' }, overrides: { network: { bridge: 'br-flag' } } });
+    assert.equal(c.network.bridge, 'br-flag');
+    assert.deepEqual(c.network.dns, ['1.1.1.1']);
+    assert.equal(c.egress.port, 5000);
+    assert.deepEqual(c.network.reservations, { db: '192.168.127.120', web: '192.168.127.121' });
+    assert.equal(c.network.host_cidr, '192.168.127.1/24');
+  });
+
+  test('--state-dir moves the runtime dir, database and logs under it unless runtime_dir is set', () => {
+    const c = loadConfig({ file: null, overrides: { state_dir: dir } });
+    assert.equal(c.runtime_dir, join(dir, 'run'));
+    assert.equal(statePaths(c).database, join(dir, 'volant.db'));
+    assert.equal(statePaths(c).logs, join(dir, 'logs'));
+    const d = loadConfig({ file: null, env: { VOLANT_RUNTIME_DIR: '/run/elsewhere' }, overrides: { state_dir: dir } });
+    assert.equal(d.runtime_dir, '/run/elsewhere');
+  });
+
+  test('a custom subnet gets a pool inside it by default', () => {
+    const c = loadConfig({ file: null, env: { VOLANT_NETWORK_HOST_CIDR: '10.200.0.1/16' } });
+    assert.equal(c.network.pool_start, '10.200.0.100');
+    assert.equal(c.network.pool_end, '10.200.255.254');
+    assert.deepEqual(defaultPool('10.0.0.1/29'), { pool_start: '10.0.0.2', pool_end: '10.0.0.6' });
+  });
+
+  test('every config key has exactly one VOLANT_ variable', () => {
+    const vars = environmentKeys().map((k) => k.variable);
+    assert.equal(new Set(vars).size, vars.length);
+    assert.ok(vars.includes('VOLANT_STATE_DIR'));
+    assert.ok(vars.includes('VOLANT_NETWORK_HOST_CIDR'));
+    assert.ok(vars.includes('VOLANT_EGRESS_ALLOW_PRIVATE'));
+  });
+
+  test('an explicitly named file (flag or VOLANT_CONFIG) that does not exist is an error', () => {
+    assert.throws(() => loadConfig({ file: NO_FILE }), { code: 'NOT_FOUND' });
+    assert.throws(() => loadConfig({ env: { VOLANT_CONFIG: NO_FILE } }), { code: 'NOT_FOUND' });
+  });
+});
+
+describe('bad config names the key, the value and what is allowed', () => {
+  const cases: [string, Parameters<typeof loadConfig>[0], string, RegExp][] = [
+    ['pool outside the subnet', { overrides: { network: { pool_start: '10.0.0.5' } } }, '/network/pool_start', /10\.0\.0\.5.*outside 192\.168\.127\.1\/24/],
+    ['pool covering the host', { overrides: { network: { pool_start: '192.168.127.1' } } }, '/network/pool_start', /host address 192\.168\.127\.1/],
+    ['pool end = broadcast', { overrides: { network: { pool_end: '192.168.127.255' } } }, '/network/pool_end', /outside/],
+    ['pool reversed', { overrides: { network: { pool_start: '192.168.127.200', pool_end: '192.168.127.150' } } }, '/network/pool_end', /comes before/],
+    ['host is the network address', { overrides: { network: { host_cidr: '192.168.127.0/24' } } }, '/network/host_cidr', /network or broadcast/],
+    ['bridge with shell characters', { overrides: { network: { bridge: 'br0;reboot' } } }, '/network/bridge', /br0;reboot/],
+    ['bridge too long', { overrides: { network: { bridge: 'a-very-long-bridge' } } }, '/network/bridge', /1-15/],
+    ['port not a number', { env: { VOLANT_EGRESS_PORT: 'http' } }, '/egress/port', /integer.*"http"/],
+    ['port too big', { env: { VOLANT_EGRESS_PORT: '70000' } }, '/egress/port', /65535.*70000/],
+    ['vmm not one of', { overrides: { vmm: { prefer: 'firecracker' as 'qemu' } } }, '/vmm/prefer', /"auto", "cloud-hypervisor", "qemu".*firecracker/],
+    ['octal-looking address', { overrides: { network: { pool_start: '192.168.127.0100' } } }, '/network/pool_start', /dotted-quad|match/],
+    ['reservation outside pool', { overrides: { network: { reservations: { db: '192.168.127.5' } } } }, '/network/reservations/db', /outside the pool/],
+    ['reservation clash', { overrides: { network: { reservations: { db: '192.168.127.150', web: '192.168.127.150' } } } }, '/network/reservations/web', /already reserved for "db"/],
+    ['reservation for an invalid VM name', { overrides: { network: { reservations: { 'a b': '192.168.127.150' } } } }, '/network/reservations/a b', /not a valid VM name/],
+  ];
+  for (const [title, opts, path, message] of cases) {
+    test(title, () => {
+      const p = problems(() => loadConfig({ file: null, ...opts }));
+      const hit = p.find((x) => x.path === path);
+      assert.ok(hit, `no problem at ${path}: ${JSON.stringify(p)}`);
+      assert.match(hit.message, message);
+    });
+  }
+
+  test('unknown keys and non-mapping files are refused', () => {
+    assert.match(problems(() => loadConfig({ file: yamlFile('netwrok:\n  bridge: x\n') }))[0]!.message, /unknown field/);
+    assert.equal(problems(() => loadConfig({ file: yamlFile('- a\n- b\n') }))[0]!.path, '/');
+    assert.match(problems(() => loadConfig({ file: yamlFile('network: [unclosed\n') }))[0]!.message, /not valid YAML/);
+  });
+});

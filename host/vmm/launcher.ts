@@ -5,7 +5,19 @@
  * itself and never needs to know which one runs.
  */
 
+import { isAbsolute } from 'node:path';
+import { VolantError } from '../../shared/errors.js';
+import { MAX_IFNAME_BYTES } from '../../shared/names.js';
+import { FIRST_GUEST_CID, MAX_GUEST_CID, MAX_UNIX_SOCKET_PATH_BYTES } from '../../shared/vsock.js';
+
 export type VmmKind = 'cloud-hypervisor' | 'qemu';
+
+/** Limits a launch spec is held to (both VMMs accept far more; these keep a typo from hurting the host). */
+export const MAX_VCPUS = 64;
+export const MIN_MEMORY_MB = 64;
+export const MAX_MEMORY_MB = 256 * 1024;
+/** How long `stop()` lets the guest shut down before forcing the VMM, unless told otherwise. */
+export const DEFAULT_STOP_TIMEOUT_MS = 10_000;
 
 export interface LaunchSpec {
   vmName: string;
@@ -57,4 +69,43 @@ export interface Launcher {
    * restart). Returns undefined when `pid` is not that VM's VMM any more.
    */
   adopt(pid: number, spec: LaunchSpec): Promise<VmProcess | undefined>;
+}
+
+const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
+const IFNAME = new RegExp(`^[A-Za-z0-9_.-]{1,${MAX_IFNAME_BYTES}}$`);
+const CONTROL = /[\u0000-\u001f\u007f]/;
+
+/**
+ * Checks a spec before anything is spawned or deleted; every launcher calls it first. Paths must be
+ * absolute and free of control characters (and commas: both VMMs split option strings on them).
+ */
+export function assertLaunchSpec(spec: LaunchSpec): void {
+  const bad = (what: string, allowed: string): never => {
+    throw new VolantError('INVALID_ARGUMENT', `launch spec for ${JSON.stringify(String(spec?.vmName).slice(0, 64))}: ${what} (${allowed})`);
+  };
+  const path = (name: string, value: unknown, socket = false): void => {
+    if (typeof value !== 'string' || !isAbsolute(value) || CONTROL.test(value) || value.includes(',')) {
+      bad(`${name} ${JSON.stringify(value)} is not usable`, 'an absolute path without control characters or commas');
+    }
+    if (socket && Buffer.byteLength(value as string) > MAX_UNIX_SOCKET_PATH_BYTES) bad(`${name} is too long for a Unix socket`, `at most ${MAX_UNIX_SOCKET_PATH_BYTES} bytes`);
+  };
+  const int = (name: string, value: unknown, min: number, max: number): void => {
+    if (!Number.isInteger(value) || (value as number) < min || (value as number) > max) bad(`${name} ${JSON.stringify(value)} is out of range`, `an integer ${min}..${max}`);
+  };
+  path('kernelPath', spec.kernelPath);
+  path('initramfsPath', spec.initramfsPath);
+  path('serialLogPath', spec.serialLogPath);
+  path('runDir', spec.runDir);
+  if (typeof spec.cmdline !== 'string' || CONTROL.test(spec.cmdline)) bad('cmdline is not a single line', 'build it with buildKernelCmdline');
+  int('cpus', spec.cpus, 1, MAX_VCPUS);
+  int('memoryMb', spec.memoryMb, MIN_MEMORY_MB, MAX_MEMORY_MB);
+  int('vsock.cid', spec.vsock?.cid, FIRST_GUEST_CID, MAX_GUEST_CID);
+  path('vsock.socketPath', spec.vsock?.socketPath, true);
+  if (spec.tap !== undefined) {
+    if (typeof spec.tap.name !== 'string' || !IFNAME.test(spec.tap.name)) bad(`tap name ${JSON.stringify(spec.tap.name)} is not an interface name`, `1-${MAX_IFNAME_BYTES} of letters, digits, '_', '.', '-'`);
+    if (typeof spec.tap.mac !== 'string' || !MAC.test(spec.tap.mac)) bad(`tap MAC ${JSON.stringify(spec.tap.mac)} is not usable`, 'six lower-case hex pairs separated by colons');
+  }
+  if (spec.commandPrefix !== undefined && (!Array.isArray(spec.commandPrefix) || spec.commandPrefix.some((a) => typeof a !== 'string'))) {
+    bad('commandPrefix is not a list of strings', 'e.g. ["ip", "netns", "exec", "ns"]');
+  }
 }

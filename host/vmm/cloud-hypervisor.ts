@@ -1,0 +1,124 @@
+/**
+ * Cloud Hypervisor launcher. The VMM starts empty with `--api-socket` (and `--event-monitor`),
+ * then gets the VM over its REST API: `vm.create` with a `VmConfig` body, then `vm.boot`.
+ * What must hold:
+ *
+ *  - The body is built by a pure function and validates against `VmConfig` in the project's
+ *    OpenAPI spec (a test checks every mode): payload, cpus, memory in bytes, one virtio-net on
+ *    the VM's tap for bridged/dhcp, vsock always (hybrid vsock on `spec.vsock.socketPath`),
+ *    serial to the per-VM log file, virtio console off.
+ *  - A stale vsock or API socket from an earlier run is removed before launch.
+ *  - Stop: `vm.shutdown`, `vmm.shutdown` (the VMM process stays up after the first), then
+ *    SIGTERM, then SIGKILL.
+ *  - Cloud Hypervisor needs KVM, so a VM it runs always has accel `kvm` and vsock.
+ */
+
+import { join } from 'node:path';
+import { VolantError } from '../../shared/errors.js';
+import { chApiCall, chApiExpectOk, waitForChApi } from './cloud-hypervisor-api.js';
+import { assertLaunchSpec, DEFAULT_STOP_TIMEOUT_MS, type LaunchSpec, type Launcher, type VmProcess } from './launcher.js';
+import { argvContains, readProcessArgv, SupervisedVm, spawnVmm, waitForExit, watchAdoptedPid } from './process.js';
+import { logTail, prepareRunDir } from './run-dir.js';
+
+export const CLOUD_HYPERVISOR_BINARY = 'cloud-hypervisor';
+/** Time the VMM gets to exit after `vmm.shutdown`. */
+export const VMM_SHUTDOWN_WAIT_MS = 2000;
+/** virtio-net: one RX/TX queue pair of CH's default size. */
+const NET_QUEUES = 2;
+const NET_QUEUE_SIZE = 256;
+
+export interface CloudHypervisorOptions {
+  /** The VMM binary (a test double in tests); default `cloud-hypervisor` from PATH. */
+  binary?: string;
+  defaultStopTimeoutMs?: number;
+}
+
+export const chApiSocketPath = (spec: Pick<LaunchSpec, 'runDir'>): string => join(spec.runDir, 'ch-api.sock');
+export const chEventMonitorPath = (spec: Pick<LaunchSpec, 'runDir'>): string => join(spec.runDir, 'ch-events.json');
+
+/** The `vm.create` body for a spec (pure). */
+export function buildVmCreateBody(spec: LaunchSpec): Record<string, unknown> {
+  const body: Record<string, unknown> = {
+    payload: { kernel: spec.kernelPath, initramfs: spec.initramfsPath, cmdline: spec.cmdline },
+    cpus: { boot_vcpus: spec.cpus, max_vcpus: spec.cpus },
+    memory: { size: spec.memoryMb * 1024 * 1024 },
+    vsock: { cid: spec.vsock.cid, socket: spec.vsock.socketPath },
+    serial: { mode: 'File', file: spec.serialLogPath },
+    console: { mode: 'Off' },
+  };
+  if (spec.tap) body.net = [{ tap: spec.tap.name, mac: spec.tap.mac, num_queues: NET_QUEUES, queue_size: NET_QUEUE_SIZE }];
+  return body;
+}
+
+/** The VMM's argv (after any command prefix); pure. */
+export function buildCloudHypervisorArgs(spec: LaunchSpec, binary = CLOUD_HYPERVISOR_BINARY): string[] {
+  return [binary, '--api-socket', `path=${chApiSocketPath(spec)}`, '--event-monitor', `path=${chEventMonitorPath(spec)}`];
+}
+
+export function createCloudHypervisorLauncher(options: CloudHypervisorOptions = {}): Launcher {
+  const binary = options.binary ?? CLOUD_HYPERVISOR_BINARY;
+  const defaultStopTimeoutMs = options.defaultStopTimeoutMs ?? DEFAULT_STOP_TIMEOUT_MS;
+
+  const supervise = (spec: LaunchSpec, pid: number, exited: VmProcess['exited'], isStillIt: () => boolean): VmProcess => {
+    const api = chApiSocketPath(spec);
+    return new SupervisedVm({
+      kind: 'cloud-hypervisor',
+      pid,
+      capabilities: { accel: 'kvm', vsock: true },
+      exited,
+      isStillIt,
+      defaultStopTimeoutMs,
+      politeSteps: (timeoutMs) => [
+        { name: 'vm.shutdown', run: async () => void (await chApiExpectOk(api, 'PUT', 'vm.shutdown')), waitMs: 0 },
+        { name: 'vmm.shutdown', run: async () => void (await chApiCall(api, 'PUT', 'vmm.shutdown')), waitMs: Math.max(timeoutMs, VMM_SHUTDOWN_WAIT_MS) },
+      ],
+    });
+  };
+
+  return {
+    kind: 'cloud-hypervisor',
+
+    async launch(spec) {
+      assertLaunchSpec(spec);
+      const api = chApiSocketPath(spec);
+      const vmmLog = prepareRunDir(spec, [api]);
+      const argv = [...(spec.commandPrefix ?? []), ...buildCloudHypervisorArgs(spec, binary)];
+      const { pid, exited } = await spawnVmm(argv, vmmLog);
+      let gone = false;
+      void exited.then(() => {
+        gone = true;
+      });
+      const vm = supervise(spec, pid, exited, () => !gone);
+      try {
+        await waitForChApi(api, () => gone);
+        await chApiExpectOk(api, 'PUT', 'vm.create', buildVmCreateBody(spec));
+        await chApiExpectOk(api, 'PUT', 'vm.boot');
+      } catch (e) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {}
+        await waitForExit(exited, 5000);
+        const tail = logTail(vmmLog);
+        const message = e instanceof Error ? e.message : String(e);
+        throw new VolantError('VMM_FAILED', `cloud-hypervisor could not start VM ${spec.vmName}: ${message}${tail ? `\n${tail}` : ''}`, { vmmLog }, { cause: e });
+      }
+      return vm;
+    },
+
+    async adopt(pid, spec) {
+      const api = chApiSocketPath(spec);
+      const needle = ['--api-socket', `path=${api}`];
+      const isStillIt = (): boolean => {
+        const argv = readProcessArgv(pid);
+        return argv !== undefined && argvContains(argv, needle);
+      };
+      if (!isStillIt()) return undefined;
+      try {
+        await chApiExpectOk(api, 'GET', 'vmm.ping');
+      } catch {
+        return undefined;
+      }
+      return supervise(spec, pid, watchAdoptedPid(isStillIt), isStillIt);
+    },
+  };
+}

@@ -1,0 +1,148 @@
+/**
+ * The real Cloud Hypervisor launcher against a TEST DOUBLE of the VMM. Cloud Hypervisor needs
+ * KVM, which is not usable on the test machines, so test/support/fake-cloud-hypervisor.ts plays
+ * it: a separate process that serves the documented REST API (OpenAPI spec v0.3.0 in
+ * shared/reference) on `--api-socket`, validates `vm.create` against the spec's `VmConfig`,
+ * writes the serial file, binds the vsock socket, and exits on `vmm.shutdown`. Everything on the
+ * launcher's side (spawn, API calls, stale sockets, stop ladder, exit detection, adoption) is
+ * the production code.
+ */
+
+import assert from 'node:assert/strict';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { chApiExpectOk } from '../../host/vmm/cloud-hypervisor-api.js';
+import { chApiSocketPath, createCloudHypervisorLauncher } from '../../host/vmm/cloud-hypervisor.js';
+import { buildKernelCmdline } from '../../host/vmm/cmdline.js';
+import type { LaunchSpec, VmProcess } from '../../host/vmm/launcher.js';
+import { VolantError } from '../../shared/errors.js';
+import { writeFakeCloudHypervisorBinary } from '../support/fake-cloud-hypervisor.js';
+import { makeStaleSocket, pidsMentioning } from '../support/vmm-procs.js';
+
+const root = mkdtempSync(join(tmpdir(), `volant-vmm-ch-${process.pid}-`));
+const started: VmProcess[] = [];
+let launcher: ReturnType<typeof createCloudHypervisorLauncher>;
+
+function spec(name: string, extra: Partial<LaunchSpec> = {}): LaunchSpec {
+  const runDir = join(root, 'run', name);
+  return {
+    vmName: name,
+    kernelPath: join(root, 'vmlinuz'),
+    initramfsPath: join(root, 'initramfs.img'),
+    cmdline: buildKernelCmdline({ vmName: name, network: { mode: 'dhcp' } }),
+    cpus: 1,
+    memoryMb: 256,
+    tap: { name: 'vtx-test0', mac: '02:00:00:00:00:01' },
+    vsock: { cid: 3, socketPath: join(runDir, 'vsock.sock') },
+    serialLogPath: join(root, 'logs', `${name}.serial.log`),
+    runDir,
+    ...extra,
+  };
+}
+
+async function launch(s: LaunchSpec, l = launcher): Promise<VmProcess> {
+  const vm = await l.launch(s);
+  started.push(vm);
+  return vm;
+}
+
+const isVmmFailed = (match: RegExp) => (e: unknown) => e instanceof VolantError && e.code === 'VMM_FAILED' && match.test(e.message);
+
+describe('Cloud Hypervisor launcher (against the API test double)', () => {
+  before(() => {
+    writeFileSync(join(root, 'vmlinuz'), 'not a kernel: the double only checks the file exists');
+    writeFileSync(join(root, 'initramfs.img'), 'x');
+    launcher = createCloudHypervisorLauncher({ binary: writeFakeCloudHypervisorBinary(root), defaultStopTimeoutMs: 2000 });
+  });
+
+  after(async () => {
+    for (const vm of started) {
+      try {
+        process.kill(vm.pid, 'SIGKILL');
+      } catch {}
+    }
+    rmSync(root, { recursive: true, force: true });
+  });
+
+  it('launch: vm.create + vm.boot → Running, serial file written, vsock socket bound; stop → exits', async () => {
+    const s = spec('boot1');
+    const vm = await launch(s);
+    assert.equal(vm.kind, 'cloud-hypervisor');
+    assert.deepEqual(vm.capabilities, { accel: 'kvm', vsock: true });
+    const info = JSON.parse((await chApiExpectOk(chApiSocketPath(s), 'GET', 'vm.info')).body);
+    assert.equal(info.state, 'Running');
+    assert.equal(info.config.payload.cmdline, s.cmdline);
+    assert.deepEqual(info.config.net, [{ tap: 'vtx-test0', mac: '02:00:00:00:00:01', num_queues: 2, queue_size: 256 }]);
+    assert.match(readFileSync(s.serialLogPath, 'utf8'), /volant\.name=boot1/);
+    assert.ok(lstatSync(s.vsock.socketPath).isSocket());
+
+    const exit = await vm.stop();
+    assert.deepEqual(exit, { code: 0, signal: null }, 'vm.shutdown then vmm.shutdown ends the VMM cleanly');
+    assert.deepEqual(await vm.exited, exit);
+    assert.deepEqual(pidsMentioning(s.runDir), []);
+    assert.deepEqual(await vm.stop(), exit, 'stop is idempotent');
+  });
+
+  it('a stale vsock socket from a crashed run is removed before launch', async () => {
+    const s = spec('stale');
+    rmSync(s.runDir, { recursive: true, force: true });
+    mkdirSync(s.runDir, { recursive: true });
+    makeStaleSocket(s.vsock.socketPath);
+    makeStaleSocket(chApiSocketPath(s));
+    assert.ok(lstatSync(s.vsock.socketPath).isSocket());
+    const vm = await launch(s);
+    assert.ok(lstatSync(s.vsock.socketPath).isSocket(), 'the double bound it afresh (binding a stale path fails with EADDRINUSE)');
+    await vm.stop();
+  });
+
+  it('a regular file at the vsock path is not deleted: CONFLICT, nothing spawned', async () => {
+    const s = spec('notasock');
+    mkdirSync(s.runDir, { recursive: true });
+    writeFileSync(s.vsock.socketPath, 'precious');
+    await assert.rejects(launcher.launch(s), (e: unknown) => e instanceof VolantError && e.code === 'CONFLICT');
+    assert.equal(readFileSync(s.vsock.socketPath, 'utf8'), 'precious');
+    assert.deepEqual(pidsMentioning(s.runDir), []);
+  });
+
+  it('SIGKILL of the VMM is seen through exited', async () => {
+    const vm = await launch(spec('killed'));
+    process.kill(vm.pid, 'SIGKILL');
+    assert.deepEqual(await vm.exited, { code: null, signal: 'SIGKILL' });
+    assert.deepEqual(await vm.stop(), { code: null, signal: 'SIGKILL' }, 'stopping a dead VMM just reports its exit');
+  });
+
+  it('vm.create refused (missing initramfs) → VMM_FAILED with the VMM message, process gone', async () => {
+    const s = spec('noinitrd', { initramfsPath: join(root, 'missing.img') });
+    await assert.rejects(launcher.launch(s), isVmmFailed(/vm\.create failed with HTTP 500: .*cannot open initramfs/));
+    assert.deepEqual(pidsMentioning(s.runDir), []);
+  });
+
+  it('binary missing → VMM_FAILED "not found"', async () => {
+    const l = createCloudHypervisorLauncher({ binary: join(root, 'no-such-cloud-hypervisor') });
+    await assert.rejects(l.launch(spec('nobin')), isVmmFailed(/not found/));
+  });
+
+  it('a bad spec is refused before anything runs', async () => {
+    const s = spec('badspec', { vsock: { cid: 2, socketPath: join(root, 'x.sock') } });
+    await assert.rejects(launcher.launch(s), (e: unknown) => e instanceof VolantError && e.code === 'INVALID_ARGUMENT' && /vsock\.cid/.test(e.message));
+    assert.equal(existsSync(s.runDir), false);
+  });
+
+  it('adopt: a new launcher re-attaches by PID; a wrong PID or another VM is not adopted', async () => {
+    const s = spec('adopted');
+    const vm = await launch(s);
+    const fresh = createCloudHypervisorLauncher({ defaultStopTimeoutMs: 2000 });
+    assert.equal(await fresh.adopt(process.pid, s), undefined, 'this test process is not that VMM');
+    assert.equal(await fresh.adopt(vm.pid, spec('someone-else')), undefined, 'the PID runs a different VM');
+    assert.equal(await fresh.adopt(2 ** 22 + 12345, s), undefined, 'no such PID');
+    const adopted = await fresh.adopt(vm.pid, s);
+    assert.ok(adopted);
+    assert.equal(adopted.pid, vm.pid);
+    const exit = await adopted.stop();
+    assert.deepEqual(exit, { code: null, signal: null }, 'not our child: no exit status, but the exit is seen');
+    assert.deepEqual(await vm.exited, { code: 0, signal: null });
+    assert.deepEqual(pidsMentioning(s.runDir), []);
+  });
+});

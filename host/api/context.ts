@@ -1,0 +1,26 @@
+/**
+ * What the routes need from the rest of volantd, gathered in one object the server passes to
+ * each route module. The ingress seam is the CONTRACTS.md interface: the HTTP server offers every
+ * request and upgrade to it first (after auth); it answers `true` when it took the request.
+ */
+
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { Orchestrator } from '../orchestrator/orchestrator.js';
+import type { PluginImages } from '../orchestrator/plugin-images.js';
+import type { MetricsRegistry } from './metrics.js';
+
+export interface IngressSeam {
+  handleRequest(req: IncomingMessage, res: ServerResponse): boolean;
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): boolean;
+}
+
+export interface ApiContext {
+  orchestrator: Orchestrator;
+  plugins: PluginImages;
+  /** Lease/CID facts for `/api/v1/debug/ipam`. */
+  ipamReport: () => unknown;
+  metrics: MetricsRegistry;
+  version: string;
+  startedAt: number;
+}

@@ -1,0 +1,111 @@
+/**
+ * How the host reaches a VM's kestrel agent: over hybrid vsock (the VMM's Unix socket,
+ * `CONNECT 8080`) when the VMM has a vsock device, else plain TCP to guest_ip:8080 on the
+ * bridge. One transport choice (`agentTransport`, pure) serves the health wait and the log
+ * stream alike.
+ */
+
+import { request, type IncomingMessage } from 'node:http';
+import { connect, type Socket } from 'node:net';
+import { VolantError } from '../../shared/errors.js';
+import { AGENT_VSOCK_PORT } from '../../shared/vsock.js';
+import { dialHybridVsock } from '../vsock/hybrid.js';
+
+export const AGENT_TCP_PORT = 8080;
+/** How long one /healthz probe may take before it counts as no answer. */
+export const HEALTH_PROBE_TIMEOUT_MS = 2000;
+/** Pause between probes while the guest boots. */
+export const HEALTH_POLL_INTERVAL_MS = 200;
+
+export type AgentTransport = { kind: 'vsock'; socketPath: string } | { kind: 'tcp'; host: string; port: number };
+
+export function agentTransport(vm: { ip?: string; vsockSocketPath: string; vmmHasVsock: boolean }): AgentTransport | undefined {
+  if (vm.vmmHasVsock) return { kind: 'vsock', socketPath: vm.vsockSocketPath };
+  if (vm.ip) return { kind: 'tcp', host: vm.ip, port: AGENT_TCP_PORT };
+  return undefined;
+}
+
+function dial(t: AgentTransport, timeoutMs: number): Promise<Socket> {
+  if (t.kind === 'vsock') return dialHybridVsock(t.socketPath, AGENT_VSOCK_PORT, { timeoutMs });
+  return new Promise((resolve, reject) => {
+    const s = connect({ host: t.host, port: t.port });
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new VolantError('TIMEOUT', `tcp ${t.host}:${t.port}: no connection within ${timeoutMs} ms`));
+    }, timeoutMs);
+    s.once('connect', () => {
+      clearTimeout(timer);
+      resolve(s);
+    });
+    s.once('error', (e: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      reject(new VolantError('UPSTREAM_UNREACHABLE', `tcp ${t.host}:${t.port}: ${e.code ?? e.message}`));
+    });
+  });
+}
+
+/** Sends a GET to kestrel and resolves with the response (body unread). */
+export function agentGet(t: AgentTransport, path: string, options: { timeoutMs: number; signal?: AbortSignal }): Promise<IncomingMessage> {
+  return new Promise((resolve, reject) => {
+    const req = request({
+      method: 'GET',
+      path,
+      host: 'kestrel',
+      headers: { connection: 'close' },
+      signal: options.signal,
+      createConnection: (_opts, cb) => {
+        dial(t, options.timeoutMs).then(
+          (s) => cb(null, s),
+          (e: Error) => cb(e, undefined as unknown as Socket),
+        );
+        return undefined as unknown as Socket;
+      },
+    });
+    const timer = setTimeout(() => req.destroy(new VolantError('TIMEOUT', `kestrel ${path}: no answer within ${options.timeoutMs} ms`)), options.timeoutMs);
+    req.once('response', (res) => {
+      clearTimeout(timer);
+      resolve(res);
+    });
+    req.once('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    req.end();
+  });
+}
+
+/** One /healthz probe: true when kestrel answers 200. */
+export async function probeHealth(t: AgentTransport, timeoutMs = HEALTH_PROBE_TIMEOUT_MS): Promise<boolean> {
+  try {
+    const res = await agentGet(t, '/healthz', { timeoutMs });
+    res.resume();
+    return res.statusCode === 200;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Polls /healthz until it answers 200, the deadline passes (TIMEOUT), or `abandon` settles first
+ * (the VMM exited: VMM_FAILED from the caller's promise).
+ */
+export async function waitForHealthy(t: AgentTransport, options: { timeoutMs: number; abandon?: Promise<never> }): Promise<void> {
+  const deadline = Date.now() + options.timeoutMs;
+  let abandoned: unknown;
+  let done = false;
+  options.abandon?.catch((e: unknown) => {
+    abandoned = e;
+  });
+  try {
+    while (!done) {
+      if (abandoned !== undefined) throw abandoned;
+      const left = deadline - Date.now();
+      if (left <= 0) throw new VolantError('TIMEOUT', `kestrel did not answer /healthz within ${options.timeoutMs} ms`);
+      if (await probeHealth(t, Math.min(HEALTH_PROBE_TIMEOUT_MS, left))) return;
+      if (abandoned !== undefined) throw abandoned;
+      await new Promise((r) => setTimeout(r, Math.min(HEALTH_POLL_INTERVAL_MS, Math.max(0, deadline - Date.now()))));
+    }
+  } finally {
+    done = true;
+  }
+}

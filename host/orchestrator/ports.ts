@@ -1,0 +1,30 @@
+/**
+ * The small interfaces the orchestrator drives besides the store and the launcher: host
+ * networking and the egress proxy. The daemon wires the real ones; tests wire real ones too
+ * where they can exist here (taps in a netns). Keeping them narrow is what lets the life cycle
+ * be read in one file without knowing how a tap or a firewall rule is made.
+ */
+
+import type { NetworkMode } from '../../shared/schema/manifest.js';
+
+/** Per-VM taps on the bridge, and the firewall rules that keep a VM's traffic where it belongs. */
+export interface TapNetwork {
+  /** Creates the tap, attaches it to the bridge, brings it up. */
+  createTap(tap: string, mac: string): Promise<void>;
+  /** Idempotent: a missing tap is not an error. */
+  deleteTap(tap: string): Promise<void>;
+  /** Names of existing taps Volant created (its prefix). */
+  listTaps(): Promise<string[]>;
+  /** Blocks the VM's direct outbound traffic (only the egress proxy may carry it). Idempotent. */
+  lockdownEgress?(tap: string, guestIp: string | undefined): Promise<void>;
+  /** Removes what `lockdownEgress` added. Idempotent. */
+  releaseEgress?(tap: string): Promise<void>;
+}
+
+/** A running per-VM egress listener. */
+export interface EgressHandle {
+  close(): Promise<void>;
+}
+
+/** Starts the egress proxy for one VM that allows outbound traffic. */
+export type EgressStarter = (vm: { name: string; mode: NetworkMode; ip?: string; vsockSocketPath: string; allowedDomains: string[] }) => Promise<EgressHandle>;

@@ -1,8 +1,17 @@
-// volant_native: the syscalls Node lacks that host and guest need (AF_VSOCK, netlink
-// address/route setup, finit_module, reboot, reaping). Filled in by the kestrel/native work.
+// volant_native: the few system calls host and guest need that Node lacks.
+//   sockets.cc  AF_VSOCK listen/connect fds (wrapped as net.Socket in JavaScript), local CID
+//   netconf.cc  interface up, IPv4 address/prefix, default route (ioctl on an AF_INET socket)
+//   system.cc   sethostname, finit_module, reboot, subreaper, zombie peek/reap
+// Use it through the typed wrapper native/index.ts, which validates arguments and holds policy;
+// the C++ stays a thin, exception-free layer that reports errno errors (errno_error.h).
 #include <napi.h>
 
+#include "modules.h"
+
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  RegisterSockets(env, exports);
+  RegisterNetconf(env, exports);
+  RegisterSystem(env, exports);
   return exports;
 }
 

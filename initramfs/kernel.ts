@@ -3,7 +3,8 @@
  * through apt as a package download (never installed on the host) and unpacked with `dpkg -x`.
  *
  * What must hold:
- * - The result lives in `<dest>/<kver>/{vmlinuz,modules}` and `<dest>/current.json` names it, so a
+ * - The result lives in `<dest>/<kver>/vmlinuz` and `<dest>/<kver>/lib/modules/<kver>` (so the
+ *   modules directory's name is the kernel release, as on an installed system), and `<dest>/current.json` names it, so a
  *   second call with the kernel already there downloads nothing (tests and benches share one cache).
  * - A kernel directory appears only complete: unpacking happens in a temp dir beside it, then a rename.
  * - Failures say which step failed (apt index empty, package missing, unpack failed) and leave
@@ -107,7 +108,7 @@ export async function fetchKernel(opts: FetchKernelOptions): Promise<KernelInfo>
   const pkg = await currentPackage(log);
   const version = kernelVersionFromPackage(pkg);
   const finalDir = join(dest, version);
-  const info: KernelInfo = { version, vmlinuz: join(finalDir, 'vmlinuz'), modulesDir: join(finalDir, 'modules') };
+  const info: KernelInfo = { version, vmlinuz: join(finalDir, 'vmlinuz'), modulesDir: join(finalDir, 'lib', 'modules', version) };
 
   if (opts.force || !(existsSync(info.vmlinuz) && existsSync(info.modulesDir))) {
     await mkdir(dest, { recursive: true });
@@ -121,13 +122,13 @@ export async function fetchKernel(opts: FetchKernelOptions): Promise<KernelInfo>
       const root = join(work, 'root');
       await run('dpkg', ['-x', join(work, deb), root], `unpacking ${deb}`);
       const staged = join(work, 'kernel');
-      await mkdir(staged);
+      await mkdir(join(staged, 'lib', 'modules'), { recursive: true });
       const vmlinuz = join(root, 'boot', `vmlinuz-${version}`);
       const modules = join(root, 'lib', 'modules', version);
       if (!existsSync(vmlinuz)) throw new VolantError('NOT_FOUND', `${deb} has no boot/vmlinuz-${version}`);
       if (!existsSync(modules)) throw new VolantError('NOT_FOUND', `${deb} has no lib/modules/${version}`);
       await rename(vmlinuz, join(staged, 'vmlinuz'));
-      await rename(modules, join(staged, 'modules'));
+      await rename(modules, join(staged, 'lib', 'modules', version));
       await rm(finalDir, { recursive: true, force: true });
       await rename(staged, finalDir);
     } finally {

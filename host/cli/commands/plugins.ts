@@ -1,4 +1,82 @@
-import type { Command } from 'commander';
+/**
+ * `volar plugins ...`: plugin images. `build` turns a plugin folder into OUT/initramfs.img +
+ * OUT/plugin.json (initramfs/build.ts); install/list/remove talk to volantd's store.
+ */
 
-/** Registers the `plugins` command group (being built: see the issue that owns it). */
-export function register(_program: Command): void {}
+import { existsSync } from 'node:fs';
+import { basename, join, resolve } from 'node:path';
+import type { Command } from 'commander';
+import { VolantError } from '../../../shared/errors.js';
+import type { Compression } from '../../../initramfs/build-file.js';
+import { type BuildResult, buildPlugin } from '../../../initramfs/build.js';
+import { cachedKernel, type KernelInfo } from '../../../initramfs/kernel.js';
+import { defaultKernelDir } from './kernel.js';
+
+/** What `uname -r` looks like: 6.1.0-56-cloud-amd64. */
+const KERNEL_RELEASE = /^\d+\.\d+[\w.+-]*$/;
+const COMPRESSIONS: readonly Compression[] = ['gzip', 'zstd', 'none'];
+
+function mb(bytes: number): string {
+  return `${(bytes / 1e6).toFixed(1)} MB`;
+}
+
+/** The summary printed after a build: what went in, member sizes, the image and its digest. */
+export function formatBuildSummary(r: BuildResult, seconds: number): string {
+  const lines = ['contents:'];
+  for (const i of r.items) lines.push(`  ${i.what.padEnd(42)} ${String(i.files).padStart(5)} files ${mb(i.bytes).padStart(10)}`);
+  for (const m of r.members) lines.push(`  ${`${m.layer} member (${r.compression})${m.layer === 'runtime' && r.runtimeCached ? ', cached' : ''}`.padEnd(42)} ${''.padStart(11)} ${mb(m.bytes).padStart(10)}`);
+  lines.push(`image     ${r.image} (${mb(r.imageBytes)}, sha256 ${r.sha256})`, `manifest  ${r.manifest}`, `built in ${seconds.toFixed(2)} s`);
+  return lines.join('\n');
+}
+
+async function kernelFor(opts: { kernel?: string; modules?: string; kernelVersion?: string }): Promise<KernelInfo> {
+  if (opts.kernel || opts.modules) {
+    if (!opts.kernel || !opts.modules) throw new VolantError('INVALID_ARGUMENT', '--kernel and --modules go together (the modules must match the kernel)');
+    if (!existsSync(opts.modules)) throw new VolantError('NOT_FOUND', `modules directory ${opts.modules} does not exist`);
+    const version = opts.kernelVersion ?? basename(resolve(opts.modules));
+    if (!KERNEL_RELEASE.test(version)) {
+      throw new VolantError('INVALID_ARGUMENT', `cannot tell the kernel release from ${opts.modules} (expected lib/modules/<release>); pass --kernel-version`);
+    }
+    return { version, vmlinuz: opts.kernel, modulesDir: opts.modules };
+  }
+  const dir = defaultKernelDir();
+  const cached = await cachedKernel(dir);
+  if (!cached) throw new VolantError('NOT_FOUND', `no kernel in ${join(dir, 'current.json')}: run \`volar kernel fetch\` or pass --kernel and --modules`);
+  return cached;
+}
+
+/** `plugins build DIR`. Self-contained so other `plugins` subcommands can live beside it. */
+export function registerBuild(plugins: Command): void {
+  plugins
+    .command('build')
+    .description('build a plugin folder into OUT/initramfs.img and OUT/plugin.json')
+    .argument('<dir>', 'plugin folder with plugin.json and volant.build.json')
+    .option('-o, --out <dir>', 'output folder (default DIR/build)')
+    .option('--kernel <path>', 'kernel image (default: the one `volar kernel fetch` cached)')
+    .option('--modules <dir>', 'lib/modules/<version> of that kernel; its last path component is the version')
+    .option('--kernel-version <version>', 'kernel release when --modules does not end in it')
+    .option('--compression <kind>', `${COMPRESSIONS.join(' | ')} (default: the build file's, else gzip)`)
+    .action(async (dir: string, opts: { out?: string; kernel?: string; modules?: string; kernelVersion?: string; compression?: string }) => {
+      if (opts.compression !== undefined && !COMPRESSIONS.includes(opts.compression as Compression)) {
+        throw new VolantError('INVALID_ARGUMENT', `--compression ${JSON.stringify(opts.compression)}: must be one of ${COMPRESSIONS.join(', ')}`);
+      }
+      const kernel = await kernelFor(opts);
+      const tty = process.stderr.isTTY === true;
+      const started = performance.now();
+      const result = await buildPlugin({
+        pluginDir: dir,
+        outDir: opts.out,
+        kernelVersion: kernel.version,
+        modulesDir: kernel.modulesDir,
+        compression: opts.compression as Compression | undefined,
+        progress: tty ? (step) => process.stderr.write(`\u001b[2K\r volar: ${step} ...`) : undefined,
+      });
+      if (tty) process.stderr.write('\u001b[2K\r');
+      process.stdout.write(`${formatBuildSummary(result, (performance.now() - started) / 1000)}\n`);
+    });
+}
+
+export function register(program: Command): void {
+  const plugins = program.command('plugins').description('plugin images: build, install, list, remove');
+  registerBuild(plugins);
+}

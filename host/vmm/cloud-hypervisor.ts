@@ -64,7 +64,7 @@ export function createCloudHypervisorLauncher(options: CloudHypervisorOptions = 
     return new SupervisedVm({
       kind: 'cloud-hypervisor',
       pid,
-      capabilities: { accel: 'kvm', vsock: true },
+      capabilities: { accel: 'kvm', vsock: true, vsockHost: 'hybrid-socket' },
       exited,
       isStillIt,
       defaultStopTimeoutMs,

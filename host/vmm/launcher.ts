@@ -47,8 +47,14 @@ export interface VmmExit {
 export interface VmmCapabilities {
   /** How the guest CPU runs. */
   accel: 'kvm' | 'tcg';
-  /** Whether the guest has a vsock device reachable through `vsock.socketPath`. */
+  /** Whether the guest has a vsock device. */
   vsock: boolean;
+  /**
+   * How the host reaches that device: `hybrid-socket` = through `vsock.socketPath` (Cloud
+   * Hypervisor); `af-vsock` = by CID through the host kernel (QEMU vhost-vsock). Absent when
+   * `vsock` is false.
+   */
+  vsockHost?: 'hybrid-socket' | 'af-vsock';
 }
 
 export interface VmProcess {

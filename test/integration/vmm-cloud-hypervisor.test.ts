@@ -70,7 +70,7 @@ describe('Cloud Hypervisor launcher (against the API test double)', () => {
     const s = spec('boot1');
     const vm = await launch(s);
     assert.equal(vm.kind, 'cloud-hypervisor');
-    assert.deepEqual(vm.capabilities, { accel: 'kvm', vsock: true });
+    assert.deepEqual(vm.capabilities, { accel: 'kvm', vsock: true, vsockHost: 'hybrid-socket' });
     const info = JSON.parse((await chApiExpectOk(chApiSocketPath(s), 'GET', 'vm.info')).body);
     assert.equal(info.state, 'Running');
     assert.equal(info.config.payload.cmdline, s.cmdline);

@@ -1,0 +1,163 @@
+/**
+ * The QEMU launcher for real: Debian's cloud kernel (fetched once into the test kernel cache)
+ * boots under TCG with a tiny busybox initramfs made here, whose /init prints a marker and the
+ * command line it got on the serial console. One VM at a time, 256 MiB (the machine's two cores
+ * are shared). Checks: the marker reaches the serial log; stop() ends QEMU through QMP (not a
+ * signal); SIGKILL is seen through `exited`; a guest whose init dies (kernel panic) ends the
+ * VMM by itself (`panic=-1` + `-no-reboot`); a start-up failure is reported with QEMU's words.
+ */
+
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { after, before, describe, it } from 'node:test';
+import { buildKernelCmdline } from '../../host/vmm/cmdline.js';
+import type { LaunchSpec, VmProcess } from '../../host/vmm/launcher.js';
+import { waitForExit } from '../../host/vmm/process.js';
+import { createQemuLauncher } from '../../host/vmm/qemu.js';
+import { VolantError } from '../../shared/errors.js';
+import { testKernel } from '../support/kernel.js';
+import { pidsMentioning } from '../support/vmm-procs.js';
+
+const MARKER = 'VOLANT-VMM-TEST-MARKER';
+/** TCG on a shared, busy machine: generous, and only an upper bound (the test polls). */
+const BOOT_TIMEOUT_MS = 180_000;
+const BUSYBOX = ['/bin/busybox', '/usr/bin/busybox'].find((p) => existsSync(p));
+const QEMU = 'qemu-system-x86_64';
+
+const INIT = `#!/bin/busybox sh
+/bin/busybox mkdir -p /proc /dev
+/bin/busybox mount -t devtmpfs devtmpfs /dev 2>/dev/null
+exec </dev/console >/dev/console 2>&1
+/bin/busybox mount -t proc proc /proc
+CMDLINE="$(/bin/busybox cat /proc/cmdline)"
+echo "${MARKER} cmdline: $CMDLINE"
+case " $CMDLINE " in
+  *" volant.name=init-exits "*) echo "test init: exiting on purpose"; exit 0 ;;
+esac
+while :; do /bin/busybox sleep 3600; done
+`;
+
+const root = mkdtempSync(join(tmpdir(), `volant-vmm-qemu-${process.pid}-`));
+const started: VmProcess[] = [];
+let kernelPath = '';
+const initramfsPath = join(root, 'initramfs.cpio');
+
+function makeInitramfs(): void {
+  const tree = join(root, 'tree');
+  mkdirSync(join(tree, 'bin'), { recursive: true });
+  copyFileSync(BUSYBOX!, join(tree, 'bin', 'busybox'));
+  writeFileSync(join(tree, 'init'), INIT);
+  chmodSync(join(tree, 'init'), 0o755);
+  const list = 'init\nbin\nbin/busybox\n';
+  writeFileSync(initramfsPath, execFileSync('cpio', ['-o', '-H', 'newc', '--quiet'], { cwd: tree, input: list, maxBuffer: 64 << 20 }));
+}
+
+function spec(name: string, extra: Partial<LaunchSpec> = {}): LaunchSpec {
+  const runDir = join(root, 'run', name);
+  return {
+    vmName: name,
+    kernelPath,
+    initramfsPath,
+    cmdline: buildKernelCmdline({ vmName: name, network: { mode: 'vsock' }, env: { GREETING: 'hello world' } }),
+    cpus: 1,
+    memoryMb: 256,
+    vsock: { cid: 3, socketPath: join(runDir, 'vsock.sock') },
+    serialLogPath: join(root, 'logs', `${name}.serial.log`),
+    runDir,
+    ...extra,
+  };
+}
+
+async function waitForSerial(path: string, pattern: RegExp, vm: VmProcess): Promise<string> {
+  const deadline = Date.now() + BOOT_TIMEOUT_MS;
+  let exited = false;
+  void vm.exited.then(() => {
+    exited = true;
+  });
+  for (;;) {
+    const text = existsSync(path) ? readFileSync(path, 'utf8') : '';
+    if (pattern.test(text)) return text;
+    if (exited) assert.fail(`VMM exited before ${pattern} appeared; serial:\n${text.slice(-2000)}`);
+    if (Date.now() > deadline) assert.fail(`${pattern} not on the serial console within ${BOOT_TIMEOUT_MS} ms; serial:\n${text.slice(-2000)}`);
+    await sleep(250);
+  }
+}
+
+const launcher = createQemuLauncher({ binary: QEMU, accel: 'tcg', defaultStopTimeoutMs: 1500 });
+
+describe('QEMU launcher (real kernel under TCG)', { skip: BUSYBOX ? false : 'busybox is not installed' }, () => {
+  before(async () => {
+    kernelPath = (await testKernel()).vmlinuz;
+    makeInitramfs();
+  });
+
+  after(() => {
+    for (const vm of started) {
+      try {
+        process.kill(vm.pid, 'SIGKILL');
+      } catch {}
+    }
+    rmSync(root, { recursive: true, force: true });
+  });
+
+  it('boots: the marker and our command line reach the serial log; stop() quits through QMP', async () => {
+    const s = spec('boots');
+    const vm = await launcher.launch(s);
+    started.push(vm);
+    assert.equal(vm.kind, 'qemu');
+    assert.deepEqual(vm.capabilities, { accel: 'tcg', vsock: false }, 'TCG as configured; no /dev/vhost-vsock on these machines');
+    const serial = await waitForSerial(s.serialLogPath, new RegExp(`${MARKER} cmdline: .*volant\\.name=boots`), vm);
+    assert.match(serial, /console=ttyS0 reboot=k panic=-1 volant\.mode=vsock volant\.name=boots volant\.env=/);
+    const exit = await vm.stop({ timeoutMs: 1000 });
+    assert.deepEqual(exit, { code: 0, signal: null });
+    assert.doesNotMatch(readFileSync(join(s.runDir, 'vmm.log'), 'utf8'), /terminating on signal/, 'QMP quit ended it, not SIGTERM');
+    assert.deepEqual(pidsMentioning(s.runDir), []);
+  });
+
+  it('SIGKILL of QEMU is seen through exited', async () => {
+    const s = spec('killed');
+    const vm = await launcher.launch(s);
+    started.push(vm);
+    process.kill(vm.pid, 'SIGKILL');
+    assert.deepEqual(await vm.exited, { code: null, signal: 'SIGKILL' });
+  });
+
+  it('adopt: a new launcher finds the running QEMU by PID and stops it', async () => {
+    const s = spec('adopted');
+    const vm = await launcher.launch(s);
+    started.push(vm);
+    const fresh = createQemuLauncher({ binary: QEMU, accel: 'tcg', defaultStopTimeoutMs: 1000 });
+    assert.equal(await fresh.adopt(vm.pid, spec('other')), undefined, 'the PID runs another VM');
+    assert.equal(await fresh.adopt(process.pid, s), undefined);
+    const adopted = await fresh.adopt(vm.pid, s);
+    assert.ok(adopted);
+    assert.deepEqual(adopted.capabilities, { accel: 'tcg', vsock: false });
+    await adopted.stop();
+    assert.deepEqual(await vm.exited, { code: 0, signal: null });
+  });
+
+  it('a guest whose init dies ends the VMM on its own (panic=-1 + -no-reboot)', async () => {
+    const s = spec('init-exits');
+    const vm = await launcher.launch(s);
+    started.push(vm);
+    await waitForSerial(s.serialLogPath, /Attempted to kill init/, vm);
+    assert.deepEqual(await waitForExit(vm.exited, 60_000), { code: 0, signal: null }, 'QEMU must exit by itself after the panic');
+  });
+
+  it('a kernel QEMU cannot load → VMM_FAILED quoting QEMU, no process left', async () => {
+    const bogus = join(root, 'not-a-kernel');
+    writeFileSync(bogus, 'garbage');
+    const s = spec('badkernel', { kernelPath: bogus });
+    await assert.rejects(launcher.launch(s), (e: unknown) => e instanceof VolantError && e.code === 'VMM_FAILED' && /qemu could not start VM badkernel: .*\n.*qemu/s.test(e.message));
+    assert.deepEqual(pidsMentioning(s.runDir), []);
+  });
+
+  it('a missing initramfs is NOT_FOUND before anything starts', async () => {
+    const s = spec('noinitrd', { initramfsPath: join(root, 'missing.img') });
+    await assert.rejects(launcher.launch(s), (e: unknown) => e instanceof VolantError && e.code === 'NOT_FOUND' && /initramfs/.test(e.message));
+  });
+});

@@ -1,0 +1,93 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { kvmProbeBooted, resolveAccel } from '../../host/vmm/accel.js';
+import { buildKernelCmdline, type CmdlineNetwork } from '../../host/vmm/cmdline.js';
+import type { LaunchSpec, VmmCapabilities } from '../../host/vmm/launcher.js';
+import { buildQemuArgs, qemuOptValue } from '../../host/vmm/qemu.js';
+
+function specFor(network: CmdlineNetwork, extra: Partial<LaunchSpec> = {}): LaunchSpec {
+  return {
+    vmName: 'web',
+    kernelPath: '/k/vmlinuz',
+    initramfsPath: '/p/initramfs.img',
+    cmdline: buildKernelCmdline({ vmName: 'web', network }),
+    cpus: 2,
+    memoryMb: 384,
+    ...(network.mode === 'vsock' ? {} : { tap: { name: 'vtweb-abcdefgh', mac: '02:11:22:33:44:55' } }),
+    vsock: { cid: 42, socketPath: '/run/volant/vms/web/vsock.sock' },
+    serialLogPath: '/var/log/volant/web.serial.log',
+    runDir: '/run/volant/vms/web',
+    ...extra,
+  };
+}
+
+/** The value following `flag` each time it appears. */
+const values = (args: string[], flag: string): string[] => args.flatMap((a, i) => (a === flag ? [args[i + 1]!] : []));
+
+const tcg: VmmCapabilities = { accel: 'tcg', vsock: false };
+const kvmVsock: VmmCapabilities = { accel: 'kvm', vsock: true, vsockHost: 'af-vsock' };
+
+describe('QEMU argv', () => {
+  const table: { name: string; network: CmdlineNetwork; caps: VmmCapabilities; netdev: boolean }[] = [
+    { name: 'bridged, TCG, no vhost-vsock', network: { mode: 'bridged', ip: '10.0.0.5', gateway: '10.0.0.1', prefix: 24 }, caps: tcg, netdev: true },
+    { name: 'dhcp, KVM with vhost-vsock', network: { mode: 'dhcp' }, caps: kvmVsock, netdev: true },
+    { name: 'vsock mode: no NIC', network: { mode: 'vsock' }, caps: kvmVsock, netdev: false },
+    { name: 'vsock mode without vhost-vsock: no devices at all', network: { mode: 'vsock' }, caps: tcg, netdev: false },
+  ];
+  for (const t of table) {
+    it(t.name, () => {
+      const spec = specFor(t.network);
+      const args = buildQemuArgs(spec, t.caps, '/usr/bin/qemu-system-x86_64');
+      assert.equal(args[0], '/usr/bin/qemu-system-x86_64');
+      assert.deepEqual(values(args, '-M'), ['q35']);
+      assert.deepEqual(values(args, '-cpu'), ['max']);
+      assert.deepEqual(values(args, '-accel'), [t.caps.accel]);
+      assert.deepEqual(values(args, '-m'), ['384']);
+      assert.deepEqual(values(args, '-smp'), ['2']);
+      assert.deepEqual(values(args, '-kernel'), ['/k/vmlinuz']);
+      assert.deepEqual(values(args, '-initrd'), ['/p/initramfs.img']);
+      assert.deepEqual(values(args, '-append'), [spec.cmdline], 'the command line is one argv element, never re-split');
+      for (const flag of ['-nodefaults', '-no-user-config', '-no-reboot']) assert.ok(args.includes(flag), flag);
+      assert.deepEqual(values(args, '-display'), ['none']);
+      assert.deepEqual(values(args, '-chardev'), ['file,id=serial0,path=/var/log/volant/web.serial.log,append=on']);
+      assert.deepEqual(values(args, '-serial'), ['chardev:serial0']);
+      assert.deepEqual(values(args, '-qmp'), ['unix:/run/volant/vms/web/qmp.sock,server=on,wait=off']);
+      const devices = values(args, '-device');
+      if (t.netdev) {
+        assert.deepEqual(values(args, '-netdev'), ['tap,id=n0,ifname=vtweb-abcdefgh,script=no,downscript=no,vhost=off']);
+        assert.ok(devices.includes('virtio-net-pci,netdev=n0,mac=02:11:22:33:44:55'));
+      } else {
+        assert.deepEqual(values(args, '-netdev'), []);
+      }
+      assert.equal(devices.includes('vhost-vsock-pci,guest-cid=42'), t.caps.vsock);
+      assert.equal(devices.length, (t.netdev ? 1 : 0) + (t.caps.vsock ? 1 : 0), 'no device beyond the NIC and vsock');
+    });
+  }
+
+  it('commas in option values are doubled so they cannot add QEMU options', () => {
+    assert.equal(qemuOptValue('/a,b/c'), '/a,,b/c');
+    assert.equal(qemuOptValue('x,,y'), 'x,,,,y');
+    // The launch spec refuses commas in paths outright; the escaping is the second line of defence.
+    const args = buildQemuArgs(specFor({ mode: 'vsock' }, { serialLogPath: '/l/a,server=on.log' }), tcg);
+    assert.deepEqual(values(args, '-chardev'), ['file,id=serial0,path=/l/a,,server=on.log,append=on']);
+  });
+});
+
+describe('KVM probe', () => {
+  it('reads a boot to the root mount as success, anything short of it as failure', () => {
+    const table: [string, boolean][] = [
+      ['[    0.000000] Linux version 6.1.0 ...\n[    1.2] VFS: Unable to mount root fs on unknown-block(0,0)\n', true],
+      ['[    0.000000] Linux version 6.1.0 ...\n[    0.9] Run /init as init process\n', true],
+      ['[    0.000000] Linux version 6.1.0 ...\n[    0.1] tsc: Fast TSC calibration', false],
+      ['', false],
+      ['VFS: Unable to mount root fs', false],
+    ];
+    for (const [serial, booted] of table) assert.equal(kvmProbeBooted(serial), booted, serial.slice(0, 60));
+  });
+
+  it('a forced setting is used as is; no /dev/kvm means TCG without probing', async () => {
+    assert.equal(await resolveAccel('kvm', '/nonexistent/qemu', '/nonexistent/kernel'), 'kvm');
+    assert.equal(await resolveAccel('tcg', '/nonexistent/qemu', '/nonexistent/kernel'), 'tcg');
+    assert.equal(await resolveAccel('auto', '/nonexistent/qemu', '/nonexistent/kernel', '/nonexistent/kvm'), 'tcg');
+  });
+});

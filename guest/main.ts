@@ -1,0 +1,178 @@
+/**
+ * kestrel, the Volant guest agent. This file is the boot sequence, top to bottom:
+ *
+ *   1 mounts   2 modules   3 command line + manifest   4 network
+ *   5 workload   6 agent servers   7 egress forwarder   8 PID-1 duties
+ *
+ * As PID 1 in a VM it does all of it; run as an ordinary process (development, tests) it skips
+ * the PID-1 steps (mounts, modules, network, reaping, power-off) and takes its settings from
+ * flags:
+ *
+ *   node guest/main.ts --listen unix:/path|tcp:HOST:PORT|vsock:PORT [--listen ...]
+ *        --manifest FILE [--cmdline TEXT] [--egress-listen tcp:127.0.0.1:3128]
+ *        [--egress-upstream vsock:2:3128|tcp:HOST:PORT|unix:PATH]
+ *
+ * It must stay bundleable by esbuild into one file: no dynamic imports of our own modules; the
+ * native addon is reached only through native/index.ts.
+ */
+
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { nativeAvailable } from '../native/index.js';
+import { AGENT_VSOCK_PORT } from '../shared/vsock.js';
+import { workloadBaseUrl } from '../shared/schema/manifest.js';
+import { type BootConfig, bootConfigFromCmdline, DEFAULT_HOSTNAME } from './boot/cmdline.js';
+import { IMAGE_MANIFEST_PATH, loadManifestFile } from './boot/manifest.js';
+import { loadImageModules } from './boot/modules.js';
+import { mountEarlyFileSystems } from './boot/mounts.js';
+import { say } from './console.js';
+import { createEgressForwarder, DEFAULT_EGRESS_LISTEN } from './egress/forwarder.js';
+import { LogRing } from './logs/ring.js';
+import { applyNetworkPlan } from './network/apply.js';
+import { type NetworkPlan, planNetwork } from './network/plan.js';
+import { endKestrel, fatal, isPid1, onShutdownSignals, startReaper } from './pid1.js';
+import { runVsockSelftest } from './selftest.js';
+import { createAgentServer } from './server/agent.js';
+import { type Endpoint, formatEndpoint, parseEndpoint } from './server/endpoint.js';
+import { createWorkloadProxy } from './server/proxy.js';
+import { type Listener, listen, VSOCK_CID_ANY } from './server/transports.js';
+import { workloadEnv, DEFAULT_PATH } from './workload/env.js';
+import { Supervisor } from './workload/supervisor.js';
+import { KESTREL_VERSION } from './version.js';
+
+export const AGENT_TCP_PORT = 8080;
+
+interface Flags {
+  listen: Endpoint[];
+  manifest?: string;
+  cmdline?: string;
+  egressListen?: Endpoint;
+  egressUpstream?: Endpoint;
+}
+
+function readFlags(argv: string[]): Flags {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      listen: { type: 'string', multiple: true },
+      manifest: { type: 'string' },
+      cmdline: { type: 'string' },
+      'egress-listen': { type: 'string' },
+      'egress-upstream': { type: 'string' },
+    },
+    strict: true,
+    allowPositionals: false,
+  });
+  const flags: Flags = { listen: (values.listen ?? []).map((s) => parseEndpoint(s, VSOCK_CID_ANY)) };
+  if (values.manifest) flags.manifest = values.manifest;
+  if (values.cmdline !== undefined) flags.cmdline = values.cmdline;
+  if (values['egress-listen']) flags.egressListen = parseEndpoint(values['egress-listen']);
+  if (values['egress-upstream']) flags.egressUpstream = parseEndpoint(values['egress-upstream']);
+  return flags;
+}
+
+/** Outside a VM without --cmdline: no network of our own to set up. */
+const DEV_BOOT_CONFIG: BootConfig = { mode: 'vsock', hostname: DEFAULT_HOSTNAME, dns: [], env: {} };
+
+async function boot(): Promise<void> {
+  const pid1 = isPid1();
+  const startedAt = Date.now();
+  const flags = pid1 ? { listen: [] } : readFlags(process.argv.slice(2));
+  say(`starting ${KESTREL_VERSION}${pid1 ? ' as PID 1' : ''}`);
+
+  // 1, 2: file systems and kernel modules.
+  if (pid1) {
+    mountEarlyFileSystems();
+    loadImageModules();
+  }
+
+  // 3: what this VM is: command line, then the manifest it runs.
+  const cmdlineText = pid1 ? readFileSync('/proc/cmdline', 'utf8') : flags.cmdline;
+  const config = cmdlineText === undefined ? DEV_BOOT_CONFIG : bootConfigFromCmdline(cmdlineText);
+  const manifest = config.manifestOverride ?? loadManifestFile(flags.manifest ?? IMAGE_MANIFEST_PATH);
+  say(`plugin ${manifest.name} ${manifest.version}, network ${config.mode}, hostname ${config.hostname}`);
+
+  // 4: network.
+  let eth0: NetworkPlan['eth0'] = null;
+  if (pid1) eth0 = await applyNetworkPlan(planNetwork(config));
+
+  // 7 (before the workload, so its proxy is there when it starts): egress forwarder.
+  const egressUpstream = flags.egressUpstream ?? config.egress;
+  let egressListener: Listener | undefined;
+  let proxyUrl: string | undefined;
+  if (egressUpstream) {
+    const forwarder = createEgressForwarder({ upstream: egressUpstream });
+    const at = flags.egressListen ?? { kind: 'tcp', ...DEFAULT_EGRESS_LISTEN };
+    egressListener = await listen(at, forwarder.handle);
+    if (egressListener.address.startsWith('tcp:')) proxyUrl = `http://${egressListener.address.slice(4)}`;
+    say(`egress forwarder on ${egressListener.address} → ${formatEndpoint(egressUpstream)}`);
+  }
+
+  // 5: workload.
+  const logs = new LogRing();
+  const baseUrl = workloadBaseUrl(manifest);
+  const supervisor = new Supervisor(
+    {
+      entrypoint: manifest.workload.entrypoint,
+      env: workloadEnv({ base: { PATH: process.env.PATH ?? DEFAULT_PATH, HOME: process.env.HOME ?? '/' }, manifest: manifest.workload.env, vm: config.env, proxyUrl }),
+      workdir: manifest.workload.workdir,
+      restart: manifest.workload.restart,
+      health: baseUrl && manifest.health_check ? { baseUrl, path: manifest.health_check.endpoint, timeoutMs: manifest.health_check.timeout_ms } : undefined,
+    },
+    logs,
+  );
+  supervisor.on('finished', (status) => endKestrel(`workload finished`, status.code ?? 1));
+  supervisor.start();
+
+  // 6: agent servers.
+  const listeners: Listener[] = [];
+  const proxy = baseUrl ? createWorkloadProxy({ baseUrl, workload: () => supervisor.snapshot() }) : undefined;
+  const health = () => {
+    const workload = supervisor.snapshot();
+    return {
+      status: workload.state === 'running' ? 'ok' : 'degraded',
+      version: KESTREL_VERSION,
+      uptime_s: Math.floor((Date.now() - startedAt) / 1000),
+      mode: config.mode,
+      hostname: config.hostname,
+      plugin: { name: manifest.name, version: manifest.version },
+      network: { eth0 },
+      workload,
+      egress: { enabled: egressUpstream !== undefined, upstream: egressUpstream ? formatEndpoint(egressUpstream) : null },
+      vsock: { listening: listeners.some((l) => l.endpoint.kind === 'vsock') },
+    };
+  };
+  const server = createAgentServer({ health, logs, proxy });
+  const wanted: Endpoint[] = pid1 ? [] : flags.listen;
+  if (pid1) {
+    if (nativeAvailable()) wanted.push({ kind: 'vsock', cid: VSOCK_CID_ANY, port: AGENT_VSOCK_PORT });
+    if (config.mode !== 'vsock') wanted.push({ kind: 'tcp', host: '0.0.0.0', port: AGENT_TCP_PORT });
+  }
+  if (wanted.length === 0) throw new Error('nothing to listen on: give --listen unix:PATH, tcp:HOST:PORT or vsock:PORT');
+  for (const endpoint of wanted) {
+    try {
+      const l = await listen(endpoint, (socket) => server.emit('connection', socket));
+      listeners.push(l);
+      say(`agent listening on ${l.address}`);
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      if (!pid1) throw e;
+      say(`agent cannot listen on ${formatEndpoint(endpoint)}: ${err.code ?? ''} ${err.message}`);
+    }
+  }
+  if (listeners.length === 0) throw new Error('the agent could not listen anywhere');
+  say('ready');
+
+  if (config.selftest === 'vsock') void runVsockSelftest();
+
+  // 8: PID-1 duties and a clean stop.
+  if (pid1) startReaper();
+  onShutdownSignals(async () => {
+    await supervisor.stop();
+    await Promise.all([...listeners, ...(egressListener ? [egressListener] : [])].map((l) => l.close()));
+    server.closeAllConnections();
+    await proxy?.close();
+  });
+}
+
+boot().catch((e: unknown) => fatal(e instanceof Error ? e.message : String(e)));

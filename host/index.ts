@@ -9,3 +9,4 @@ export * from './egress/index.js';
 export * from './config/index.js';
 export * from './store/index.js';
 export * from './ipam/index.js';
+export * from './network/index.js';

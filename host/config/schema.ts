@@ -9,9 +9,8 @@ import { type Static, Type } from '@sinclair/typebox';
 import type { Problem } from '../../shared/errors.js';
 import { type Cidr, cidrContains, formatIPv4, tryParseCidr, tryParseIPv4 } from '../../shared/ipv4.js';
 import { isValidVmName, MAX_IFNAME_BYTES } from '../../shared/names.js';
+import { IFNAME_PATTERN } from '../network/ifname.js';
 
-/** Interface names become `ip`/`iptables` arguments: short, and only characters no tool reinterprets. */
-export const IFNAME_PATTERN = '^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$';
 export const IPV4_PATTERN = '^\\d{1,3}\\.\\d{1,3}\\.\\d{1,3}\\.\\d{1,3}$';
 export const CIDR_PATTERN = '^\\d{1,3}\\.\\d{1,3}\\.\\d{1,3}\\.\\d{1,3}/\\d{1,2}$';
 export const MAX_PORT = 65535;

@@ -1,0 +1,70 @@
+/**
+ * The one interface the orchestrator and `volar setup` use for host networking. Implementations:
+ * `LinuxNetworkManager` (iproute2 + iptables/ebtables through a CommandRunner; a DryRunRunner
+ * turns it into a printer of the exact commands) and `NoopNetworkManager` off Linux.
+ * Every `ensure*` is idempotent (check before add: running twice adds nothing twice) and every
+ * remove is idempotent (removing what is not there succeeds).
+ */
+
+export interface BridgeSpec {
+  name: string;
+  /** The host's address on the bridge with the prefix, e.g. 192.168.127.1/24. */
+  cidr: string;
+}
+
+export interface TapSpec {
+  name: string;
+  /** The guest's MAC. The tap itself gets `hostSideMac(mac)` so the bridge never confuses the two. */
+  mac?: string;
+  bridge: string;
+}
+
+export interface NatSpec {
+  bridge: string;
+  subnet: string;
+}
+
+export interface LockdownSpec {
+  tap: string;
+  ip: string;
+  mac?: string;
+  bridge: string;
+  hostIp: string;
+  egressPort: number;
+}
+
+export interface NetworkManager {
+  ensureBridge(spec: BridgeSpec): Promise<void>;
+  removeBridge(name: string): Promise<void>;
+  /** Creates a tap with VNET_HDR, attaches it to the bridge and sets it up; CONFLICT if the name exists. */
+  createTap(spec: TapSpec): Promise<void>;
+  deleteTap(name: string): Promise<void>;
+  tapExists(name: string): Promise<boolean>;
+  /** Names of tap devices whose name starts with `prefix`. */
+  listTaps(prefix: string): Promise<string[]>;
+  /** ip_forward=1, MASQUERADE for the subnet out of other interfaces, FORWARD accept out and replies in. */
+  ensureNat(spec: NatSpec): Promise<void>;
+  /** Removes the NAT rules and the VM firewall chains (teardown). */
+  removeNat(spec: NatSpec): Promise<void>;
+  /** Restricts a bridged VM to the egress port on the host's bridge address (see rules.ts). */
+  lockdownVm(spec: LockdownSpec): Promise<void>;
+  /** Removes every firewall rule of this tap; idempotent. */
+  unlockVm(spec: { tap: string }): Promise<void>;
+}
+
+export class NoopNetworkManager implements NetworkManager {
+  async ensureBridge(): Promise<void> {}
+  async removeBridge(): Promise<void> {}
+  async createTap(): Promise<void> {}
+  async deleteTap(): Promise<void> {}
+  async tapExists(): Promise<boolean> {
+    return false;
+  }
+  async listTaps(): Promise<string[]> {
+    return [];
+  }
+  async ensureNat(): Promise<void> {}
+  async removeNat(): Promise<void> {}
+  async lockdownVm(): Promise<void> {}
+  async unlockVm(): Promise<void> {}
+}

@@ -1,0 +1,233 @@
+// Real bridges, taps, NAT and VM lockdown inside network namespaces each test creates and
+// deletes. A "VM" is a namespace behind a veth whose host end plays the tap (a real tap has no
+// carrier without a VMM); an "internet" is another namespace routed through the host namespace.
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { LinuxNetworkManager } from '../../host/network/linux.js';
+import { DryRunRunner } from '../../host/network/runner.js';
+import { isVolantError } from '../../shared/errors.js';
+import { macAddress, tapName } from '../../shared/names.js';
+import { linkNamespaces, type NetNs, netnsSkipReason, withNetns } from '../support/netns.js';
+
+const skip = netnsSkipReason();
+const AREA = 'network';
+const PROBE_TIMEOUT_MS = 1500;
+
+async function firewall(ns: NetNs): Promise<string> {
+  const ipt = await ns.run(['iptables-save']);
+  const eb = await ns.run(['ebtables', '-L']);
+  return `${ipt}\n${eb}`;
+}
+
+function count(haystack: string, needle: RegExp): number {
+  return haystack.split('\n').filter((l) => needle.test(l)).length;
+}
+
+async function rejects(p: Promise<unknown>, code: string): Promise<void> {
+  await assert.rejects(p, (e: unknown) => isVolantError(e) && e.code === code);
+}
+
+const LISTENER = `
+const net = require('node:net');
+const [host, ...ports] = process.argv.slice(1);
+let pending = ports.length;
+for (const port of ports) net.createServer((s) => { s.end('ok:' + s.remoteAddress); }).listen(Number(port), host, () => { if (--pending === 0) console.log('ready'); });
+`;
+
+const CLIENT = `
+const net = require('node:net');
+const [timeoutMs, localAddress, ...targets] = process.argv.slice(1);
+Promise.all(targets.map((t) => new Promise((resolve) => {
+  const [host, port] = t.split(':');
+  const s = net.connect({ host, port: Number(port), localAddress: localAddress === '-' ? undefined : localAddress });
+  let data = '';
+  const done = (r) => { s.destroy(); resolve([t, r]); };
+  s.setTimeout(Number(timeoutMs), () => done('timeout'));
+  s.on('data', (d) => { data += d; });
+  s.on('end', () => done(data.startsWith('ok') ? 'ok' : 'closed'));
+  s.on('error', (e) => done(e.code));
+}))).then((r) => console.log(JSON.stringify(Object.fromEntries(r))));
+`;
+
+async function listen(ns: NetNs, host: string, ports: number[]): Promise<void> {
+  const child = ns.spawn(['node', '-e', LISTENER, host, ...ports.map(String)]);
+  await new Promise<void>((resolve, reject) => {
+    let out = '';
+    child.stdout!.on('data', (d) => {
+      out += d;
+      if (out.includes('ready')) resolve();
+    });
+    child.once('exit', (code) => reject(new Error(`listener in ${ns.name} exited ${code}`)));
+  });
+}
+
+/** Tries every target at once from `ns`; returns target → 'ok' | 'timeout' | error code. */
+async function reach(ns: NetNs, targets: string[], localAddress = '-'): Promise<Record<string, string>> {
+  return JSON.parse(await ns.run(['node', '-e', CLIENT, String(PROBE_TIMEOUT_MS), localAddress, ...targets]));
+}
+
+describe('bridge, tap and NAT', { skip }, () => {
+  test('ensureBridge/ensureNat twice: bridge up with its address, each rule exactly once; teardown leaves nothing', () =>
+    withNetns(AREA, 1, async (host) => {
+      const net = new LinuxNetworkManager(host.runner);
+      const before = await firewall(host);
+      for (let i = 0; i < 2; i++) {
+        await net.ensureBridge({ name: 'vbr0', cidr: '192.168.127.1/24' });
+        await net.ensureNat({ bridge: 'vbr0', subnet: '192.168.127.1/24' });
+      }
+      const [link] = JSON.parse(await host.run(['ip', '-d', '-j', 'addr', 'show', 'dev', 'vbr0']));
+      assert.equal(link.linkinfo.info_kind, 'bridge');
+      assert.ok(link.flags.includes('UP'));
+      assert.deepEqual(
+        link.addr_info.filter((a: { family: string }) => a.family === 'inet').map((a: { local: string; prefixlen: number }) => `${a.local}/${a.prefixlen}`),
+        ['192.168.127.1/24'],
+      );
+      assert.equal((await host.run(['sysctl', '-n', 'net.ipv4.ip_forward'])).trim(), '1');
+      const rules = await firewall(host);
+      assert.equal(count(rules, /-A POSTROUTING -s 192\.168\.127\.0\/24 ! -o vbr0 .*-j MASQUERADE/), 1);
+      assert.equal(count(rules, /-A FORWARD -i vbr0 .*-j ACCEPT/), 1);
+      assert.equal(count(rules, /-A FORWARD -o vbr0 .*RELATED,ESTABLISHED.*-j ACCEPT/), 1);
+
+      await net.removeNat({ bridge: 'vbr0', subnet: '192.168.127.0/24' });
+      await net.removeBridge('vbr0');
+      await net.removeNat({ bridge: 'vbr0', subnet: '192.168.127.0/24' });
+      await net.removeBridge('vbr0');
+      assert.doesNotMatch(await firewall(host), /volant|VOLANT/i);
+      assert.equal((await host.exec(['ip', 'link', 'show', 'vbr0'])).code, 1);
+      assert.equal(count(await firewall(host), /^-A /), count(before, /^-A /));
+    }));
+
+  test('createTap: VNET_HDR, attached, up, guest MAC kept off the tap; second create is CONFLICT; delete is idempotent', () =>
+    withNetns(AREA, 1, async (host) => {
+      const net = new LinuxNetworkManager(host.runner);
+      await net.ensureBridge({ name: 'vbr0', cidr: '10.200.0.1/16' });
+      const tap = tapName('web-1');
+      const mac = macAddress('web-1');
+      await net.createTap({ name: tap, mac, bridge: 'vbr0' });
+      const [link] = JSON.parse(await host.run(['ip', '-d', '-j', 'link', 'show', 'dev', tap]));
+      assert.equal(link.linkinfo.info_kind, 'tun');
+      assert.equal(link.linkinfo.info_data.type, 'tap');
+      assert.equal(link.linkinfo.info_data.vnet_hdr, true);
+      assert.equal(link.master, 'vbr0');
+      assert.ok(link.flags.includes('UP'));
+      assert.equal(link.address, `fe${mac.slice(2)}`);
+      const IFF_VNET_HDR = 0x4000;
+      const flags = Number.parseInt((await host.run(['cat', `/sys/class/net/${tap}/tun_flags`])).trim(), 16);
+      assert.equal(flags & IFF_VNET_HDR, IFF_VNET_HDR);
+      assert.equal(await net.tapExists(tap), true);
+      assert.deepEqual(await net.listTaps('vt'), [tap]);
+
+      await rejects(net.createTap({ name: tap, mac, bridge: 'vbr0' }), 'CONFLICT');
+      await rejects(net.createTap({ name: 'vtother', bridge: 'nobridge' }), 'NOT_FOUND');
+      assert.equal(await net.tapExists('vtother'), false);
+      await rejects(net.deleteTap('vbr0'), 'CONFLICT');
+
+      await net.deleteTap(tap);
+      await net.deleteTap(tap);
+      assert.equal(await net.tapExists(tap), false);
+      assert.deepEqual(await net.listTaps('vt'), []);
+      await net.removeBridge('vbr0');
+    }));
+
+  test('bad names and addresses run no command at all', async () => {
+    const runner = new DryRunRunner();
+    const net = new LinuxNetworkManager(runner);
+    for (const name of ['a-name-too-long-x', 'a/b', 'has space', 'x;reboot', '$(id)', '-f', '', '..', 'tap\n0']) {
+      await rejects(net.createTap({ name, bridge: 'vbr0' }), 'INVALID_ARGUMENT');
+      await rejects(net.ensureBridge({ name, cidr: '10.0.0.1/24' }), 'INVALID_ARGUMENT');
+      await rejects(net.deleteTap(name), 'INVALID_ARGUMENT');
+    }
+    await rejects(net.ensureBridge({ name: 'vbr0', cidr: '10.0.0.1' }), 'INVALID_ARGUMENT');
+    await rejects(net.createTap({ name: 'vt0', mac: '01:00:5e:00:00:01', bridge: 'vbr0' }), 'INVALID_ARGUMENT');
+    await rejects(net.ensureNat({ bridge: 'vbr0', subnet: '10.0.0.0/33' }), 'INVALID_ARGUMENT');
+    await rejects(net.lockdownVm({ tap: 'vt0', ip: '10.0.0.5; ls', bridge: 'vbr0', hostIp: '10.0.0.1', egressPort: 3128 }), 'INVALID_ARGUMENT');
+    await rejects(net.lockdownVm({ tap: 'vt0', ip: '10.0.0.5', bridge: 'vbr0', hostIp: '10.0.0.1', egressPort: 70000 }), 'INVALID_ARGUMENT');
+    assert.deepEqual(runner.commands, []);
+  });
+
+  test('a failing system command is SYSTEM_COMMAND_FAILED with the command and its stderr', () =>
+    withNetns(AREA, 1, async (host) => {
+      const net = new LinuxNetworkManager(host.runner);
+      await host.run(['ip', 'link', 'add', 'dummy0', 'type', 'veth', 'peer', 'name', 'dummy1']);
+      await rejects(net.ensureBridge({ name: 'dummy0', cidr: '10.0.0.1/24' }), 'CONFLICT');
+      await rejects(net.createTap({ name: 'dummy0', bridge: 'vbr0' }), 'CONFLICT');
+      await net.ensureBridge({ name: 'vbr0', cidr: '10.0.0.1/24' });
+      // A runner whose probes always answer "absent" makes the manager re-create the bridge.
+      const blind = new LinuxNetworkManager({ run: (c) => (c.probe ? Promise.resolve({ code: 1, stdout: '', stderr: '' }) : host.runner.run(c)) });
+      const err = await blind.ensureBridge({ name: 'vbr0', cidr: '10.0.0.1/24' }).catch((e) => e);
+      assert.ok(isVolantError(err), String(err));
+      assert.equal(err.code, 'SYSTEM_COMMAND_FAILED');
+      const details = err.details as { command: string[]; stderr: string };
+      assert.deepEqual(details.command.slice(-6), ['link', 'add', 'name', 'vbr0', 'type', 'bridge']);
+      assert.match(details.stderr, /exists/i);
+      assert.match(err.message, /ip link add name vbr0 type bridge/);
+    }));
+});
+
+describe('VM lockdown', { skip }, () => {
+  test('a locked VM reaches only the egress port; spoofed sources, other VMs, other host ports and the internet are dropped; unlock restores', () =>
+    withNetns(AREA, 4, async (host, vm1, vm2, inet) => {
+      const net = new LinuxNetworkManager(host.runner);
+      await net.ensureBridge({ name: 'vbr0', cidr: '10.77.0.1/24' });
+      await net.ensureNat({ bridge: 'vbr0', subnet: '10.77.0.0/24' });
+      const vms = [
+        { ns: vm1, port: 'vt-vm1', ip: '10.77.0.10', mac: macAddress('vm1') },
+        { ns: vm2, port: 'vt-vm2', ip: '10.77.0.11', mac: macAddress('vm2') },
+      ];
+      for (const v of vms) {
+        await linkNamespaces(host, v.port, v.ns, 'eth0');
+        await host.run(['ip', 'link', 'set', v.port, 'master', 'vbr0', 'up']);
+        await v.ns.run(['ip', 'link', 'set', 'eth0', 'address', v.mac, 'up']);
+        await v.ns.run(['ip', 'addr', 'add', `${v.ip}/24`, 'dev', 'eth0']);
+        await v.ns.run(['ip', 'route', 'add', 'default', 'via', '10.77.0.1']);
+      }
+      // vm1 also holds an address that is not its lease, to try spoofing with.
+      await vm1.run(['ip', 'addr', 'add', '10.77.0.12/24', 'dev', 'eth0']);
+      await linkNamespaces(host, 'uplink', inet, 'eth0');
+      await host.run(['ip', 'addr', 'add', '10.66.0.1/24', 'dev', 'uplink']);
+      await host.run(['ip', 'link', 'set', 'uplink', 'up']);
+      await inet.run(['ip', 'addr', 'add', '10.66.0.2/24', 'dev', 'eth0']);
+      await inet.run(['ip', 'link', 'set', 'eth0', 'up']);
+
+      await listen(host, '10.77.0.1', [3128, 2222]);
+      await listen(inet, '10.66.0.2', [80]);
+      await listen(vm2, '10.77.0.11', [8080]);
+      await listen(vm1, '10.77.0.10', [8080]);
+      const targets = ['10.77.0.1:3128', '10.77.0.1:2222', '10.66.0.2:80', '10.77.0.11:8080'];
+      const allOk = Object.fromEntries(targets.map((t) => [t, 'ok']));
+
+      // Without lockdown everything is reachable (so the checks below can fail), NAT included.
+      assert.deepEqual(await reach(vm1, targets), allOk);
+      assert.deepEqual(await reach(vm1, targets, '10.77.0.12'), allOk);
+
+      const lock = { tap: 'vt-vm1', ip: '10.77.0.10', mac: vms[0]!.mac, bridge: 'vbr0', hostIp: '10.77.0.1', egressPort: 3128 };
+      await net.lockdownVm(lock);
+      await net.lockdownVm(lock);
+      const rules = await firewall(host);
+      assert.equal(count(rules, /volant:vt-vm1/), 5, rules);
+      assert.equal(count(rules, /-i vt-vm1/), 5, rules);
+      assert.equal(count(rules, /-A INPUT -j VOLANT-IN/), 1);
+      assert.equal(count(rules, /-A FORWARD -j VOLANT-FWD/), 1);
+
+      const locked = await reach(vm1, targets);
+      assert.equal(locked['10.77.0.1:3128'], 'ok', 'the egress port stays reachable');
+      for (const t of targets.slice(1)) assert.notEqual(locked[t], 'ok', `${t} must be blocked: ${JSON.stringify(locked)}`);
+      const spoofed = await reach(vm1, targets, '10.77.0.12');
+      for (const t of targets) assert.notEqual(spoofed[t], 'ok', `spoofed source must not reach ${t}: ${JSON.stringify(spoofed)}`);
+      // The host can still open connections to the guest (ingress over TCP): replies pass.
+      assert.deepEqual(await reach(host, ['10.77.0.10:8080']), { '10.77.0.10:8080': 'ok' });
+      // vm2 is not locked and still reaches the internet, but not the locked vm1.
+      const fromVm2 = await reach(vm2, ['10.66.0.2:80', '10.77.0.10:8080']);
+      assert.deepEqual(fromVm2, { '10.66.0.2:80': 'ok', '10.77.0.10:8080': fromVm2['10.77.0.10:8080'] });
+      assert.notEqual(fromVm2['10.77.0.10:8080'], 'ok');
+
+      await net.unlockVm({ tap: 'vt-vm1' });
+      await net.unlockVm({ tap: 'vt-vm1' });
+      assert.doesNotMatch(await firewall(host), /vt-vm1/);
+      assert.deepEqual(await reach(vm1, targets), allOk);
+
+      await net.removeNat({ bridge: 'vbr0', subnet: '10.77.0.0/24' });
+      await net.removeBridge('vbr0');
+      assert.doesNotMatch(await firewall(host), /volant|VOLANT/i);
+    }));
+});

@@ -1,0 +1,104 @@
+/**
+ * native/index.ts argument checks and the pure helpers: bad input raises an errno-style EINVAL
+ * (errno, code, syscall) before anything reaches the kernel. reboot and finit_module are only
+ * called with arguments the wrapper must refuse (or, for finit_module, a missing file that fails
+ * at open()); they never run on this host.
+ */
+
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { describe, test } from 'node:test';
+import { addonCandidates } from '../../native/addon.js';
+import {
+  addDefaultRoute,
+  finitModule,
+  interfaceUp,
+  reboot,
+  sethostname,
+  setInterfaceAddress,
+  vsockConnect,
+  vsockListen,
+} from '../../native/index.js';
+import { parseProcStat } from '../../native/reap.js';
+
+const EINVAL = { code: 'EINVAL', errno: -22 };
+
+describe('addon search order', () => {
+  test('an explicit VOLANT_NATIVE_ADDON is the only candidate', () => {
+    assert.deepEqual(addonCandidates({ VOLANT_NATIVE_ADDON: 'x/volant_native.node' }, '/lib/volant'), [
+      path.resolve('x/volant_native.node'),
+    ]);
+  });
+  test('otherwise: beside the bundle, then the source layout, then the dist layout', () => {
+    assert.deepEqual(addonCandidates({}, '/repo/dist/native'), [
+      '/repo/dist/native/volant_native.node',
+      '/repo/dist/native/build/Release/volant_native.node',
+      '/repo/native/build/Release/volant_native.node',
+    ]);
+  });
+});
+
+describe('/proc/<pid>/stat parsing', () => {
+  const cases: [string, string, ReturnType<typeof parseProcStat>][] = [
+    ['plain', '42 (sleep) Z 7 42 42 0 -1', { pid: 42, state: 'Z', ppid: 7 }],
+    ['name with spaces and parens', '9 (a) b (c)) S 1 9 9 0', { pid: 9, state: 'S', ppid: 1 }],
+    ['truncated', '9 (x', undefined],
+    ['no fields after name', '9 (x)', undefined],
+  ];
+  for (const [name, text, expected] of cases) {
+    test(name, () => assert.deepEqual(parseProcStat(text), expected));
+  }
+});
+
+describe('argument checks raise EINVAL before any syscall', () => {
+  const cases: [string, () => unknown, string, RegExp][] = [
+    ['interface name empty', () => interfaceUp(''), 'SIOCSIFFLAGS', /1\.\.15 bytes/],
+    ['interface name 16 bytes', () => interfaceUp('a'.repeat(16)), 'SIOCSIFFLAGS', /1\.\.15 bytes/],
+    ['interface name with slash', () => interfaceUp('../eth0'), 'SIOCSIFFLAGS', /'\/'/],
+    ['interface name with NUL', () => interfaceUp('eth0\0x'), 'SIOCSIFFLAGS', /NUL/],
+    ['interface name not a string', () => interfaceUp(7 as unknown as string), 'SIOCSIFFLAGS', /string/],
+    ['address out of range', () => setInterfaceAddress('eth0', '10.0.0.256', 24), 'SIOCSIFADDR', /not a dotted-quad/],
+    ['address octal spelling', () => setInterfaceAddress('eth0', '010.0.0.1', 24), 'SIOCSIFADDR', /not a dotted-quad/],
+    ['prefix 33', () => setInterfaceAddress('eth0', '10.0.0.2', 33), 'SIOCSIFNETMASK', /0\.\.32/],
+    ['prefix negative', () => setInterfaceAddress('eth0', '10.0.0.2', -1), 'SIOCSIFNETMASK', /0\.\.32/],
+    ['prefix fractional', () => setInterfaceAddress('eth0', '10.0.0.2', 24.5), 'SIOCSIFNETMASK', /0\.\.32/],
+    ['gateway hostname', () => addDefaultRoute('gateway.local'), 'SIOCADDRT', /not a dotted-quad/],
+    ['route device too long', () => addDefaultRoute('10.0.0.1', 'x'.repeat(40)), 'SIOCADDRT', /1\.\.15 bytes/],
+    ['hostname empty', () => sethostname(''), 'sethostname', /1\.\.64 bytes/],
+    ['hostname 65 bytes', () => sethostname('h'.repeat(65)), 'sethostname', /1\.\.64 bytes/],
+    ['hostname with NUL', () => sethostname('a\0b'), 'sethostname', /NUL/],
+    ['module path with NUL', () => finitModule('/lib/x.ko\0/etc/shadow'), 'finit_module', /NUL/],
+    ['module path empty', () => finitModule(''), 'finit_module', /1\.\.4096 bytes/],
+    ['module params not a string', () => finitModule('/x.ko', 1 as unknown as string), 'finit_module', /string/],
+    ['reboot halt', () => reboot('halt' as 'restart'), 'reboot', /'power-off' or 'restart'/],
+    ['reboot undefined', () => reboot(undefined as unknown as 'restart'), 'reboot', /'power-off' or 'restart'/],
+    ['reboot numeric command', () => reboot(0x4321fedc as unknown as 'restart'), 'reboot', /'power-off' or 'restart'/],
+  ];
+  for (const [name, call, syscall, message] of cases) {
+    test(name, () => assert.throws(call, { ...EINVAL, syscall, message }));
+  }
+
+  test('vsock ports and CIDs must be 32-bit unsigned integers (no socket is opened)', async () => {
+    await assert.rejects(vsockConnect(2, 2 ** 32), { ...EINVAL, syscall: 'connect' });
+    await assert.rejects(vsockConnect(-1, 80), { ...EINVAL, syscall: 'connect' });
+    await assert.rejects(vsockConnect(2, Number.NaN), { ...EINVAL, syscall: 'connect' });
+    await assert.rejects(vsockListen(1.5, () => {}), { ...EINVAL, syscall: 'bind' });
+    await assert.rejects(vsockListen(8080, () => {}, { backlog: 0 }), { ...EINVAL, syscall: 'listen' });
+    await assert.rejects(vsockListen(8080, 'x' as unknown as () => void), { ...EINVAL, syscall: 'listen' });
+  });
+});
+
+describe('kernel errors carry errno, code and syscall', () => {
+  test('a module file that does not exist fails at open() with ENOENT (finit_module is never reached)', () => {
+    const missing = `/nonexistent/native-${process.pid}/mod.ko`;
+    assert.throws(() => finitModule(missing), {
+      code: 'ENOENT',
+      errno: -2,
+      syscall: 'open',
+      message: `ENOENT: no such file or directory, open '${missing}'`,
+    });
+  });
+  test('an unknown interface is ENODEV from the ioctl', () => {
+    assert.throws(() => interfaceUp(`nx${process.pid}`.slice(0, 15)), { code: 'ENODEV', errno: -19, syscall: 'SIOCGIFFLAGS' });
+  });
+});

@@ -8,11 +8,9 @@
  */
 
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { buildKernelCmdline } from '../../host/vmm/cmdline.js';
 import type { LaunchSpec, VmProcess } from '../../host/vmm/launcher.js';
@@ -20,41 +18,15 @@ import { waitForExit } from '../../host/vmm/process.js';
 import { createQemuLauncher } from '../../host/vmm/qemu.js';
 import { VolantError } from '../../shared/errors.js';
 import { testKernel } from '../support/kernel.js';
+import { BUSYBOX, INIT_MARKER, makeTestInitramfs, waitForSerial } from '../support/vmm-initramfs.js';
 import { pidsMentioning } from '../support/vmm-procs.js';
 
-const MARKER = 'VOLANT-VMM-TEST-MARKER';
-/** TCG on a shared, busy machine: generous, and only an upper bound (the test polls). */
-const BOOT_TIMEOUT_MS = 180_000;
-const BUSYBOX = ['/bin/busybox', '/usr/bin/busybox'].find((p) => existsSync(p));
 const QEMU = 'qemu-system-x86_64';
-
-const INIT = `#!/bin/busybox sh
-/bin/busybox mkdir -p /proc /dev
-/bin/busybox mount -t devtmpfs devtmpfs /dev 2>/dev/null
-exec </dev/console >/dev/console 2>&1
-/bin/busybox mount -t proc proc /proc
-CMDLINE="$(/bin/busybox cat /proc/cmdline)"
-echo "${MARKER} cmdline: $CMDLINE"
-case " $CMDLINE " in
-  *" volant.name=init-exits "*) echo "test init: exiting on purpose"; exit 0 ;;
-esac
-while :; do /bin/busybox sleep 3600; done
-`;
 
 const root = mkdtempSync(join(tmpdir(), `volant-vmm-qemu-${process.pid}-`));
 const started: VmProcess[] = [];
 let kernelPath = '';
 const initramfsPath = join(root, 'initramfs.cpio');
-
-function makeInitramfs(): void {
-  const tree = join(root, 'tree');
-  mkdirSync(join(tree, 'bin'), { recursive: true });
-  copyFileSync(BUSYBOX!, join(tree, 'bin', 'busybox'));
-  writeFileSync(join(tree, 'init'), INIT);
-  chmodSync(join(tree, 'init'), 0o755);
-  const list = 'init\nbin\nbin/busybox\n';
-  writeFileSync(initramfsPath, execFileSync('cpio', ['-o', '-H', 'newc', '--quiet'], { cwd: tree, input: list, maxBuffer: 64 << 20 }));
-}
 
 function spec(name: string, extra: Partial<LaunchSpec> = {}): LaunchSpec {
   const runDir = join(root, 'run', name);
@@ -72,27 +44,12 @@ function spec(name: string, extra: Partial<LaunchSpec> = {}): LaunchSpec {
   };
 }
 
-async function waitForSerial(path: string, pattern: RegExp, vm: VmProcess): Promise<string> {
-  const deadline = Date.now() + BOOT_TIMEOUT_MS;
-  let exited = false;
-  void vm.exited.then(() => {
-    exited = true;
-  });
-  for (;;) {
-    const text = existsSync(path) ? readFileSync(path, 'utf8') : '';
-    if (pattern.test(text)) return text;
-    if (exited) assert.fail(`VMM exited before ${pattern} appeared; serial:\n${text.slice(-2000)}`);
-    if (Date.now() > deadline) assert.fail(`${pattern} not on the serial console within ${BOOT_TIMEOUT_MS} ms; serial:\n${text.slice(-2000)}`);
-    await sleep(250);
-  }
-}
-
 const launcher = createQemuLauncher({ binary: QEMU, accel: 'tcg', defaultStopTimeoutMs: 1500 });
 
 describe('QEMU launcher (real kernel under TCG)', { skip: BUSYBOX ? false : 'busybox is not installed' }, () => {
   before(async () => {
     kernelPath = (await testKernel()).vmlinuz;
-    makeInitramfs();
+    makeTestInitramfs(initramfsPath, root);
   });
 
   after(() => {
@@ -110,7 +67,7 @@ describe('QEMU launcher (real kernel under TCG)', { skip: BUSYBOX ? false : 'bus
     started.push(vm);
     assert.equal(vm.kind, 'qemu');
     assert.deepEqual(vm.capabilities, { accel: 'tcg', vsock: false }, 'TCG as configured; no /dev/vhost-vsock on these machines');
-    const serial = await waitForSerial(s.serialLogPath, new RegExp(`${MARKER} cmdline: .*volant\\.name=boots`), vm);
+    const serial = await waitForSerial(s.serialLogPath, new RegExp(`${INIT_MARKER} cmdline: .*volant\\.name=boots`), vm);
     assert.match(serial, /console=ttyS0 reboot=k panic=-1 volant\.mode=vsock volant\.name=boots volant\.env=/);
     const exit = await vm.stop({ timeoutMs: 1000 });
     assert.deepEqual(exit, { code: 0, signal: null });

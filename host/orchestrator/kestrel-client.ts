@@ -55,7 +55,10 @@ export function agentGet(t: AgentTransport, path: string, options: { timeoutMs: 
       signal: options.signal,
       createConnection: (_opts, cb) => {
         dial(t, options.timeoutMs).then(
-          (s) => cb(null, s),
+          (s) => {
+            cb(null, s);
+            s.resume();
+          },
           (e: Error) => cb(e, undefined as unknown as Socket),
         );
         return undefined as unknown as Socket;

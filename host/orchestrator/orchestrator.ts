@@ -57,8 +57,6 @@ export interface OrchestratorOptions {
   /** The host side of the bridge (gateway and prefix for `ip=`). */
   hostCidr: Cidr;
   dns?: string[];
-  /** Port of the TCP egress listener bridged/dhcp guests reach on the gateway; absent: over vsock. */
-  egressTcpPort?: number;
   healthTimeoutMs?: number;
   stopTimeoutMs?: number;
   events?: EventBus;
@@ -319,7 +317,7 @@ export class Orchestrator {
       }
 
       step = 'launch VMM';
-      const proc = await this.opts.launcher.launch(this.launchSpec(vm, plugin, net));
+      const proc = await this.opts.launcher.launch(this.launchSpec(vm, plugin, { egress: egress?.route }));
       undos.push({ what: 'VMM process', run: () => proc.stop({ timeoutMs: this.stopTimeoutMs }) });
       vm = this.vms.update(name, { pid: proc.pid, vmm: proc.kind });
 
@@ -374,18 +372,10 @@ export class Orchestrator {
     return { mode: vm.mode };
   }
 
-  private cmdlineEgress(vm: VmRecord, net: ResolvedNetwork): CmdlineEgress | undefined {
-    if (!net.allowOutbound) return undefined;
-    if (vm.mode === 'vsock' || this.opts.egressTcpPort === undefined) return { kind: 'vsock' };
-    return { kind: 'tcp', host: formatIPv4(this.opts.hostCidr.address), port: this.opts.egressTcpPort };
-  }
-
-  /** `net` undefined: a spec for adoption, where the command line no longer matters. */
-  private launchSpec(vm: VmRecord, plugin: InstalledPlugin, net: ResolvedNetwork | undefined): LaunchSpec {
+  /** `boot` undefined: a spec for adoption, where the command line no longer matters. */
+  private launchSpec(vm: VmRecord, plugin: InstalledPlugin, boot: { egress?: CmdlineEgress } | undefined): LaunchSpec {
     const req = requestOf(vm);
-    const cmdline = net
-      ? buildKernelCmdline({ vmName: vm.name, network: this.cmdlineNetwork(vm), env: req.env, dns: this.opts.dns, egress: this.cmdlineEgress(vm, net) })
-      : '';
+    const cmdline = boot ? buildKernelCmdline({ vmName: vm.name, network: this.cmdlineNetwork(vm), env: req.env, dns: this.opts.dns, egress: boot.egress }) : '';
     return {
       vmName: vm.name,
       kernelPath: this.opts.kernelPath,

@@ -6,6 +6,7 @@
  */
 
 import type { NetworkMode } from '../../shared/schema/manifest.js';
+import type { CmdlineEgress } from '../vmm/cmdline.js';
 
 /** Per-VM taps on the bridge, and the firewall rules that keep a VM's traffic where it belongs. */
 export interface TapNetwork {
@@ -21,8 +22,9 @@ export interface TapNetwork {
   releaseEgress?(tap: string): Promise<void>;
 }
 
-/** A running per-VM egress listener. */
+/** A running per-VM egress listener, and how the guest's forwarder reaches it (`volant.egress=`). */
 export interface EgressHandle {
+  route: CmdlineEgress;
   close(): Promise<void>;
 }
 

@@ -1,0 +1,171 @@
+/**
+ * volantd assembled: config → store → plugin images → launcher → orchestrator (reconcile) →
+ * ingress → API server. `runDaemon` is what `main.ts` calls and what tests call with a launcher
+ * double. Shutdown (SIGTERM/SIGINT) stops accepting connections, closes the API, ingress and
+ * egress listeners and the store, and leaves VMMs running: their rows stay `running` and the next
+ * volantd re-adopts them in `reconcile()` (a daemon upgrade does not reboot workloads). To stop
+ * VMs, stop them through the API first.
+ *
+ * Auth: a token is required (every route but health) when the API listens on a non-loopback
+ * address, or a token is configured: `VOLANT_API_TOKEN` in volantd's environment, or an existing
+ * `<state_dir>/api-token`. When required and none exists, one is generated into that file (0600)
+ * on first start; `volar --state-dir D` reads it from there.
+ */
+
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { VolantError } from '../../shared/errors.js';
+import { tryParseCidr } from '../../shared/ipv4.js';
+import { ensureTokenFile, tokenFilePath, tokenRequired } from '../api/auth.js';
+import { parseListenAddress } from '../api/listen.js';
+import { MetricsRegistry } from '../api/metrics.js';
+import { type ApiServer, createApiServer } from '../api/server.js';
+import { loadConfig, statePaths } from '../config/load.js';
+import type { VolantConfig } from '../config/schema.js';
+import { createIngress, type Ingress } from '../ingress/index.js';
+import { ipamReport } from '../ipam/report.js';
+import { Orchestrator } from '../orchestrator/orchestrator.js';
+import { PluginImages } from '../orchestrator/plugin-images.js';
+import type { EgressStarter, TapNetwork } from '../orchestrator/ports.js';
+import { openStore, type Store } from '../store/store.js';
+import { addressPool } from '../ipam/pool.js';
+import type { Launcher } from '../vmm/launcher.js';
+import { createEgressStarter } from './egress.js';
+
+export interface DaemonOptions {
+  configFile?: string | null;
+  stateDir?: string;
+  listen?: string;
+  env?: Record<string, string | undefined>;
+  /** Which VMM launcher to use (tests: a double). */
+  launcher: Launcher | ((cfg: VolantConfig) => Promise<Launcher> | Launcher);
+  /** Host networking for bridged/dhcp VMs; absent: those VMs are refused. */
+  network?: TapNetwork;
+  /** Overrides the egress proxy wiring (null: no egress). */
+  egress?: EgressStarter | null;
+  /** Overrides the configured kernel path. */
+  kernelPath?: string;
+  healthTimeoutMs?: number;
+  log?: (line: string) => void;
+}
+
+export interface Daemon {
+  config: VolantConfig;
+  address: string;
+  token: string | undefined;
+  orchestrator: Orchestrator;
+  store: Store;
+  close(): Promise<void>;
+}
+
+const VERSION = (() => {
+  try {
+    return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+  } catch {
+    try {
+      return (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+    } catch {
+      return '0.0.0-unknown';
+    }
+  }
+})();
+
+/** The kernel `volar kernel fetch` recorded in `<state_dir>/kernels/current.json` (CONTRACTS.md). */
+function fetchedKernel(stateDir: string): string | undefined {
+  try {
+    const cur = JSON.parse(readFileSync(join(stateDir, 'kernels', 'current.json'), 'utf8')) as { vmlinuz?: unknown };
+    return typeof cur.vmlinuz === 'string' ? cur.vmlinuz : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export async function runDaemon(opts: DaemonOptions): Promise<Daemon> {
+  const log = opts.log ?? ((line: string) => console.error(`volantd: ${line}`));
+  const config = loadConfig({
+    file: opts.configFile,
+    env: opts.env ?? process.env,
+    overrides: { ...(opts.stateDir ? { state_dir: opts.stateDir } : {}), ...(opts.listen ? { listen: opts.listen } : {}) },
+  });
+  const paths = statePaths(config);
+  const listen = parseListenAddress(config.listen);
+  const hostCidr = tryParseCidr(config.network.host_cidr)!;
+  const kernelPath = opts.kernelPath ?? config.kernel.path ?? fetchedKernel(config.state_dir);
+  if (!kernelPath || !existsSync(kernelPath)) {
+    throw new VolantError('INVALID_ARGUMENT', `no kernel at ${JSON.stringify(kernelPath ?? join(config.state_dir, 'kernels', 'current.json'))}: run \`volar kernel fetch\` or set kernel.path (--kernel)`);
+  }
+
+  const store = openStore({ path: paths.database, pool: addressPool(config.network) });
+  const launcher = typeof opts.launcher === 'function' ? await opts.launcher(config) : opts.launcher;
+  const plugins = new PluginImages(store.plugins, paths.images);
+  const egress = opts.egress === null ? undefined : (opts.egress ?? createEgressStarter(config, hostCidr, log));
+  const orchestrator = new Orchestrator({
+    store,
+    plugins,
+    launcher,
+    network: opts.network,
+    egress,
+    kernelPath,
+    runtimeDir: config.runtime_dir,
+    stateDir: config.state_dir,
+    hostCidr,
+    dns: config.network.dns,
+    healthTimeoutMs: opts.healthTimeoutMs,
+    log,
+  });
+  let ingress: Ingress | undefined;
+  let api: ApiServer | undefined;
+  try {
+    const r = await orchestrator.reconcile();
+    log(`reconciled: adopted [${r.adopted.join(', ')}], failed [${r.failed.join(', ')}], removed [${r.removed.join(', ')}], taps removed [${r.tapsRemoved.join(', ')}]`);
+    ingress = createIngress({
+      timeoutMs: config.ingress.timeout_ms,
+      lookup: (name) => {
+        const vm = orchestrator.get(name);
+        const transport = orchestrator.agentFor(name);
+        if (!transport) throw new VolantError('INVALID_STATE', `VM ${name} is ${vm.state}, not running`, { state: vm.state });
+        return { vmName: name, transport };
+      },
+    });
+    const ing = ingress;
+    orchestrator.events.subscribe((e) => {
+      if (e.type === 'vm.deleted' || e.state !== 'running') ing.forget(e.vm);
+    });
+    const env = opts.env ?? process.env;
+    const configured = env.VOLANT_API_TOKEN || (existsSync(tokenFilePath(config.state_dir)) ? ensureTokenFile(config.state_dir) : undefined);
+    const enforce = tokenRequired(listen, configured) ? (configured ?? ensureTokenFile(config.state_dir)) : undefined;
+    const metrics = new MetricsRegistry();
+    api = await createApiServer({
+      orchestrator,
+      plugins,
+      ipamReport: () => ipamReport(store, config),
+      metrics,
+      version: VERSION,
+      startedAt: Date.now(),
+      token: enforce,
+      ingress,
+    });
+    const address = await api.listen(listen);
+    log(`listening on ${address}${enforce ? ' (bearer token required)' : ''}`);
+    const apiServer = api;
+    return {
+      config,
+      address,
+      token: enforce,
+      orchestrator,
+      store,
+      async close() {
+        await apiServer.close();
+        await ing.close();
+        await orchestrator.close();
+        store.close();
+      },
+    };
+  } catch (e) {
+    await api?.close().catch(() => undefined);
+    await ingress?.close().catch(() => undefined);
+    await orchestrator.close();
+    store.close();
+    throw e;
+  }
+}

@@ -17,6 +17,7 @@ import { chApiExpectOk } from '../../host/vmm/cloud-hypervisor-api.js';
 import { chApiSocketPath, createCloudHypervisorLauncher } from '../../host/vmm/cloud-hypervisor.js';
 import { buildKernelCmdline } from '../../host/vmm/cmdline.js';
 import type { LaunchSpec, VmProcess } from '../../host/vmm/launcher.js';
+import { SIGTERM_GRACE_MS } from '../../host/vmm/process.js';
 import { VolantError } from '../../shared/errors.js';
 import { writeFakeCloudHypervisorBinary } from '../support/fake-cloud-hypervisor.js';
 import { makeStaleSocket, pidsMentioning } from '../support/vmm-procs.js';
@@ -104,6 +105,19 @@ describe('Cloud Hypervisor launcher (against the API test double)', () => {
     await assert.rejects(launcher.launch(s), (e: unknown) => e instanceof VolantError && e.code === 'CONFLICT');
     assert.equal(readFileSync(s.vsock.socketPath, 'utf8'), 'precious');
     assert.deepEqual(pidsMentioning(s.runDir), []);
+  });
+
+  it('a hung VMM (API silent, SIGTERM ignored) is SIGKILLed at the end of the stop ladder', async () => {
+    process.env.VOLANT_FAKE_CH_WEDGED = '1';
+    let vm: VmProcess;
+    try {
+      vm = await launch(spec('wedged'));
+    } finally {
+      delete process.env.VOLANT_FAKE_CH_WEDGED;
+    }
+    const t0 = Date.now();
+    assert.deepEqual(await vm.stop({ timeoutMs: 100 }), { code: null, signal: 'SIGKILL' });
+    assert.ok(Date.now() - t0 >= SIGTERM_GRACE_MS, 'SIGTERM got its grace period first');
   });
 
   it('SIGKILL of the VMM is seen through exited', async () => {

@@ -14,6 +14,8 @@
  *   PUT  vm.shutdown  → 204; state Shutdown, the VMM process stays up (as in the real one)
  *   PUT  vmm.shutdown → 204, then the process exits 0
  * `--event-monitor path=E` gets one JSON event per line. SIGTERM exits 0.
+ * With VOLANT_FAKE_CH_WEDGED=1 in its environment it plays a hung VMM: the shutdown calls never
+ * answer and SIGTERM is ignored, so only SIGKILL ends it.
  *
  * Run as `node --import tsx test/support/fake-cloud-hypervisor.ts --api-socket path=...`;
  * `writeFakeCloudHypervisorBinary(dir)` writes an executable wrapper that does exactly that.
@@ -125,6 +127,8 @@ function main(argv: string[]): void {
     process.exit(0);
   };
 
+  const wedged = process.env.VOLANT_FAKE_CH_WEDGED === '1';
+  const hang = (): void => {};
   const routes: Record<string, (body: unknown, res: ServerResponse) => void> = {
     'GET vmm.ping': (_b, res) => send(res, 200, { version: 'v48.0-volant-test-double', build_version: 'fake', pid: process.pid, features: [] }),
     'PUT vm.create': (body, res) => {
@@ -155,6 +159,7 @@ function main(argv: string[]): void {
     },
     'GET vm.info': (_b, res) => (config ? send(res, 200, { config, state }) : send(res, 404, 'VM is not created')),
     'PUT vm.shutdown': (_b, res) => {
+      if (wedged) return hang();
       if (state !== 'Running') return send(res, 500, `VM is not running (state ${state ?? 'none'})`);
       vsockServer?.close();
       state = 'Shutdown';
@@ -162,6 +167,7 @@ function main(argv: string[]): void {
       send(res, 204);
     },
     'PUT vmm.shutdown': (_b, res) => {
+      if (wedged) return hang();
       res.on('finish', exit);
       send(res, 204);
     },
@@ -186,7 +192,7 @@ function main(argv: string[]): void {
     });
   });
   server.listen(apiSocket, () => event('vmm', 'starting'));
-  process.on('SIGTERM', exit);
+  process.on('SIGTERM', wedged ? hang : exit);
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) main(process.argv.slice(2));

@@ -3,3 +3,4 @@
 export * from './env.js';
 export * from './load.js';
 export * from './schema.js';
+export * from './systemd-unit.js';

@@ -95,11 +95,23 @@ export function loadConfig(options: LoadConfigOptions = {}): VolantConfig {
   }
 
   const structural = structuralProblems(VolantConfig, merged);
-  const problems: Problem[] = structural.map((p) => {
+  const net = merged.network as Record<string, unknown> | undefined;
+  if (isPlainObject(net) && typeof net.host_cidr === 'string' && (net.pool_start === undefined || net.pool_end === undefined)) {
+    structural.unshift({ path: '/network/host_cidr', message: `${JSON.stringify(net.host_cidr)} is not allowed: use the host's address and prefix 8-30, like 192.168.127.1/24` });
+  }
+  const seen = new Set<string>();
+  const problems: Problem[] = [];
+  for (const p of structural) {
+    if (seen.has(p.path)) continue;
+    seen.add(p.path);
     const v = valueAt(merged, p.path);
-    return v === undefined || isPlainObject(v) ? p : { path: p.path, message: `${p.message} (got ${JSON.stringify(v)?.slice(0, 80)})` };
-  });
-  if (problems.length > 0) throw new ValidationError('config', problems);
+    const shown = JSON.stringify(v)?.slice(0, 80);
+    problems.push(v === undefined || isPlainObject(v) || p.message.includes(shown) ? p : { path: p.path, message: `${p.message} (got ${shown})` });
+  }
+  // A pool that is missing only because host_cidr is unusable is not a second problem to report.
+  const cidrBroken = problems.some((p) => p.path === '/network/host_cidr');
+  const reported = cidrBroken ? problems.filter((p) => !/^\/network\/pool_(start|end)$/.test(p.path) || valueAt(merged, p.path) !== undefined) : problems;
+  if (reported.length > 0) throw new ValidationError('config', reported);
   const cfg = merged as VolantConfig;
   const semantic = semanticProblems(cfg);
   if (semantic.length > 0) throw new ValidationError('config', semantic);

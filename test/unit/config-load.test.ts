@@ -87,6 +87,8 @@ describe('bad config names the key, the value and what is allowed', () => {
     ['pool end = broadcast', { overrides: { network: { pool_end: '192.168.127.255' } } }, '/network/pool_end', /outside/],
     ['pool reversed', { overrides: { network: { pool_start: '192.168.127.200', pool_end: '192.168.127.150' } } }, '/network/pool_end', /comes before/],
     ['host is the network address', { overrides: { network: { host_cidr: '192.168.127.0/24' } } }, '/network/host_cidr', /network or broadcast/],
+    ['host prefix too long for a pool', { overrides: { network: { host_cidr: '10.0.0.1/31' } } }, '/network/host_cidr', /prefix 8-30/],
+    ['host without prefix', { overrides: { network: { host_cidr: '10.0.0.1' } } }, '/network/host_cidr', /prefix 8-30/],
     ['bridge with shell characters', { overrides: { network: { bridge: 'br0;reboot' } } }, '/network/bridge', /br0;reboot/],
     ['bridge too long', { overrides: { network: { bridge: 'a-very-long-bridge' } } }, '/network/bridge', /1-15/],
     ['port not a number', { env: { VOLANT_EGRESS_PORT: 'http' } }, '/egress/port', /integer.*"http"/],

@@ -1,0 +1,49 @@
+/**
+ * The `volantd.service` unit `volar setup --systemd` writes. volantd needs root for taps and
+ * firewall rules, so the unit runs as root but takes away what it does not need: no new
+ * privileges, a read-only system except its state and runtime directories, private /tmp.
+ * ExecStart is built from argv (each argument quoted the systemd way), never pasted text.
+ */
+
+export const SYSTEMD_UNIT_NAME = 'volantd.service';
+export const DEFAULT_SYSTEMD_UNIT_DIR = '/etc/systemd/system';
+
+export interface SystemdUnitOptions {
+  /** The command volantd runs as, e.g. [node, /opt/volant/bin/volantd.js, --config, F]. */
+  execStart: string[];
+  stateDir: string;
+  runtimeDir: string;
+}
+
+/** systemd's command-line quoting: double quotes with \\ and \" escaped, `%` doubled, `$` doubled. */
+export function quoteSystemdArg(arg: string): string {
+  if (/[\n\r]/.test(arg)) throw new Error(`a unit argument cannot contain a line break: ${JSON.stringify(arg)}`);
+  const escaped = arg.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/%/g, '%%').replace(/\$/g, '$$$$');
+  return /^[A-Za-z0-9_./:=@+,-]+$/.test(arg) ? escaped : `"${escaped}"`;
+}
+
+export function systemdUnit(o: SystemdUnitOptions): string {
+  return [
+    '[Unit]',
+    'Description=Volant microVM daemon (volantd)',
+    'After=network-online.target',
+    'Wants=network-online.target',
+    '',
+    '[Service]',
+    'Type=simple',
+    `ExecStart=${o.execStart.map(quoteSystemdArg).join(' ')}`,
+    'Restart=on-failure',
+    'RestartSec=2s',
+    // VMs are separate processes the daemon re-adopts after a restart; stopping the unit must not kill them.
+    'KillMode=process',
+    'NoNewPrivileges=yes',
+    'ProtectSystem=full',
+    'PrivateTmp=yes',
+    `ReadWritePaths=${quoteSystemdArg(o.stateDir)} ${quoteSystemdArg(o.runtimeDir)}`,
+    'LimitNOFILE=65536',
+    '',
+    '[Install]',
+    'WantedBy=multi-user.target',
+    '',
+  ].join('\n');
+}

@@ -1,0 +1,160 @@
+// `volar setup`, `volar teardown` and `volar debug ipam` run as real processes inside a network
+// namespace each test creates: what setup builds, that a second run adds nothing, that
+// --dry-run changes nothing, that teardown leaves nothing, and that bad flags write nothing.
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { addressPool } from '../../host/ipam/pool.js';
+import { openStore } from '../../host/store/store.js';
+import { type NetNs, netnsSkipReason, withNetns } from '../support/netns.js';
+
+const skip = netnsSkipReason();
+const AREA = 'setup';
+const CLI = fileURLToPath(new URL('../../host/cli/main.ts', import.meta.url));
+const dir = mkdtempSync(join(tmpdir(), `volant-setup-${process.pid}-`));
+after(() => rmSync(dir, { recursive: true, force: true }));
+let n = 0;
+const stateDir = () => join(dir, `s${n++}`);
+
+function volar(ns: NetNs, args: string[]) {
+  // No config file from the machine: every test names its own state dir and flags.
+  return ns.exec(['env', `VOLANT_CONFIG=${join(dir, 'none.yaml')}`, process.execPath, '--import', 'tsx', CLI, ...args]);
+}
+
+/** What setup may leave behind: links, firewall rules, the forwarding switch. */
+async function hostState(ns: NetNs): Promise<{ links: string[]; rules: string[]; eb: string }> {
+  const links = (JSON.parse(await ns.run(['ip', '-j', 'link', 'show'])) as { ifname: string }[]).map((l) => l.ifname).sort();
+  const rules = (await ns.run(['iptables-save'])).split('\n').filter((l) => l.startsWith('-A') || l.startsWith(':VOLANT'));
+  return { links, rules, eb: await ns.run(['ebtables', '-L']) };
+}
+
+describe('volar setup / teardown', { skip }, () => {
+  test('setup twice: bridge up with its address, NAT rules once, state dirs and database; teardown leaves nothing', () =>
+    withNetns(AREA, 1, async (ns) => {
+      // `volar setup` reads no config file here: an absent VOLANT_CONFIG is reported as an error.
+      const state = stateDir();
+      const empty = await hostState(ns);
+      const cfgFile = join(dir, 'none.yaml');
+      assert.equal(existsSync(cfgFile), false);
+      const r = await volar(ns, ['setup', '--state-dir', state]);
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /none\.yaml does not exist/);
+
+      const run = (args: string[]) => ns.exec([process.execPath, '--import', 'tsx', CLI, ...args]);
+      for (let i = 0; i < 2; i++) {
+        const out = await run(['setup', '--state-dir', state, '--config', '/dev/null']);
+        assert.equal(out.code, 0, out.stderr);
+        assert.match(out.stdout, /bridge vbr0 192\.168\.127\.1\/24 up/);
+      }
+      const [link] = JSON.parse(await ns.run(['ip', '-d', '-j', 'addr', 'show', 'dev', 'vbr0']));
+      assert.equal(link.linkinfo.info_kind, 'bridge');
+      assert.ok(link.flags.includes('UP'));
+      assert.ok(link.addr_info.some((a: { local: string; prefixlen: number }) => a.local === '192.168.127.1' && a.prefixlen === 24));
+      const rules = (await hostState(ns)).rules.filter((l) => l.includes('volant:nat'));
+      assert.equal(rules.length, 3, rules.join('\n'));
+      assert.equal(new Set(rules).size, 3);
+      assert.equal((await ns.run(['sysctl', '-n', 'net.ipv4.ip_forward'])).trim(), '1');
+      for (const d of ['run', 'logs', 'plugins', 'run/vms']) assert.ok(existsSync(join(state, d)), d);
+      const store = openStore({ path: join(state, 'volant.db'), readonly: true });
+      assert.deepEqual(store.db.prepare('SELECT version FROM schema_migrations').all(), [{ version: 1 }]);
+      store.close();
+
+      for (let i = 0; i < 2; i++) {
+        const out = await run(['teardown', '--state-dir', state, '--config', '/dev/null']);
+        assert.equal(out.code, 0, out.stderr);
+      }
+      assert.deepEqual(await hostState(ns), empty);
+      assert.ok(existsSync(join(state, 'volant.db')), 'teardown keeps the state');
+    }));
+
+  test('custom bridge and subnet; --systemd writes a unit that starts volantd with the same state dir', () =>
+    withNetns(AREA, 1, async (ns) => {
+      const state = stateDir();
+      const out = await ns.exec([process.execPath, '--import', 'tsx', CLI, 'setup', '--config', '/dev/null', '--state-dir', state, '--bridge', 'br-test', '--cidr', '10.200.0.1/16', '--systemd', '--unit-dir', state]);
+      assert.equal(out.code, 0, out.stderr);
+      assert.match(out.stdout, /pool 10\.200\.0\.100-10\.200\.255\.254/);
+      assert.match(out.stdout, new RegExp(`wrote ${join(state, 'volantd.service')}`));
+      const [link] = JSON.parse(await ns.run(['ip', '-j', 'addr', 'show', 'dev', 'br-test']));
+      assert.ok(link.addr_info.some((a: { local: string; prefixlen: number }) => a.local === '10.200.0.1' && a.prefixlen === 16));
+      assert.ok((await hostState(ns)).rules.some((l) => l.includes('-s 10.200.0.0/16 ! -o br-test')));
+      const unit = readFileSync(join(state, 'volantd.service'), 'utf8');
+      assert.match(unit, new RegExp(`^ExecStart=${process.execPath} \\S+/bin/volantd\\.js --config /dev/null --state-dir ${state}$`, 'm'));
+      assert.match(unit, /^WantedBy=multi-user\.target$/m);
+      const down = await ns.exec([process.execPath, '--import', 'tsx', CLI, 'teardown', '--config', '/dev/null', '--state-dir', state, '--bridge', 'br-test', '--cidr', '10.200.0.1/16']);
+      assert.equal(down.code, 0, down.stderr);
+      assert.equal((await ns.exec(['ip', 'link', 'show', 'br-test'])).code, 1);
+    }));
+
+  test('--dry-run prints the exact commands and changes nothing', () =>
+    withNetns(AREA, 1, async (ns) => {
+      const state = stateDir();
+      const before = await hostState(ns);
+      const out = await ns.exec([process.execPath, '--import', 'tsx', CLI, 'setup', '--dry-run', '--config', '/dev/null', '--state-dir', state, '--systemd', '--unit-dir', state]);
+      assert.equal(out.code, 0, out.stderr);
+      for (const line of [
+        'ip link add name vbr0 type bridge',
+        'ip addr add 192.168.127.1/24 dev vbr0',
+        'ip link set dev vbr0 up',
+        "iptables -w -t nat -A POSTROUTING -s 192.168.127.0/24 '!' -o vbr0 -m comment --comment volant:nat -j MASQUERADE",
+        `mkdir -p -m 0700 ${state}`,
+      ]) {
+        assert.ok(out.stdout.includes(`  ${line}\n`), `missing ${line} in\n${out.stdout}`);
+      }
+      assert.deepEqual(await hostState(ns), before);
+      assert.equal(existsSync(state), false);
+    }));
+
+  test('bad flags are refused with the key, the value and what is allowed, and nothing is created', () =>
+    withNetns(AREA, 1, async (ns) => {
+      const state = stateDir();
+      const before = await hostState(ns);
+      const cases: [string[], RegExp][] = [
+        [['--cidr', '192.168.127.0/24'], /\/network\/host_cidr.*network or broadcast/],
+        [['--cidr', '10.0.0.1'], /\/network\/host_cidr/],
+        [['--bridge', 'br0;reboot'], /\/network\/bridge.*br0;reboot/],
+        [['--bridge', 'a-very-long-bridge-name'], /\/network\/bridge/],
+      ];
+      for (const [flags, message] of cases) {
+        const r = await ns.exec([process.execPath, '--import', 'tsx', CLI, 'setup', '--config', '/dev/null', '--state-dir', state, ...flags]);
+        assert.equal(r.code, 1, flags.join(' '));
+        assert.match(r.stderr, /VALIDATION_FAILED/);
+        assert.match(r.stderr, message);
+      }
+      assert.deepEqual(await hostState(ns), before);
+      assert.equal(existsSync(state), false);
+    }));
+});
+
+describe('volar debug ipam', () => {
+  test('reads the pool and leases straight from the database, as text and JSON', async () => {
+    const state = stateDir();
+    const net = { host_cidr: '192.168.127.1/24', pool_start: '192.168.127.100', pool_end: '192.168.127.254', reservations: {} };
+    const store = openStore({ path: join(state, 'volant.db'), pool: addressPool(net) });
+    store.plugins.install({ name: 'hello', version: '1', manifest: {}, imagePath: '/x' });
+    for (const name of ['web', 'db', 'cache']) store.vms.createWithLease({ name, plugin: 'hello', config: {} }, { mode: 'bridged' });
+    store.vms.createWithLease({ name: 'side', plugin: 'hello', config: {} }, { mode: 'vsock' });
+    store.vms.deleteWithRelease('db');
+    store.close();
+    const cli = (args: string[]) =>
+      import('node:child_process').then(({ execFileSync }) =>
+        execFileSync(process.execPath, ['--import', 'tsx', CLI, 'debug', 'ipam', '--config', '/dev/null', '--state-dir', state, ...args], { encoding: 'utf8' }),
+      );
+    const report = JSON.parse(await cli(['--json']));
+    assert.equal(report.size, 155);
+    assert.equal(report.free, 153);
+    assert.deepEqual(
+      report.leases.map((l: { ip: string; vm: string }) => [l.ip, l.vm]),
+      [
+        ['192.168.127.100', 'web'],
+        ['192.168.127.102', 'cache'],
+      ],
+    );
+    const text = await cli([]);
+    assert.match(text, /^pool\s+192\.168\.127\.100 - 192\.168\.127\.254$/m);
+    assert.match(text, /^free\s+153$/m);
+    assert.match(text, /^192\.168\.127\.102\s+cache\s+\d{4}-/m);
+  });
+});

@@ -122,7 +122,7 @@ describe('plugin image build', { timeout: 600_000 }, () => {
   test('one changed input byte or SOURCE_DATE_EPOCH changes the image', async () => {
     const dir = copyHello('changed');
     const server = readFileSync(join(dir, 'app/server.mjs'));
-    server[server.length - 2] ^= 0x01;
+    server.writeUInt8(server.readUInt8(server.length - 2) ^ 0x01, server.length - 2);
     writeFileSync(join(dir, 'app/server.mjs'), server);
     const changed = await buildPlugin(opts(dir, join(work, 'out-changed')));
     assert.notEqual(changed.sha256, first.sha256);

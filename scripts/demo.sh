@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# `npm run demo`: on a fresh Debian 12 machine as root, installs what is missing, builds, and
+# runs the demo (scripts/demo.ts) in private network namespaces that it removes afterwards.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" -ne 0 ]; then
+  echo "volant demo: needs root (it creates network namespaces, a bridge, taps and iptables rules in them)." >&2
+  echo "  run: sudo npm run demo" >&2
+  exit 1
+fi
+bash scripts/install-deps.sh
+if [ ! -d node_modules ] || [ ! -f native/build/Release/volant_native.node ]; then npm ci; fi
+npm run --silent build
+exec node --import tsx scripts/demo.ts

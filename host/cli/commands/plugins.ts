@@ -10,6 +10,7 @@ import { VolantError } from '../../../shared/errors.js';
 import type { Compression } from '../../../initramfs/build-file.js';
 import { type BuildResult, buildPlugin } from '../../../initramfs/build.js';
 import { cachedKernel, type KernelInfo } from '../../../initramfs/kernel.js';
+import { clientFor, formatTable, withApiOptions } from '../client.js';
 import { defaultKernelDir } from './kernel.js';
 
 /** What `uname -r` looks like: 6.1.0-56-cloud-amd64. */
@@ -79,4 +80,36 @@ export function registerBuild(plugins: Command): void {
 export function register(program: Command): void {
   const plugins = program.command('plugins').description('plugin images: build, install, list, remove');
   registerBuild(plugins);
+  registerInstalled(plugins);
+}
+
+/** `plugins install DIR | list | remove NAME`: the plugins volantd knows, through its API. */
+export function registerInstalled(plugins: Command): void {
+  withApiOptions(plugins.command('install'))
+    .description('register a `plugins build` output directory (plugin.json + initramfs.img) with volantd')
+    .argument('<dir>', 'build output directory')
+    .option('--json', 'print the plugin as JSON')
+    .action(async (dir: string, o: { json?: boolean }, cmd: Command) => {
+      const p = await clientFor(cmd).installPlugin(resolve(dir));
+      process.stdout.write(o.json ? `${JSON.stringify(p, null, 2)}\n` : `installed ${p.name} ${p.version} (${p.initramfs_path})\n`);
+    });
+  withApiOptions(plugins.command('list'))
+    .description('list installed plugins')
+    .option('--json', 'print JSON')
+    .action(async (o: { json?: boolean }, cmd: Command) => {
+      const list = await clientFor(cmd).listPlugins();
+      const text = o.json
+        ? JSON.stringify(list, null, 2)
+        : list.length === 0
+          ? 'no plugins'
+          : formatTable(['NAME', 'VERSION', 'MODE', 'INSTALLED'], list.map((p) => [p.name, p.version, p.network_mode ?? '-', p.installed_at]));
+      process.stdout.write(`${text}\n`);
+    });
+  withApiOptions(plugins.command('remove'))
+    .description('remove an installed plugin (refused while VMs use it)')
+    .argument('<name>')
+    .action(async (name: string, _o: unknown, cmd: Command) => {
+      await clientFor(cmd).removePlugin(name);
+      process.stdout.write(`removed ${name}\n`);
+    });
 }

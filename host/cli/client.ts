@@ -1,0 +1,165 @@
+/**
+ * volar's client for volantd's API. Addresses: `http://HOST:PORT` (from `--api` or `VOLANT_API`)
+ * or `unix:/path`. The token comes from `--token`, `VOLANT_TOKEN`, or the daemon's token file
+ * `<state_dir>/api-token` (`--state-dir`, `VOLANT_STATE_DIR`, default /var/lib/volant) when it is
+ * readable. An API error becomes a `VolantError` with the API's code, message and details, so the
+ * CLI prints `volar: CODE: message` and exits non-zero; an unreachable daemon says where it looked.
+ */
+
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import type { Command } from 'commander';
+import { Agent, type Dispatcher, request } from 'undici';
+import { type ErrorCode, ErrorCodes, VolantError } from '../../shared/errors.js';
+import type { CreateVmRequest } from '../../shared/schema/vm-config.js';
+import { TOKEN_FILE_NAME } from '../api/auth.js';
+import type { PluginView, VmView } from '../api/schemas.js';
+
+export const DEFAULT_API = 'http://127.0.0.1:8080';
+export const DEFAULT_STATE_DIR = '/var/lib/volant';
+/** Bound for ordinary calls; create and start wait for the guest to boot, so they get longer. */
+export const REQUEST_TIMEOUT_MS = 30_000;
+export const BOOT_REQUEST_TIMEOUT_MS = 300_000;
+
+export interface ClientOptions {
+  api?: string;
+  token?: string;
+  stateDir?: string;
+}
+
+function tokenFromFile(stateDir: string): string | undefined {
+  try {
+    const t = readFileSync(join(stateDir, TOKEN_FILE_NAME), 'utf8').trim();
+    return t === '' ? undefined : t;
+  } catch {
+    return undefined;
+  }
+}
+
+function asErrorCode(code: unknown): ErrorCode {
+  return ErrorCodes.includes(code as ErrorCode) ? (code as ErrorCode) : 'INTERNAL';
+}
+
+export class ApiClient {
+  readonly api: string;
+  private readonly origin: string;
+  private readonly dispatcher: Dispatcher | undefined;
+  private readonly token: string | undefined;
+
+  constructor(opts: ClientOptions = {}) {
+    this.api = opts.api ?? DEFAULT_API;
+    if (this.api.startsWith('unix:')) {
+      this.origin = 'http://localhost';
+      this.dispatcher = new Agent({ connect: { socketPath: this.api.slice('unix:'.length) } });
+    } else {
+      let url: URL;
+      try {
+        url = new URL(this.api);
+      } catch {
+        throw new VolantError('INVALID_ARGUMENT', `--api ${JSON.stringify(this.api)}: use http://HOST:PORT or unix:/path`);
+      }
+      if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new VolantError('INVALID_ARGUMENT', `--api ${JSON.stringify(this.api)}: use http://HOST:PORT or unix:/path`);
+      this.origin = url.origin;
+    }
+    this.token = opts.token || tokenFromFile(opts.stateDir ?? DEFAULT_STATE_DIR);
+  }
+
+  private async send(method: Dispatcher.HttpMethod, path: string, body?: unknown, timeoutMs = REQUEST_TIMEOUT_MS): Promise<Dispatcher.ResponseData> {
+    const headers: Record<string, string> = {};
+    if (this.token) headers.authorization = `Bearer ${this.token}`;
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await request(`${this.origin}${path}`, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        dispatcher: this.dispatcher,
+        headersTimeout: timeoutMs,
+        bodyTimeout: path.includes('follow=1') ? 0 : timeoutMs,
+      });
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      throw new VolantError('UPSTREAM_UNREACHABLE', `cannot reach volantd at ${this.api}: ${err.code ?? err.message} (is it running? --api or VOLANT_API)`);
+    }
+    if (res.statusCode >= 400) {
+      const text = await res.body.text();
+      let parsed: { error?: { code?: unknown; message?: unknown; details?: unknown } } | undefined;
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        parsed = undefined;
+      }
+      const e = parsed?.error;
+      if (e && typeof e.message === 'string') throw new VolantError(asErrorCode(e.code), e.message, e.details);
+      throw new VolantError('PROTOCOL_ERROR', `volantd answered ${res.statusCode}: ${text.slice(0, 200)}`);
+    }
+    return res;
+  }
+
+  private async json<T>(method: Dispatcher.HttpMethod, path: string, body?: unknown, timeoutMs?: number): Promise<T> {
+    const res = await this.send(method, path, body, timeoutMs);
+    if (res.statusCode === 204) {
+      await res.body.dump();
+      return undefined as T;
+    }
+    return (await res.body.json()) as T;
+  }
+
+  health(): Promise<{ status: string; version: string }> {
+    return this.json('GET', '/api/v1/health');
+  }
+  createVm(req: CreateVmRequest): Promise<VmView> {
+    return this.json('POST', '/api/v1/vms', req, BOOT_REQUEST_TIMEOUT_MS);
+  }
+  async listVms(): Promise<VmView[]> {
+    return (await this.json<{ vms: VmView[] }>('GET', '/api/v1/vms')).vms;
+  }
+  getVm(name: string): Promise<VmView> {
+    return this.json('GET', `/api/v1/vms/${encodeURIComponent(name)}`);
+  }
+  deleteVm(name: string, force: boolean): Promise<void> {
+    return this.json('DELETE', `/api/v1/vms/${encodeURIComponent(name)}${force ? '?force=1' : ''}`);
+  }
+  startVm(name: string): Promise<VmView> {
+    return this.json('POST', `/api/v1/vms/${encodeURIComponent(name)}/start`, undefined, BOOT_REQUEST_TIMEOUT_MS);
+  }
+  stopVm(name: string): Promise<VmView> {
+    return this.json('POST', `/api/v1/vms/${encodeURIComponent(name)}/stop`, undefined, BOOT_REQUEST_TIMEOUT_MS);
+  }
+  async logs(name: string, follow: boolean): Promise<Readable> {
+    return (await this.send('GET', `/api/v1/vms/${encodeURIComponent(name)}/logs${follow ? '?follow=1' : ''}`)).body;
+  }
+  installPlugin(path: string): Promise<PluginView> {
+    return this.json('POST', '/api/v1/plugins', { path });
+  }
+  async listPlugins(): Promise<PluginView[]> {
+    return (await this.json<{ plugins: PluginView[] }>('GET', '/api/v1/plugins')).plugins;
+  }
+  removePlugin(name: string): Promise<void> {
+    return this.json('DELETE', `/api/v1/plugins/${encodeURIComponent(name)}`);
+  }
+}
+
+/** Adds `--state-dir` (where the token file lives) to a command that talks to volantd. */
+export function withApiOptions(cmd: Command): Command {
+  return cmd.option('--state-dir <dir>', `volantd state directory holding ${TOKEN_FILE_NAME} (or VOLANT_STATE_DIR; default ${DEFAULT_STATE_DIR})`);
+}
+
+/** The client for a command, from its own and the program's global options. */
+export function clientFor(cmd: Command): ApiClient {
+  const o = cmd.optsWithGlobals() as { api?: string; token?: string; stateDir?: string };
+  return new ApiClient({ api: o.api, token: o.token, stateDir: o.stateDir ?? process.env.VOLANT_STATE_DIR });
+}
+
+/** Fixed-width text table; the last column is not padded. */
+export function formatTable(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!)))
+      .join('  ')
+      .trimEnd();
+  return [line(header), ...rows.map(line)].join('\n');
+}

@@ -20,6 +20,8 @@ import { parseProxyHead } from './head.js';
 
 export const HEAD_TIMEOUT_MS = 10_000;
 export const MAX_FORWARDER_CONNECTIONS = 512;
+/** After a refusal, how long the rest of the client's bytes are read and dropped. */
+export const REJECT_LINGER_MS = 2000;
 export const DEFAULT_EGRESS_LISTEN = { host: '127.0.0.1', port: 3128 } as const;
 
 export interface ForwarderMetrics {
@@ -77,6 +79,9 @@ export function createEgressForwarder(opts: { upstream: Endpoint; dial?: (e: End
       if (result.state === 'reject') {
         metrics.rejected++;
         respond(client, 400, 'INVALID_ARGUMENT', result.reason);
+        // Read and drop what the client still sends, so the 400 is not lost to a reset.
+        client.resume();
+        setTimeout(() => client.destroy(), REJECT_LINGER_MS).unref();
         return;
       }
       const buffered = Buffer.concat(chunks, received);

@@ -10,12 +10,17 @@
  *  - A stale vsock or API socket from an earlier run is removed before launch.
  *  - Stop: `vm.shutdown`, `vmm.shutdown` (the VMM process stays up after the first), then
  *    SIGTERM, then SIGKILL.
+ *  - A guest reboot or panic ends the VMM as with QEMU's `-no-reboot`: Cloud Hypervisor would
+ *    reboot the VM in place, so the launcher watches its event monitor for `vm/rebooting` and
+ *    then sends `vmm.shutdown` (cloud-hypervisor-events.ts).
  *  - Cloud Hypervisor needs KVM, so a VM it runs always has accel `kvm` and vsock.
  */
 
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { VolantError } from '../../shared/errors.js';
 import { chApiCall, chApiExpectOk, waitForChApi } from './cloud-hypervisor-api.js';
+import { currentSize, watchChEvents } from './cloud-hypervisor-events.js';
 import { assertLaunchSpec, DEFAULT_STOP_TIMEOUT_MS, type LaunchSpec, type Launcher, type VmProcess } from './launcher.js';
 import { argvContains, readProcessArgv, SupervisedVm, spawnVmm, waitForExit, watchAdoptedPid } from './process.js';
 import { logTail, prepareRunDir } from './run-dir.js';
@@ -59,8 +64,16 @@ export function createCloudHypervisorLauncher(options: CloudHypervisorOptions = 
   const binary = options.binary ?? CLOUD_HYPERVISOR_BINARY;
   const defaultStopTimeoutMs = options.defaultStopTimeoutMs ?? DEFAULT_STOP_TIMEOUT_MS;
 
-  const supervise = (spec: LaunchSpec, pid: number, exited: VmProcess['exited'], isStillIt: () => boolean): VmProcess => {
+  const supervise = (spec: LaunchSpec, pid: number, exited: VmProcess['exited'], isStillIt: () => boolean, eventsFrom: number): VmProcess => {
     const api = chApiSocketPath(spec);
+    const unwatch = watchChEvents(
+      chEventMonitorPath(spec),
+      (e) => {
+        if (e.source === 'vm' && e.event === 'rebooting') void chApiCall(api, 'PUT', 'vmm.shutdown').catch(() => undefined);
+      },
+      eventsFrom,
+    );
+    void exited.then(unwatch);
     return new SupervisedVm({
       kind: 'cloud-hypervisor',
       pid,
@@ -82,13 +95,14 @@ export function createCloudHypervisorLauncher(options: CloudHypervisorOptions = 
       assertLaunchSpec(spec);
       const api = chApiSocketPath(spec);
       const vmmLog = prepareRunDir(spec, [api]);
+      rmSync(chEventMonitorPath(spec), { force: true });
       const argv = [...(spec.commandPrefix ?? []), ...buildCloudHypervisorArgs(spec, binary)];
       const { pid, exited } = await spawnVmm(argv, vmmLog);
       let gone = false;
       void exited.then(() => {
         gone = true;
       });
-      const vm = supervise(spec, pid, exited, () => !gone);
+      const vm = supervise(spec, pid, exited, () => !gone, 0);
       try {
         await waitForChApi(api, () => gone);
         await chApiExpectOk(api, 'PUT', 'vm.create', buildVmCreateBody(spec));
@@ -118,7 +132,7 @@ export function createCloudHypervisorLauncher(options: CloudHypervisorOptions = 
       } catch {
         return undefined;
       }
-      return supervise(spec, pid, watchAdoptedPid(isStillIt), isStillIt);
+      return supervise(spec, pid, watchAdoptedPid(isStillIt), isStillIt, currentSize(chEventMonitorPath(spec)));
     },
   };
 }

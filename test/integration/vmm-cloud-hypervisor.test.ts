@@ -17,11 +17,13 @@ import { chApiExpectOk } from '../../host/vmm/cloud-hypervisor-api.js';
 import { chApiSocketPath, createCloudHypervisorLauncher } from '../../host/vmm/cloud-hypervisor.js';
 import { buildKernelCmdline } from '../../host/vmm/cmdline.js';
 import type { LaunchSpec, VmProcess } from '../../host/vmm/launcher.js';
-import { SIGTERM_GRACE_MS } from '../../host/vmm/process.js';
+import { SIGTERM_GRACE_MS, waitForExit } from '../../host/vmm/process.js';
 import { VolantError } from '../../shared/errors.js';
 import { writeFakeCloudHypervisorBinary } from '../support/fake-cloud-hypervisor.js';
 import { makeStaleSocket, pidsMentioning } from '../support/vmm-procs.js';
 
+/** Upper bound for an exit the test caused (the double reacts in milliseconds). */
+const EXIT_WAIT_MS = 10_000;
 const root = mkdtempSync(join(tmpdir(), `volant-vmm-ch-${process.pid}-`));
 const started: VmProcess[] = [];
 let launcher: ReturnType<typeof createCloudHypervisorLauncher>;
@@ -120,10 +122,23 @@ describe('Cloud Hypervisor launcher (against the API test double)', () => {
     assert.ok(Date.now() - t0 >= SIGTERM_GRACE_MS, 'SIGTERM got its grace period first');
   });
 
+  it('a guest reboot (or panic=-1) ends the VMM: the launcher sees vm/rebooting and sends vmm.shutdown', async () => {
+    const vm = await launch(spec('reboots'));
+    process.kill(vm.pid, 'SIGUSR1'); // the double's stand-in for "the guest reset itself"
+    assert.deepEqual(await waitForExit(vm.exited, EXIT_WAIT_MS), { code: 0, signal: null });
+    assert.match(readFileSync(join(root, 'run', 'reboots', 'ch-events.json'), 'utf8'), /"event":"rebooting"/);
+  });
+
+  it('a guest power-off ends the VMM by itself and is seen through exited', async () => {
+    const vm = await launch(spec('poweroff'));
+    process.kill(vm.pid, 'SIGUSR2'); // the double's stand-in for "the guest powered off"
+    assert.deepEqual(await waitForExit(vm.exited, EXIT_WAIT_MS), { code: 0, signal: null });
+  });
+
   it('SIGKILL of the VMM is seen through exited', async () => {
     const vm = await launch(spec('killed'));
     process.kill(vm.pid, 'SIGKILL');
-    assert.deepEqual(await vm.exited, { code: null, signal: 'SIGKILL' });
+    assert.deepEqual(await waitForExit(vm.exited, EXIT_WAIT_MS), { code: null, signal: 'SIGKILL' });
     assert.deepEqual(await vm.stop(), { code: null, signal: 'SIGKILL' }, 'stopping a dead VMM just reports its exit');
   });
 

@@ -14,6 +14,9 @@
  *   PUT  vm.shutdown  → 204; state Shutdown, the VMM process stays up (as in the real one)
  *   PUT  vmm.shutdown → 204, then the process exits 0
  * `--event-monitor path=E` gets one JSON event per line. SIGTERM exits 0.
+ * Guest actions a test cannot cause without a guest arrive as signals: SIGUSR1 = the guest
+ * rebooted (like CH: event `vm/rebooting`, the VM restarts in place, the process stays up);
+ * SIGUSR2 = the guest powered off (like CH: events `vm/shutdown`, then the process exits 0).
  * With VOLANT_FAKE_CH_WEDGED=1 in its environment it plays a hung VMM: the shutdown calls never
  * answer and SIGTERM is ignored, so only SIGKILL ends it.
  *
@@ -111,7 +114,7 @@ function main(argv: string[]): void {
   let vsockServer: Server | undefined;
 
   const event = (source: string, name: string): void => {
-    if (eventsPath) appendFileSync(eventsPath, `${JSON.stringify({ timestamp: { secs: Math.floor(Date.now() / 1000), nanos: 0 }, source, event: name, properties: null })}\n`);
+    if (eventsPath) appendFileSync(eventsPath, `${JSON.stringify({ timestamp: { secs: Math.floor(Date.now() / 1000), nanos: 0 }, source, event: name, properties: null })}\n\n`);
   };
   const send = (res: ServerResponse, status: number, body?: unknown): void => {
     const text = body === undefined ? '' : typeof body === 'string' ? body : JSON.stringify(body);
@@ -193,6 +196,17 @@ function main(argv: string[]): void {
   });
   server.listen(apiSocket, () => event('vmm', 'starting'));
   process.on('SIGTERM', wedged ? hang : exit);
+  process.on('SIGUSR1', () => {
+    if (state !== 'Running') return;
+    event('vm', 'rebooting');
+    if (config?.serial?.mode === 'File' && config.serial.file) appendFileSync(config.serial.file, 'fake-cloud-hypervisor: guest reset, rebooting the VM\n');
+    event('vm', 'rebooted');
+  });
+  process.on('SIGUSR2', () => {
+    if (state !== 'Running') return;
+    event('vm', 'shutdown');
+    exit();
+  });
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) main(process.argv.slice(2));

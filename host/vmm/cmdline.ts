@@ -16,7 +16,7 @@ import { VolantError } from '../../shared/errors.js';
 import { formatIpParam } from '../../shared/ip-param.js';
 import { formatIPv4, tryParseIPv4 } from '../../shared/ipv4.js';
 import { assertVmName, guestHostname } from '../../shared/names.js';
-import type { NetworkMode } from '../../shared/schema/manifest.js';
+import { ENV_NAME, type NetworkMode } from '../../shared/schema/manifest.js';
 
 /** x86 COMMAND_LINE_SIZE is 2048 bytes including the terminating NUL. */
 export const MAX_KERNEL_CMDLINE_BYTES = 2047;
@@ -44,7 +44,6 @@ export interface KernelCmdlineSpec {
 }
 
 const BASE_PARAMS = ['console=ttyS0', 'reboot=k', 'panic=-1'] as const;
-const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const MODES: readonly NetworkMode[] = ['bridged', 'dhcp', 'vsock'];
 
 function bad(message: string): never {
@@ -62,7 +61,7 @@ function ipv4(text: unknown, what: string): string {
 function envParam(env: Record<string, string>): string {
   if (typeof env !== 'object' || env === null || Array.isArray(env)) bad('env must be an object of string values');
   for (const [k, v] of Object.entries(env)) {
-    if (!ENV_KEY.test(k)) bad(`env name ${JSON.stringify(k.slice(0, 64))} is not allowed (letters, digits, '_'; not starting with a digit)`);
+    if (!ENV_NAME.test(k)) bad(`env name ${JSON.stringify(k.slice(0, 64))} is not allowed (letters, digits, '_'; not starting with a digit; at most 128)`);
     if (typeof v !== 'string') bad(`env ${k} must be a string, got ${v === null ? 'null' : typeof v}`);
     if (v.includes('\0')) bad(`env ${k} contains a NUL byte`);
   }

@@ -11,13 +11,16 @@
  *    connection is cut, because a half-sent response cannot be turned into an error.
  *
  * This is the hot path: a plain class with the undici legacy handler methods (the interface
- * undici's client calls natively, no adapter), listeners added only when needed.
+ * undici's client calls natively, no adapter), no closures per request; the client-gone
+ * watcher is one listener per client connection, not per request.
  */
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Dispatcher } from 'undici';
-import { downstreamResponseHeaders } from './headers.js';
+import { describeTransport, type IngressTransport } from './dialer.js';
 import { sendError, upstreamFailure } from './error-response.js';
+import { downstreamResponseHeaders } from './headers.js';
 
 export interface ForwardStats {
   responses: number;
@@ -25,33 +28,61 @@ export interface ForwardStats {
   clientAborts: number;
 }
 
+/** The request in flight on a client connection (HTTP/1.1: at most one is being answered). */
+const inFlight = Symbol('volant.ingress.inFlight');
+type WatchedSocket = Socket & { [inFlight]?: ForwardHandler | null };
+
+function onClientSocketClose(this: WatchedSocket): void {
+  const handler = this[inFlight];
+  this[inFlight] = null;
+  handler?.clientGone();
+}
+
+function onResponseDrain(this: ServerResponse & { [inFlight]?: ForwardHandler }): void {
+  this[inFlight]?.drained();
+}
+
 export class ForwardHandler {
   private abortUpstream: ((reason?: Error) => void) | null = null;
   private resumeUpstream: (() => void) | null = null;
   private finished = false;
   private draining = false;
+  private readonly socket: WatchedSocket | null;
 
   constructor(
     private readonly res: ServerResponse,
     private readonly requestId: string,
-    private readonly where: string,
+    private readonly vmName: string,
+    private readonly transport: IngressTransport,
     private readonly stats: ForwardStats,
   ) {
-    res.once('close', this.onClientClose);
+    const socket = res.socket as WatchedSocket | null;
+    this.socket = socket;
+    if (socket === null || socket.destroyed) {
+      this.finished = true;
+      return;
+    }
+    if (socket[inFlight] === undefined) socket.once('close', onClientSocketClose);
+    socket[inFlight] = this;
   }
 
-  /** Client went away (or the response finished): abort the upstream request if still running. */
-  private readonly onClientClose = (): void => {
+  /** The client connection closed before the response finished: abort upstream. */
+  clientGone(): void {
     if (this.finished) return;
     this.finished = true;
     this.stats.clientAborts++;
     this.abortUpstream?.(new Error('client closed the connection'));
-  };
+  }
 
-  private readonly onDrain = (): void => {
+  drained(): void {
     this.draining = false;
     this.resumeUpstream?.();
-  };
+  }
+
+  private done(): void {
+    this.finished = true;
+    if (this.socket !== null && this.socket[inFlight] === this) this.socket[inFlight] = null;
+  }
 
   onConnect(abort: (reason?: Error) => void): void {
     if (this.finished) abort(new Error('client closed the connection'));
@@ -69,22 +100,24 @@ export class ForwardHandler {
     if (this.res.write(chunk)) return true;
     if (!this.draining) {
       this.draining = true;
-      this.res.once('drain', this.onDrain);
+      const res = this.res as ServerResponse & { [inFlight]?: ForwardHandler };
+      res[inFlight] = this;
+      res.once('drain', onResponseDrain);
     }
     return false;
   }
 
   onComplete(): void {
-    this.finished = true;
+    this.done();
     this.stats.responses++;
     this.res.end();
   }
 
   onError(err: Error): void {
     if (this.finished) return; // our own abort after the client left
-    this.finished = true;
+    this.done();
     this.stats.upstreamErrors++;
-    sendError(this.res, upstreamFailure(err, this.where), this.requestId);
+    sendError(this.res, upstreamFailure(err, `VM ${this.vmName} agent via ${describeTransport(this.transport)}`), this.requestId);
   }
 
   onUpgrade(): void {

@@ -78,6 +78,9 @@ function kindOf(name: string): Kind {
   return kind;
 }
 
+/** The usual `Connection` values, which name no other header. */
+const PLAIN_CONNECTION = /^\s*(keep-alive|close)\s*$/i;
+
 /** A request id we pass on as is: short, printable, no separators that could split a log line. */
 const REQUEST_ID = /^[A-Za-z0-9._:+/=@-]{1,200}$/;
 
@@ -174,6 +177,7 @@ export function upstreamRequestHead(raw: readonly string[], facts: ClientFacts):
 
 /** Headers that `Connection` names are hop-by-hop too (`close`, `keep-alive`, `upgrade` are ours to set). */
 function dropNamedByConnection(headers: string[], tokens: string, upgrade: boolean): string[] {
+  if (PLAIN_CONNECTION.test(tokens)) return headers;
   const named = new Set<string>();
   for (const t of tokens.split(',')) {
     const token = t.trim().toLowerCase();

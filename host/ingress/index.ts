@@ -124,8 +124,7 @@ export function createIngress(opts: IngressOptions): Ingress {
       (e) => sendError(res, e, head.requestId),
       (target) => {
         if (res.destroyed) return;
-        const where = `VM ${target.vmName} agent via ${describeTransport(target.transport)}`;
-        const handler = new ForwardHandler(res, head.requestId, where, metrics);
+        const handler = new ForwardHandler(res, head.requestId, target.vmName, target.transport, metrics);
         pools.get(target.vmName, target.transport).dispatch(dispatchOptions(req, upstreamPath, head.headers, head.hasBody), handler);
       },
     );

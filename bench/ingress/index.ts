@@ -1,0 +1,265 @@
+/**
+ * bench/ingress: requests per second and latency of the ingress proxy, against baselines
+ * measured in the same run (BENCHMARKS.md):
+ *   direct     wrk → upstream                                   (the ceiling)
+ *   nginx      wrk → nginx (1 worker, upstream keepalive 64) → upstream
+ *   ingress    wrk → our ingress (host hop, TCP) → upstream      goal ≥ 1.0× nginx req/s, ≤ 1.0× p99
+ *   chain      wrk → our ingress → hybrid-vsock muxer → [kestrel →] upstream   goal ≥ 0.5× direct
+ * Load: `wrk -t1 -c32 -d5s --latency`. Targets alternate within each round and the median of
+ * the rounds is reported. Every child process is ours and stopped by PID at the end.
+ *
+ * Usage: node --import tsx bench/ingress/index.ts [--rounds N] [--duration S]
+ */
+
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repo = join(here, '..', '..');
+const args = process.argv.slice(2);
+const opt = (name: string, dflt: number): number => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? Number(args[i + 1]) : dflt;
+};
+const ROUNDS = opt('rounds', 3);
+const DURATION_S = opt('duration', 5);
+const CONNECTIONS = 32;
+const READY_TIMEOUT_MS = 15_000;
+
+const dir = mkdtempSync(join(tmpdir(), `volant-bench-ingress-${process.pid}-`));
+const children: ChildProcess[] = [];
+
+function cleanup(): void {
+  for (const c of children) {
+    if (c.exitCode === null && c.pid !== undefined) {
+      try {
+        process.kill(c.pid, 'SIGTERM');
+      } catch {
+        // already gone
+      }
+    }
+  }
+  rmSync(dir, { recursive: true, force: true });
+}
+process.on('exit', cleanup);
+process.on('SIGINT', () => process.exit(130));
+
+async function startRole(role: string, ...roleArgs: string[]): Promise<Record<string, unknown> & { pid: number }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(here, 'roles.ts'), role, ...roleArgs], { cwd: repo, stdio: ['ignore', 'pipe', 'inherit'] });
+  children.push(child);
+  return { ...(await waitReady(child, role)), pid: child.pid! };
+}
+
+function waitReady(child: ChildProcess, what: string): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    let out = '';
+    const t = setTimeout(() => reject(new Error(`${what} not ready within ${READY_TIMEOUT_MS} ms`)), READY_TIMEOUT_MS);
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = /READY (.*)\n/.exec(out);
+      if (m) {
+        clearTimeout(t);
+        resolve(JSON.parse(m[1]!) as Record<string, unknown>);
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`${what} exited with ${code} before it was ready`)));
+  });
+}
+
+async function startNginx(upstreamPort: number): Promise<{ port: number; pid: number }> {
+  const port = 20_000 + (process.pid % 20_000);
+  const prefix = join(dir, 'nginx');
+  mkdirSync(join(prefix, 'logs'), { recursive: true });
+  const conf = join(prefix, 'nginx.conf');
+  writeFileSync(
+    conf,
+    `worker_processes 1;
+pid ${join(prefix, 'nginx.pid')};
+error_log ${join(prefix, 'logs', 'error.log')} warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path ${join(prefix, 'body')};
+  proxy_temp_path ${join(prefix, 'proxy')};
+  upstream app { server 127.0.0.1:${upstreamPort}; keepalive 64; }
+  server {
+    listen 127.0.0.1:${port};
+    location /api/v1/vms/bench/proxy/ {
+      proxy_pass http://app/;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $host;
+    }
+  }
+}
+`,
+  );
+  const child = spawn('nginx', ['-p', prefix, '-c', conf, '-g', 'daemon off;'], { stdio: ['ignore', 'ignore', 'inherit'] });
+  children.push(child);
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    try {
+      const r = await fetch(`http://127.0.0.1:${port}/api/v1/vms/bench/proxy/`);
+      await r.text();
+      if (r.ok) return { port, pid: child.pid! };
+    } catch {
+      // not listening yet
+    }
+    if (child.exitCode !== null) throw new Error(`nginx exited with ${child.exitCode}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error('nginx did not start');
+}
+
+interface WrkResult {
+  rps: number;
+  p50Ms: number;
+  p99Ms: number;
+  errors: number;
+  /** CPU time (user + system) the proxy processes spent per request (for `direct`: the upstream's). */
+  cpuUsPerReq: number;
+}
+
+/** Kernel clock ticks per second for /proc/<pid>/stat times (CLK_TCK, 100 on Linux). */
+const CLOCK_TICKS_PER_S = 100;
+
+/** The process and its children (nginx: master + worker). */
+function processTree(pid: number): number[] {
+  try {
+    const kids = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+    return [pid, ...kids.flatMap(processTree)];
+  } catch {
+    return [pid];
+  }
+}
+
+/** utime + stime of the processes, in microseconds. */
+function cpuUs(pids: number[]): number {
+  let ticks = 0;
+  for (const pid of pids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(fields[11]) + Number(fields[12]);
+    } catch {
+      // exited
+    }
+  }
+  return (ticks * 1_000_000) / CLOCK_TICKS_PER_S;
+}
+
+function toMs(v: string): number {
+  const m = /^([\d.]+)(us|ms|s|m)$/.exec(v.trim());
+  if (!m) return Number.NaN;
+  const n = Number(m[1]);
+  return m[2] === 'us' ? n / 1000 : m[2] === 'ms' ? n : m[2] === 's' ? n * 1000 : n * 60_000;
+}
+
+function wrk(url: string, durationS: number, proxyPids: number[] = []): WrkResult {
+  const cpuBefore = cpuUs(proxyPids);
+  const out = execFileSync('wrk', ['-t1', `-c${CONNECTIONS}`, `-d${durationS}s`, '--latency', url], { encoding: 'utf8' });
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1]);
+  const p50Ms = toMs(/\s50%\s+(\S+)/.exec(out)?.[1] ?? '');
+  const p99Ms = toMs(/\s99%\s+(\S+)/.exec(out)?.[1] ?? '');
+  const non2xx = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? 0);
+  const sockErr = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+  const errors = non2xx + (sockErr ? sockErr.slice(1).reduce((a, b) => a + Number(b), 0) : 0);
+  const requests = Number(/(\d+) requests in/.exec(out)?.[1] ?? 0);
+  const cpuUsPerReq = proxyPids.length === 0 || requests === 0 ? 0 : (cpuUs(proxyPids) - cpuBefore) / requests;
+  return { rps, p50Ms, p99Ms, errors, cpuUsPerReq };
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+async function main(): Promise<void> {
+  const upstream = await startRole('upstream');
+  const upstreamPort = upstream.port as number;
+  const nginx = await startNginx(upstreamPort);
+  const ingress = await startRole('ingress', `tcp:127.0.0.1:${upstreamPort}`);
+  const vmSock = join(dir, 'vm.sock');
+  // Full chain: kestrel in front of the workload when guest/main.ts exists, else the muxer maps
+  // guest port 8080 straight to the workload (and the table says so).
+  let chainLabel = 'ingress → muxer → workload (no kestrel yet)';
+  let guestTarget = `127.0.0.1:${upstreamPort}`;
+  if (existsSync(join(repo, 'guest', 'main.ts'))) {
+    const kestrel = await startKestrel(upstreamPort);
+    if (kestrel !== null) {
+      guestTarget = `127.0.0.1:${kestrel}`;
+      chainLabel = 'ingress → muxer → kestrel → workload';
+    }
+  }
+  const muxer = await startRole('muxer', vmSock, guestTarget);
+  const chain = await startRole('ingress', `vsock:${vmSock}`);
+
+  const targets: Array<[string, string, number[]]> = [
+    ['direct', `http://127.0.0.1:${upstreamPort}/`, [upstream.pid]],
+    ['nginx', `http://127.0.0.1:${nginx.port}/api/v1/vms/bench/proxy/`, processTree(nginx.pid)],
+    ['ingress', `http://127.0.0.1:${ingress.port as number}/api/v1/vms/bench/proxy/`, [ingress.pid]],
+    ['chain', `http://127.0.0.1:${chain.port as number}/api/v1/vms/bench/proxy/`, [chain.pid, muxer.pid]],
+  ];
+  for (const [, url] of targets) wrk(url, 1); // warm-up: JIT, pools, nginx keepalive
+  const runs = new Map<string, WrkResult[]>(targets.map(([n]) => [n, []]));
+  for (let round = 0; round < ROUNDS; round++) {
+    // Rotate the order each round so drift on a shared machine does not favour one target.
+    const order = targets.map((_, i) => targets[(i + round) % targets.length]!);
+    for (const [name, url, pids] of order) runs.get(name)!.push(wrk(url, DURATION_S, pids));
+  }
+  const summary = Object.fromEntries(
+    [...runs].map(([name, rs]) => [
+      name,
+      {
+        rps: median(rs.map((r) => r.rps)),
+        p50Ms: median(rs.map((r) => r.p50Ms)),
+        p99Ms: median(rs.map((r) => r.p99Ms)),
+        errors: rs.reduce((a, r) => a + r.errors, 0),
+        cpuUsPerReq: median(rs.map((r) => r.cpuUsPerReq)),
+      },
+    ]),
+  ) as Record<string, WrkResult>;
+  const s = (n: string): WrkResult => summary[n]!;
+  const ratios = {
+    hostHopRps: s('ingress').rps / s('nginx').rps,
+    hostHopP99: s('ingress').p99Ms / s('nginx').p99Ms,
+    hostHopCpuPerReq: s('ingress').cpuUsPerReq / s('nginx').cpuUsPerReq,
+    chainVsDirectRps: s('chain').rps / s('direct').rps,
+    nginxVsDirectRps: s('nginx').rps / s('direct').rps,
+  };
+  console.log(`ingress bench: wrk -t1 -c${CONNECTIONS} -d${DURATION_S}s, ${ROUNDS} rounds alternating, medians`);
+  console.log('target   | req/s     | p50 ms | p99 ms | errors | proxy CPU µs/req | what (direct: CPU of the upstream itself)');
+  const what: Record<string, string> = {
+    direct: 'upstream directly',
+    nginx: 'nginx 1 worker, keepalive 64',
+    ingress: 'our ingress, host hop over TCP',
+    chain: chainLabel,
+  };
+  for (const [name] of targets) {
+    const r = s(name);
+    console.log(`${name.padEnd(8)} | ${r.rps.toFixed(0).padStart(9)} | ${r.p50Ms.toFixed(2).padStart(6)} | ${r.p99Ms.toFixed(2).padStart(6)} | ${String(r.errors).padStart(6)} | ${r.cpuUsPerReq.toFixed(1).padStart(16)} | ${what[name]}`);
+  }
+  console.log(`host hop: ingress ÷ nginx = ${ratios.hostHopRps.toFixed(2)}× req/s (goal ≥ 1.0), p99 ${ratios.hostHopP99.toFixed(2)}× (goal ≤ 1.0), CPU/req ${ratios.hostHopCpuPerReq.toFixed(2)}×`);
+  console.log(`full chain ÷ direct = ${ratios.chainVsDirectRps.toFixed(2)}× req/s (goal ≥ 0.5); nginx ÷ direct = ${ratios.nginxVsDirectRps.toFixed(2)}×`);
+  console.log(JSON.stringify({ bench: 'ingress', connections: CONNECTIONS, durationS: DURATION_S, rounds: ROUNDS, chain: chainLabel, results: summary, ratios }));
+}
+
+/** kestrel outside a VM (CONTRACTS.md): `--listen tcp:HOST:PORT --manifest FILE`; null when it does not start. */
+async function startKestrel(workloadPort: number): Promise<number | null> {
+  void workloadPort;
+  return null;
+}
+
+main().then(
+  () => process.exit(0),
+  (e: unknown) => {
+    console.error(e);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,53 @@
+/**
+ * The processes of the ingress benchmark, one role per child process so that each gets its
+ * own event loop, as in production (workload, VMM muxer and volantd are separate processes):
+ *
+ *   upstream PORT_FILE?         a plain node:http server answering `hello` (the workload)
+ *   ingress  TARGET             our ingress on a raw node:http server, every request to VM `bench`
+ *                               TARGET = tcp:HOST:PORT | vsock:/path/to/vm.sock
+ *   muxer    SOCKET HOST:PORT   the hybrid-vsock muxer double mapping guest port 8080 to HOST:PORT
+ *
+ * Each prints `READY <json>` on stdout when listening and runs until killed.
+ */
+
+import { createServer } from 'node:http';
+import { createIngress } from '../../host/ingress/index.js';
+import { startHybridVsockMuxer } from '../../test/support/hybrid-vsock-muxer.js';
+
+const [role, arg1, arg2] = process.argv.slice(2);
+// Exit normally on SIGTERM so that `--cpu-prof` can write its profile.
+process.on('SIGTERM', () => process.exit(0));
+
+function ready(info: object): void {
+  process.stdout.write(`READY ${JSON.stringify(info)}\n`);
+}
+
+if (role === 'upstream') {
+  const body = Buffer.from('hello');
+  const server = createServer((_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/plain', 'content-length': body.length });
+    res.end(body);
+  });
+  server.keepAliveTimeout = 60_000;
+  server.listen(0, '127.0.0.1', () => ready({ port: (server.address() as { port: number }).port }));
+} else if (role === 'ingress') {
+  const target = arg1 ?? '';
+  const transport = target.startsWith('vsock:')
+    ? ({ kind: 'vsock', socketPath: target.slice('vsock:'.length) } as const)
+    : ({ kind: 'tcp', host: target.split(':')[1]!, port: Number(target.split(':')[2]) } as const);
+  const ingress = createIngress({ lookup: (vmName) => ({ vmName, transport }) });
+  const server = createServer((req, res) => {
+    if (!ingress.handleRequest(req, res)) {
+      res.writeHead(404);
+      res.end();
+    }
+  });
+  server.keepAliveTimeout = 60_000;
+  server.listen(0, '127.0.0.1', () => ready({ port: (server.address() as { port: number }).port }));
+} else if (role === 'muxer') {
+  const [host, port] = (arg2 ?? '').split(':');
+  startHybridVsockMuxer({ socketPath: arg1!, guestPorts: { 8080: { host: host!, port: Number(port) } } }).then(() => ready({ socketPath: arg1 }));
+} else {
+  process.stderr.write(`unknown role ${role}\n`);
+  process.exit(2);
+}

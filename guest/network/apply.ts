@@ -10,12 +10,9 @@ import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { addDefaultRoute, interfaceUp, setInterfaceAddress, sethostname } from '../../native/index.js';
 import { say } from '../console.js';
-import { DHCP_LEASE_PATH, DHCP_SCRIPT_PATH, type DhcpLease, dhcpScript, parseLeaseFile } from './dhcp-script.js';
+import { DHCP_LEASE_PATH, DHCP_SCRIPT_PATH, type DhcpLease, dhcpScript, parseLeaseFile, udhcpcArgs } from './dhcp-script.js';
 import type { NetworkPlan, NetworkStep } from './plan.js';
 
-/** udhcpc: send this many discovers, this many seconds apart, then give up (-n). */
-export const DHCP_DISCOVER_TRIES = 5;
-export const DHCP_DISCOVER_INTERVAL_S = 2;
 export const DHCP_TIMEOUT_MS = 30_000;
 
 function writeFile(path: string, content: string): void {
@@ -26,7 +23,7 @@ function writeFile(path: string, content: string): void {
 function runDhcp(step: Extract<NetworkStep, { op: 'dhcp' }>): Promise<DhcpLease | null> {
   writeFile(DHCP_SCRIPT_PATH, dhcpScript({ leasePath: DHCP_LEASE_PATH, resolvConfPath: '/etc/resolv.conf', writeResolvConf: step.dns.length === 0 }));
   chmodSync(DHCP_SCRIPT_PATH, 0o755);
-  const args = ['-i', step.device, '-f', '-q', '-n', '-t', String(DHCP_DISCOVER_TRIES), '-T', String(DHCP_DISCOVER_INTERVAL_S), '-x', `hostname:${step.hostname}`, '-s', DHCP_SCRIPT_PATH];
+  const args = udhcpcArgs({ device: step.device, hostname: step.hostname, scriptPath: DHCP_SCRIPT_PATH });
   return new Promise((resolve) => {
     const child = spawnTracked('udhcpc', args, { stdio: ['ignore', 'inherit', 'inherit'], timeout: DHCP_TIMEOUT_MS });
     child.once('error', (e) => {

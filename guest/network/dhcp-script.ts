@@ -8,6 +8,9 @@
  */
 
 export const DHCP_SCRIPT_PATH = '/run/volant/udhcpc.sh';
+/** udhcpc: send this many discovers, this many seconds apart, then give up (-n). */
+export const DHCP_DISCOVER_TRIES = 5;
+export const DHCP_DISCOVER_INTERVAL_S = 2;
 export const DHCP_LEASE_PATH = '/run/volant/dhcp.lease';
 
 const shellQuote = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
@@ -41,6 +44,18 @@ ${resolv}    printf 'address=%s\\nprefix=%s\\ngateway=%s\\n' "$ip" "\${mask:-24}
 esac
 exit 0
 `;
+}
+
+/** busybox udhcpc in the foreground (-f), quit once leased (-q), give up without a lease (-n). */
+export function udhcpcArgs(opts: { device: string; hostname: string; scriptPath: string; tries?: number; intervalS?: number }): string[] {
+  return [
+    '-i', opts.device,
+    '-f', '-q', '-n',
+    '-t', String(opts.tries ?? DHCP_DISCOVER_TRIES),
+    '-T', String(opts.intervalS ?? DHCP_DISCOVER_INTERVAL_S),
+    '-x', `hostname:${opts.hostname}`,
+    '-s', opts.scriptPath,
+  ];
 }
 
 export interface DhcpLease {

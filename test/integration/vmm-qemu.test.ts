@@ -12,6 +12,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { kvmDeviceUsable } from '../../host/vmm/accel.js';
 import { buildKernelCmdline } from '../../host/vmm/cmdline.js';
 import type { LaunchSpec, VmProcess } from '../../host/vmm/launcher.js';
 import { waitForExit } from '../../host/vmm/process.js';
@@ -73,6 +74,15 @@ describe('QEMU launcher (real kernel under TCG)', { skip: BUSYBOX ? false : 'bus
     assert.deepEqual(exit, { code: 0, signal: null });
     assert.doesNotMatch(readFileSync(join(s.runDir, 'vmm.log'), 'utf8'), /terminating on signal/, 'QMP quit ended it, not SIGTERM');
     assert.deepEqual(pidsMentioning(s.runDir), []);
+  });
+
+  it('accel auto picks an acceleration that boots on this machine (probe: /dev/kvm + a real KVM boot)', async () => {
+    const s = spec('autoaccel');
+    const vm = await createQemuLauncher({ binary: QEMU, accel: 'auto' }).launch(s);
+    started.push(vm);
+    await waitForSerial(s.serialLogPath, new RegExp(`${INIT_MARKER} cmdline:`), vm);
+    if (!kvmDeviceUsable()) assert.equal(vm.capabilities.accel, 'tcg', 'no usable /dev/kvm means TCG');
+    await vm.stop({ timeoutMs: 500 });
   });
 
   it('SIGKILL of QEMU is seen through exited', async () => {

@@ -1,0 +1,100 @@
+/**
+ * bench/initramfs: `buildPlugin(examples/hello)` against what the original builder runs,
+ * `find . | cpio -o -H newc | gzip -9`, on the same staged tree (our image unpacked with GNU cpio),
+ * measured in the same run (BENCHMARKS.md: ≤ 0.1× time, ≤ 0.9× size, byte-identical rebuilds).
+ *
+ * Reported: a cold build (empty runtime cache: the first build on a machine), a warm build
+ * (runtime member cached: every later build, what a user iterating on a plugin sees), for gzip
+ * and zstd; sizes against the baseline; whether rebuilds are byte-identical.
+ *
+ * Usage: node --import tsx bench/initramfs/index.ts
+ */
+
+import { execFileSync } from 'node:child_process';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { gunzipSync } from 'node:zlib';
+import type { Compression } from '../../initramfs/build-file.js';
+import { type BuildResult, buildPlugin } from '../../initramfs/build.js';
+import { testKernel } from '../../test/support/kernel.js';
+
+const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const hello = join(repo, 'examples', 'hello');
+const dir = mkdtempSync(join(tmpdir(), `volant-bench-initramfs-${process.pid}-`));
+process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+process.on('SIGINT', () => process.exit(130));
+
+const kernel = await testKernel();
+
+// kestrel is bundled from a snapshot of its sources so edits made to guest/ while the bench runs
+// cannot make two builds differ; the snapshot sits inside the repo so node_modules resolve.
+const snapshot = join(repo, '.cache', `bench-initramfs-${process.pid}`);
+for (const part of ['guest', 'shared', 'native']) cpSync(join(repo, part), join(snapshot, part), { recursive: true, filter: (src) => !src.includes('/build') });
+process.on('exit', () => rmSync(snapshot, { recursive: true, force: true }));
+
+async function timed(name: string, compression: Compression, cacheDir: string): Promise<{ name: string; seconds: number; result: BuildResult }> {
+  const started = performance.now();
+  const result = await buildPlugin({
+    pluginDir: hello,
+    outDir: join(dir, name),
+    kernelVersion: kernel.version,
+    modulesDir: kernel.modulesDir,
+    compression,
+    cacheDir,
+    kestrelEntry: join(snapshot, 'guest', 'main.ts'),
+  });
+  return { name, seconds: (performance.now() - started) / 1000, result };
+}
+
+const runs = [];
+for (const c of ['gzip', 'zstd'] as Compression[]) {
+  const cache = join(dir, `cache-${c}`);
+  runs.push(await timed(`${c}-cold`, c, cache));
+  runs.push(await timed(`${c}-warm`, c, cache));
+  runs.push(await timed(`${c}-warm-again`, c, cache));
+}
+
+// The same staged tree: our gzip image unpacked, member by member, with GNU cpio.
+const tree = join(dir, 'tree');
+mkdirSync(tree);
+const gz = runs[0]!.result;
+const image = readFileSync(gz.image);
+let at = 0;
+for (const m of gz.members) {
+  execFileSync('cpio', ['-idm', '--quiet'], { cwd: tree, input: gunzipSync(image.subarray(at, at + m.bytes)), maxBuffer: 1 << 30 });
+  at += m.bytes;
+}
+const baselineOut = join(dir, 'baseline.img');
+const b0 = performance.now();
+execFileSync('sh', ['-c', `find . | cpio -o -H newc --quiet | gzip -9 > ${baselineOut}`], { cwd: tree });
+const baselineSeconds = (performance.now() - b0) / 1000;
+const baselineBytes = statSync(baselineOut).size;
+
+// Cold (runtime compressed now) and warm (runtime from the cache) builds must give the same bytes.
+const identical = ['gzip', 'zstd'].every((c) => new Set(runs.filter((r) => r.name.startsWith(c)).map((r) => r.result.sha256)).size === 1);
+
+const rows = [
+  { name: 'baseline find|cpio|gzip -9', seconds: baselineSeconds, bytes: baselineBytes },
+  ...runs.map((r) => ({ name: `volar ${r.name}`, seconds: r.seconds, bytes: r.result.imageBytes })),
+];
+console.log('build                          time (s)   ×base   size (MB)   ×base');
+for (const r of rows) {
+  console.log(
+    `${r.name.padEnd(30)} ${r.seconds.toFixed(2).padStart(8)} ${(r.seconds / baselineSeconds).toFixed(3).padStart(7)} ${(r.bytes / 1e6).toFixed(2).padStart(11)} ${(r.bytes / baselineBytes).toFixed(3).padStart(7)}`,
+  );
+}
+console.log(`byte-identical rebuilds: ${identical ? 'yes' : 'NO'} (gzip ${runs[0]!.result.sha256.slice(0, 16)}…, zstd ${runs[3]!.result.sha256.slice(0, 16)}…)`);
+const by = (n: string) => runs.find((r) => r.name === n)!;
+console.log(
+  JSON.stringify({
+    bench: 'initramfs',
+    baseline: { seconds: baselineSeconds, bytes: baselineBytes },
+    runs: Object.fromEntries(runs.map((r) => [r.name, { seconds: r.seconds, bytes: r.result.imageBytes, time_ratio: r.seconds / baselineSeconds, size_ratio: r.result.imageBytes / baselineBytes }])),
+    warm_time_ratio_gzip: by('gzip-warm').seconds / baselineSeconds,
+    size_ratio_gzip: by('gzip-warm').result.imageBytes / baselineBytes,
+    size_ratio_zstd: by('zstd-warm').result.imageBytes / baselineBytes,
+    byte_identical: identical,
+  }),
+);

@@ -200,6 +200,7 @@ export class Orchestrator {
   /** Start-up reconciliation (see the module comment). */
   async reconcile(): Promise<{ adopted: string[]; failed: string[]; removed: string[]; tapsRemoved: string[] }> {
     const adopted: string[] = [];
+    /** Rows whose VMM was stopped or gone (now failed, or stopped when a stop was under way). */
     const failed: string[] = [];
     const removed: string[] = [];
     for (const vm of this.vms.list()) {
@@ -229,7 +230,10 @@ export class Orchestrator {
         await this.teardown(vm, { killProcess: false });
         const why = `volantd restarted while the VM was ${vm.state}; ${proc ? 'its VMM was stopped' : 'its VMM was gone'}`;
         this.log(`reconcile ${vm.name}: ${why}`);
-        if (vm.state === 'creating') {
+        if (vm.state === 'stopping') {
+          this.publishState(this.vms.update(vm.name, { state: 'stopped', error: null, pid: null }));
+          failed.push(vm.name);
+        } else if (vm.state === 'creating') {
           this.vms.deleteWithRelease(vm.name);
           await rm(this.vmStateDir(vm.name), { recursive: true, force: true });
           this.events.publish({ type: 'vm.state', vm: vm.name, state: 'failed', error: why });
@@ -287,9 +291,11 @@ export class Orchestrator {
     let vm = initial;
     const net = resolveNetworkConfig(plugin.manifest, requestOf(vm));
     try {
-      assertTransition(name, vm.state, 'starting');
-      vm = this.vms.update(name, { state: 'starting', error: null });
-      this.publishState(vm);
+      if (operation === 'start') {
+        assertTransition(name, vm.state, 'starting');
+        vm = this.vms.update(name, { state: 'starting', error: null });
+        this.publishState(vm);
+      }
 
       step = 'create run directory';
       await mkdir(this.vmStateDir(name), { recursive: true, mode: 0o700 });

@@ -3,16 +3,19 @@
  * through `assertTransition`, so an impossible change (running → creating, a second start of a
  * starting VM) is a bug caught at the point it happens, not a row that silently lies.
  *
- *   creating ──▶ starting ──▶ running ──▶ stopping ──▶ stopped
- *       │            │           │           │            │
- *       └────────────┴───────────┴───────────┴──▶ failed ◀┘ (never: stopped only restarts)
+ *   creating ─────────────────▶ running ──▶ stopping ──▶ stopped
+ *                                  ▲  │                      │
+ *   stopped/failed ──▶ starting ───┘  └──▶ failed ◀──────────┘ (start again: ──▶ starting)
  *
- * `stopped` and `failed` are at rest: `start` moves them back to `starting`. What a state holds:
+ * `creating` is a create in progress and nothing else: the VM has never run, so whatever
+ * interrupts it (a failure, volantd killed) removes the row, and after a restart a row still in
+ * `creating` is known to be a create that never answered. `starting` is a start of an existing
+ * VM. `stopped` and `failed` are at rest.
+ *
  * A VM row holds its address lease and vsock CID for its whole life (the store takes them in
  * the transaction that inserts the row and releases them in the one that deletes it), so a VM
  * restarts with the same address. What else each state holds:
- *  - creating: the row and its lease, nothing else yet.
- *  - starting: tap, egress proxy and VMM being brought up; kestrel's /healthz awaited.
+ *  - creating / starting: tap, egress proxy and VMM being brought up; /healthz awaited.
  *  - running:  VMM process alive, kestrel answered /healthz.
  *  - stopping: a stop was asked for; the VMM is shutting down.
  *  - stopped:  no process, no tap, no egress listener.
@@ -26,8 +29,8 @@ import type { VmState } from '../store/vms.js';
 export { VM_STATES, type VmState } from '../store/vms.js';
 
 export const TRANSITIONS: Readonly<Record<VmState, readonly VmState[]>> = {
-  creating: ['starting', 'failed'],
-  starting: ['running', 'stopping', 'stopped', 'failed'],
+  creating: ['running'],
+  starting: ['running', 'failed'],
   running: ['stopping', 'stopped', 'failed'],
   stopping: ['stopped', 'failed'],
   stopped: ['starting'],

@@ -48,7 +48,7 @@ async function timed(name: string, compression: Compression, cacheDir: string): 
   return { name, seconds: (performance.now() - started) / 1000, result };
 }
 
-const runs = [];
+const runs: { name: string; seconds: number; result: BuildResult }[] = [];
 for (const c of ['gzip', 'zstd'] as Compression[]) {
   const cache = join(dir, `cache-${c}`);
   runs.push(await timed(`${c}-cold`, c, cache));

@@ -8,6 +8,8 @@
  *    the VM's tap for bridged/dhcp, vsock always (hybrid vsock on `spec.vsock.socketPath`),
  *    serial to the per-VM log file, virtio console off.
  *  - A stale vsock or API socket from an earlier run is removed before launch.
+ *  - Cloud Hypervisor creates the serial file afresh (`File::create`, it truncates), unlike
+ *    QEMU's `append=on`; so the previous boot's serial log is kept as `<serialLogPath>.1`.
  *  - Stop: `vm.shutdown`, `vmm.shutdown` (the VMM process stays up after the first), then
  *    SIGTERM, then SIGKILL.
  *  - A guest reboot or panic ends the VMM as with QEMU's `-no-reboot`: Cloud Hypervisor would
@@ -16,7 +18,7 @@
  *  - Cloud Hypervisor needs KVM, so a VM it runs always has accel `kvm` and vsock.
  */
 
-import { rmSync } from 'node:fs';
+import { renameSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { VolantError } from '../../shared/errors.js';
 import { chApiCall, chApiExpectOk, waitForChApi } from './cloud-hypervisor-api.js';
@@ -60,6 +62,15 @@ export function buildCloudHypervisorArgs(spec: LaunchSpec, binary = CLOUD_HYPERV
   return [binary, '--api-socket', `path=${chApiSocketPath(spec)}`, '--event-monitor', `path=${chEventMonitorPath(spec)}`];
 }
 
+/** Moves a non-empty serial log to `<path>.1` (replacing an older one) before CH truncates it. */
+function keepPreviousSerialLog(path: string): void {
+  try {
+    if (statSync(path).size > 0) renameSync(path, `${path}.1`);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
+}
+
 export function createCloudHypervisorLauncher(options: CloudHypervisorOptions = {}): Launcher {
   const binary = options.binary ?? CLOUD_HYPERVISOR_BINARY;
   const defaultStopTimeoutMs = options.defaultStopTimeoutMs ?? DEFAULT_STOP_TIMEOUT_MS;
@@ -96,6 +107,7 @@ export function createCloudHypervisorLauncher(options: CloudHypervisorOptions = 
       const api = chApiSocketPath(spec);
       const vmmLog = prepareRunDir(spec, [api]);
       rmSync(chEventMonitorPath(spec), { force: true });
+      keepPreviousSerialLog(spec.serialLogPath);
       const argv = [...(spec.commandPrefix ?? []), ...buildCloudHypervisorArgs(spec, binary)];
       const { pid, exited } = await spawnVmm(argv, vmmLog);
       let gone = false;

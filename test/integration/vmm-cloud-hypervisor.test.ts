@@ -88,6 +88,16 @@ describe('Cloud Hypervisor launcher (against the API test double)', () => {
     assert.deepEqual(await vm.stop(), exit, 'stop is idempotent');
   });
 
+  it('the previous boot\'s serial log survives as .1 (CH truncates the serial file on boot)', async () => {
+    const s = spec('relaunch');
+    mkdirSync(join(root, 'logs'), { recursive: true });
+    writeFileSync(s.serialLogPath, 'previous boot output\n');
+    const vm = await launch(s);
+    assert.equal(readFileSync(`${s.serialLogPath}.1`, 'utf8'), 'previous boot output\n');
+    assert.match(readFileSync(s.serialLogPath, 'utf8'), /^fake-cloud-hypervisor: booting/);
+    await vm.stop();
+  });
+
   it('a stale vsock socket from a crashed run is removed before launch', async () => {
     const s = spec('stale');
     rmSync(s.runDir, { recursive: true, force: true });

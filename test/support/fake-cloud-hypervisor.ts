@@ -150,7 +150,8 @@ function main(argv: string[]): void {
     'PUT vm.boot': (_b, res) => {
       if (!config) return send(res, 404, 'VM is not created');
       if (state === 'Running') return send(res, 500, 'VM is already running');
-      if (config.serial?.mode === 'File' && config.serial.file) appendFileSync(config.serial.file, `fake-cloud-hypervisor: booting ${config.payload.kernel} cmdline: ${config.payload.cmdline ?? ''}\n`);
+      // Like CH (console_devices.rs: File::create), the serial file is created afresh: truncated.
+      if (config.serial?.mode === 'File' && config.serial.file) writeFileSync(config.serial.file, `fake-cloud-hypervisor: booting ${config.payload.kernel} cmdline: ${config.payload.cmdline ?? ''}\n`);
       const booted = (): void => {
         state = 'Running';
         event('vm', 'booted');

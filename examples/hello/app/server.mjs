@@ -124,5 +124,5 @@ const server = http.createServer(async (req, res) => {
   }
 });
 
-server.listen(PORT, '0.0.0.0', () => console.log(`hello: listening on :${PORT}`));
+server.listen(PORT, process.env.HOST ?? '0.0.0.0', () => console.log(`hello: listening on :${server.address().port}`));
 for (const sig of ['SIGTERM', 'SIGINT']) process.on(sig, () => server.close(() => process.exit(0)));

@@ -31,7 +31,7 @@ export interface LaunchSpec {
   tap?: { name: string; mac: string };
   /** Always present: the VM's vsock CID and the hybrid-vsock Unix socket path. */
   vsock: { cid: number; socketPath: string };
-  /** The guest's serial console is appended here. */
+  /** The guest's serial console goes here (QEMU appends; Cloud Hypervisor starts it afresh and the launcher keeps the previous one as `.1`). */
   serialLogPath: string;
   /** A private directory for the VMM's sockets and files (API socket, QMP, event monitor). */
   runDir: string;
@@ -61,9 +61,16 @@ export interface VmProcess {
   readonly kind: VmmKind;
   readonly pid: number;
   readonly capabilities: VmmCapabilities;
-  /** Resolves once the VMM process has exited, whatever the reason. */
+  /**
+   * Resolves once the VMM process has exited, whatever the reason (guest power-off, reboot or
+   * panic, crash, signal). For an adopted VMM (not our child) code and signal are null.
+   */
   readonly exited: Promise<VmmExit>;
-  /** Asks the guest to shut down, then SIGTERM, then SIGKILL after `timeoutMs`. */
+  /**
+   * Idempotent. Asks the VMM to stop the guest (QEMU: ACPI powerdown, waiting up to `timeoutMs`,
+   * then QMP quit; Cloud Hypervisor: vm.shutdown then vmm.shutdown), then SIGTERM, then SIGKILL
+   * (process.ts names the waits). Resolves with the exit; rejects only if SIGKILL did not work.
+   */
   stop(options?: { timeoutMs?: number }): Promise<VmmExit>;
 }
 

@@ -31,6 +31,8 @@ import { openStore, type Store } from '../store/store.js';
 import { addressPool } from '../ipam/pool.js';
 import type { Launcher } from '../vmm/launcher.js';
 import { createEgressStarter } from './egress.js';
+import { tapNetwork } from './network.js';
+import { createNetworkManager } from '../network/index.js';
 
 export interface DaemonOptions {
   configFile?: string | null;
@@ -39,8 +41,8 @@ export interface DaemonOptions {
   env?: Record<string, string | undefined>;
   /** Which VMM launcher to use (tests: a double). */
   launcher: Launcher | ((cfg: VolantConfig) => Promise<Launcher> | Launcher);
-  /** Host networking for bridged/dhcp VMs; absent: those VMs are refused. */
-  network?: TapNetwork;
+  /** Host networking for bridged/dhcp VMs (default: this host's, on the configured bridge); null: none, those VMs are refused. */
+  network?: TapNetwork | null;
   /** Overrides the egress proxy wiring (null: no egress). */
   egress?: EgressStarter | null;
   /** Overrides the configured kernel path. */
@@ -103,8 +105,9 @@ export async function runDaemon(opts: DaemonOptions): Promise<Daemon> {
     store,
     plugins,
     launcher,
-    network: opts.network,
+    network: opts.network === null ? undefined : (opts.network ?? tapNetwork(createNetworkManager(), config.network.bridge, hostCidr)),
     egress,
+    closedEgressPort: config.egress.port,
     kernelPath,
     runtimeDir: config.runtime_dir,
     stateDir: config.state_dir,

@@ -3,7 +3,7 @@
  *
  *  - One operation per VM at a time (`KeyedMutex` by name); VMs proceed in parallel.
  *  - Bring-up is a list of steps, each pushing its undo; any failure runs the undos in reverse
- *    (VMM process, egress listener, firewall lockdown, tap, run directory) and records why, with
+ *    (VMM process, firewall lockdown, egress listener, tap, run directory) and records why, with
  *    one rule: everything the failed operation acquired is released. A failed *create* acquired
  *    the row with its lease and CID, so the row is deleted (the error goes back to the caller,
  *    onto the event bus as `vm.state failed` + `vm.deleted`, and into the log). A failed *start*
@@ -49,6 +49,8 @@ export interface OrchestratorOptions {
   network?: TapNetwork;
   /** Absent: VMs that allow outbound traffic are refused (NOT_SUPPORTED). */
   egress?: EgressStarter;
+  /** The host port a bridged VM without outbound access may reach (nothing of its own listens there). */
+  closedEgressPort: number;
   kernelPath: string;
   /** Per-VM sockets: `<runtimeDir>/vms/<name>/`. */
   runtimeDir: string;
@@ -254,7 +256,7 @@ export class Orchestrator {
       }
       for (const tap of await this.opts.network.listTaps()) {
         if (owned.has(tap)) continue;
-        await this.opts.network.releaseEgress?.(tap).catch(() => undefined);
+        await this.opts.network.unlock(tap).catch(() => undefined);
         await this.opts.network.deleteTap(tap);
         tapsRemoved.push(tap);
       }
@@ -311,15 +313,17 @@ export class Orchestrator {
 
       let egress: EgressHandle | undefined;
       if (net.allowOutbound) {
-        if (tap !== null && this.opts.network!.lockdownEgress) {
-          step = 'lock down direct egress';
-          undos.push({ what: 'egress lockdown', run: () => this.opts.network!.releaseEgress?.(tap) });
-          await this.opts.network!.lockdownEgress(tap, vm.ip ?? undefined);
-        }
         step = 'start egress proxy';
         egress = await this.startEgress(vm, net);
         const e = egress;
         undos.push({ what: 'egress proxy', run: () => e.close() });
+      }
+
+      if (tap !== null && vm.ip !== null && needsTapDevice(net)) {
+        step = 'lock down the tap';
+        const egressPort = egress?.route.kind === 'tcp' ? egress.route.port : this.opts.closedEgressPort;
+        undos.push({ what: 'firewall lockdown', run: () => this.opts.network!.unlock(tap) });
+        await this.opts.network!.lockdown({ tap, ip: vm.ip, mac: vm.mac, egressPort });
       }
 
       step = 'launch VMM';
@@ -404,7 +408,7 @@ export class Orchestrator {
     if (live && options.killProcess) await live.proc.stop({ timeoutMs: this.stopTimeoutMs });
     await live?.egress?.close().catch((e: unknown) => this.log(`VM ${vm.name}: closing egress: ${message(e)}`));
     if (vm.tap !== null && vm.mode !== 'vsock' && this.opts.network) {
-      await this.opts.network.releaseEgress?.(vm.tap);
+      await this.opts.network.unlock(vm.tap);
       await this.opts.network.deleteTap(vm.tap);
     }
     await rm(this.vmRunDir(vm.name), { recursive: true, force: true });

@@ -8,7 +8,7 @@
 import type { NetworkMode } from '../../shared/schema/manifest.js';
 import type { CmdlineEgress } from '../vmm/cmdline.js';
 
-/** Per-VM taps on the bridge, and the firewall rules that keep a VM's traffic where it belongs. */
+/** Per-VM taps on the bridge, and the firewall rules that confine a bridged VM. */
 export interface TapNetwork {
   /** Creates the tap, attaches it to the bridge, brings it up. */
   createTap(tap: string, mac: string): Promise<void>;
@@ -16,10 +16,13 @@ export interface TapNetwork {
   deleteTap(tap: string): Promise<void>;
   /** Names of existing taps Volant created (its prefix). */
   listTaps(): Promise<string[]>;
-  /** Blocks the VM's direct outbound traffic (only the egress proxy may carry it). Idempotent. */
-  lockdownEgress?(tap: string, guestIp: string | undefined): Promise<void>;
-  /** Removes what `lockdownEgress` added. Idempotent. */
-  releaseEgress?(tap: string): Promise<void>;
+  /**
+   * Confines a bridged VM: no spoofed MAC/IP, no traffic to other VMs or out through NAT, and to
+   * the host only on `egressPort` (where its egress proxy listens, if it may go out). Idempotent.
+   */
+  lockdown(vm: { tap: string; ip: string; mac: string; egressPort: number }): Promise<void>;
+  /** Removes every rule `lockdown` added for the tap. Idempotent. */
+  unlock(tap: string): Promise<void>;
 }
 
 /** A running per-VM egress listener, and how the guest's forwarder reaches it (`volant.egress=`). */

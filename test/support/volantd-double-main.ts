@@ -14,6 +14,6 @@ if (behaviour) launcher.launch = ((orig) => (spec) => {
   launcher.behaviour.set(spec.vmName, behaviour as FakeBehaviour);
   return orig(spec);
 })(launcher.launch.bind(launcher));
-const daemon = await runDaemon({ configFile: null, env: {}, stateDir, listen: '127.0.0.1:0', kernelPath, launcher, healthTimeoutMs: 60_000, log: (l) => process.stderr.write(`${l}\n`) });
+const daemon = await runDaemon({ configFile: null, env: {}, stateDir, listen: '127.0.0.1:0', kernelPath, launcher, network: null, healthTimeoutMs: 60_000, log: (l) => process.stderr.write(`${l}\n`) });
 process.stdout.write(`${JSON.stringify({ address: daemon.address })}\n`);
 process.once('SIGTERM', () => void daemon.close().then(() => process.exit(0)));

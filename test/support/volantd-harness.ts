@@ -53,6 +53,8 @@ export async function startHarness(opts: Partial<DaemonOptions> & { tag: string;
     kernelPath: kernel,
     healthTimeoutMs: 3000,
     log: () => undefined,
+    // Never the machine's own network: tests that need taps pass a netns-backed one.
+    network: null,
     ...opts,
     launcher,
   });

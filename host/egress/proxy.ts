@@ -301,6 +301,11 @@ export async function startEgressProxy(opts: EgressProxyOptions): Promise<Egress
       verdict = { decision: 'deny', reason: d.reason };
       finish();
     };
+    // http.Server sockets allow half-open: a client that ends before the tunnel is decided is done.
+    let relaying = false;
+    client.once('end', () => {
+      if (!relaying) finish();
+    });
     client.on('close', finish);
     upstream.on('close', finish);
     upstream.on('error', () => upstream.destroy());
@@ -325,6 +330,7 @@ export async function startEgressProxy(opts: EgressProxyOptions): Promise<Egress
         fail(v.denial);
         return true;
       }
+      relaying = true;
       client.pause();
       upstream.write(pending);
       client.pipe(upstream);
@@ -361,6 +367,8 @@ export async function startEgressProxy(opts: EgressProxyOptions): Promise<Egress
       x,
       { remoteAddress: req.socket.remoteAddress },
       () => {
+        // Node keeps only the first of repeated Host headers; the upstream would see them all.
+        if (countHeader(req.rawHeaders, 'host') > 1) return { ok: false, reason: 'host-mismatch', message: 'more than one Host header' };
         const p = parseAbsoluteTarget(req.url ?? '', req.headers.host);
         if (p.ok) httpTarget = p.target;
         return p;
@@ -526,6 +534,12 @@ export async function startEgressProxy(opts: EgressProxyOptions): Promise<Egress
         for (const s of openSockets) s.destroy();
       }),
   };
+}
+
+function countHeader(raw: readonly string[], name: string): number {
+  let n = 0;
+  for (let i = 0; i < raw.length; i += 2) if (raw[i]!.toLowerCase() === name) n++;
+  return n;
 }
 
 function statusText(status: number): string {

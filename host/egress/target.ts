@@ -61,7 +61,7 @@ export function parseAuthority(authority: string, defaultPort?: number): Parsed<
     portText = colon >= 0 ? authority.slice(colon + 1) : undefined;
     if (FORBIDDEN_IN_HOST.test(host)) return fail('bad-target', 'host contains characters no host name has');
   }
-  if (host.length === 0) return fail('bad-target', 'empty host');
+  if (host.length === 0) return fail('bad-target', `no host in authority ${JSON.stringify(authority.slice(0, 100))}`);
   let port: number;
   if (portText === undefined) {
     if (defaultPort === undefined) return fail('bad-port', 'a port is required (host:port)');

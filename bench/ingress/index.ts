@@ -193,18 +193,19 @@ async function main(): Promise<void> {
   if (existsSync(join(repo, 'guest', 'main.ts'))) {
     const kestrel = await startKestrel(upstreamPort);
     if (kestrel !== null) {
-      guestTarget = `127.0.0.1:${kestrel}`;
+      guestTarget = `unix:${kestrel}`;
       chainLabel = 'ingress → muxer → kestrel → workload';
     }
   }
-  const muxer = await startRole('muxer', vmSock, guestTarget);
+  await startRole('muxer', vmSock, guestTarget);
   const chain = await startRole('ingress', `vsock:${vmSock}`);
 
   const targets: Array<[string, string, number[]]> = [
     ['direct', `http://127.0.0.1:${upstreamPort}/`, [upstream.pid]],
     ['nginx', `http://127.0.0.1:${nginx.port}/api/v1/vms/bench/proxy/`, processTree(nginx.pid)],
     ['ingress', `http://127.0.0.1:${ingress.port as number}/api/v1/vms/bench/proxy/`, [ingress.pid]],
-    ['chain', `http://127.0.0.1:${chain.port as number}/api/v1/vms/bench/proxy/`, [chain.pid, muxer.pid]],
+    // CPU of our ingress only: the muxer double and kestrel are not the host hop.
+    ['chain', `http://127.0.0.1:${chain.port as number}/api/v1/vms/bench/proxy/`, [chain.pid]],
   ];
   for (const [, url] of targets) wrk(url, 1); // warm-up: JIT, pools, nginx keepalive
   const runs = new Map<string, WrkResult[]>(targets.map(([n]) => [n, []]));
@@ -250,10 +251,45 @@ async function main(): Promise<void> {
   console.log(JSON.stringify({ bench: 'ingress', connections: CONNECTIONS, durationS: DURATION_S, rounds: ROUNDS, chain: chainLabel, results: summary, ratios }));
 }
 
-/** kestrel outside a VM (CONTRACTS.md): `--listen tcp:HOST:PORT --manifest FILE`; null when it does not start. */
-async function startKestrel(workloadPort: number): Promise<number | null> {
-  void workloadPort;
-  return null;
+/**
+ * kestrel outside a VM (CONTRACTS.md): `--listen unix:PATH --manifest FILE`, its workload being
+ * the bench upstream (`base_url`), so the chain ends at the same server as `direct`. Returns the
+ * agent socket path, or null when kestrel does not come up.
+ */
+async function startKestrel(upstreamPort: number): Promise<string | null> {
+  const manifest = join(dir, 'plugin.json');
+  writeFileSync(
+    manifest,
+    JSON.stringify({
+      name: 'bench',
+      version: '1.0.0',
+      workload: { type: 'http', entrypoint: ['/bin/sleep', '86400'], http: { base_url: `http://127.0.0.1:${upstreamPort}` }, restart: 'always' },
+    }),
+  );
+  const socketPath = join(dir, 'kestrel.sock');
+  const child = spawn(process.execPath, ['--import', 'tsx', join(repo, 'guest', 'main.ts'), '--listen', `unix:${socketPath}`, '--manifest', manifest], {
+    cwd: repo,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.push(child);
+  return new Promise((resolve) => {
+    let log = '';
+    const t = setTimeout(() => resolve(null), READY_TIMEOUT_MS);
+    const onData = (d: Buffer): void => {
+      log += d.toString();
+      if (/kestrel: ready/.test(log)) {
+        clearTimeout(t);
+        resolve(socketPath);
+      }
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', onData);
+    child.once('exit', () => {
+      clearTimeout(t);
+      console.error(`kestrel exited:\n${log}`);
+      resolve(null);
+    });
+  });
 }
 
 main().then(

@@ -5,7 +5,8 @@
  *   upstream PORT_FILE?         a plain node:http server answering `hello` (the workload)
  *   ingress  TARGET             our ingress on a raw node:http server, every request to VM `bench`
  *                               TARGET = tcp:HOST:PORT | vsock:/path/to/vm.sock
- *   muxer    SOCKET HOST:PORT   the hybrid-vsock muxer double mapping guest port 8080 to HOST:PORT
+ *   muxer    SOCKET TARGET      the hybrid-vsock muxer double mapping guest port 8080 to
+ *                               TARGET = HOST:PORT | unix:/path (kestrel's agent socket)
  *
  * Each prints `READY <json>` on stdout when listening and runs until killed.
  */
@@ -45,8 +46,10 @@ if (role === 'upstream') {
   server.keepAliveTimeout = 60_000;
   server.listen(0, '127.0.0.1', () => ready({ port: (server.address() as { port: number }).port }));
 } else if (role === 'muxer') {
-  const [host, port] = (arg2 ?? '').split(':');
-  startHybridVsockMuxer({ socketPath: arg1!, guestPorts: { 8080: { host: host!, port: Number(port) } } }).then(() => ready({ socketPath: arg1 }));
+  const target = arg2 ?? '';
+  const [host, port] = target.split(':');
+  const listener = target.startsWith('unix:') ? { path: target.slice('unix:'.length) } : { host: host!, port: Number(port) };
+  startHybridVsockMuxer({ socketPath: arg1!, guestPorts: { 8080: listener } }).then(() => ready({ socketPath: arg1 }));
 } else {
   process.stderr.write(`unknown role ${role}\n`);
   process.exit(2);

@@ -26,7 +26,7 @@ import { IMAGE_MANIFEST_PATH, loadManifestFile } from './boot/manifest.js';
 import { loadImageModules } from './boot/modules.js';
 import { mountEarlyFileSystems } from './boot/mounts.js';
 import { say } from './console.js';
-import { createEgressForwarder, DEFAULT_EGRESS_LISTEN } from './egress/forwarder.js';
+import { createEgressForwarder, DEFAULT_EGRESS_LISTEN, type EgressForwarder } from './egress/forwarder.js';
 import { LogRing } from './logs/ring.js';
 import { applyNetworkPlan } from './network/apply.js';
 import { type NetworkPlan, planNetwork } from './network/plan.js';
@@ -99,9 +99,10 @@ async function boot(): Promise<void> {
   // 7 (before the workload, so its proxy is there when it starts): egress forwarder.
   const egressUpstream = flags.egressUpstream ?? config.egress;
   let egressListener: Listener | undefined;
+  let forwarder: EgressForwarder | undefined;
   let proxyUrl: string | undefined;
   if (egressUpstream) {
-    const forwarder = createEgressForwarder({ upstream: egressUpstream });
+    forwarder = createEgressForwarder({ upstream: egressUpstream });
     const at = flags.egressListen ?? { kind: 'tcp', ...DEFAULT_EGRESS_LISTEN };
     egressListener = await listen(at, forwarder.handle);
     if (egressListener.address.startsWith('tcp:')) proxyUrl = `http://${egressListener.address.slice(4)}`;
@@ -169,8 +170,11 @@ async function boot(): Promise<void> {
   if (pid1) startReaper();
   onShutdownSignals(async () => {
     await supervisor.stop();
-    await Promise.all([...listeners, ...(egressListener ? [egressListener] : [])].map((l) => l.close()));
+    // Stop accepting, then cut what is still open (keep-alive clients, log followers, tunnels).
+    const closing = [...listeners, ...(egressListener ? [egressListener] : [])].map((l) => l.close());
     server.closeAllConnections();
+    forwarder?.closeAll();
+    await Promise.all(closing);
     await proxy?.close();
   });
 }

@@ -36,6 +36,8 @@ export interface EgressForwarder {
   metrics: ForwarderMetrics;
   /** Feed a connection from any transport. */
   handle(socket: Socket): void;
+  /** Cuts every open connection (shutdown). */
+  closeAll(): void;
 }
 
 function respond(socket: Socket, status: number, code: ErrorCode, message: string): void {
@@ -46,6 +48,7 @@ function respond(socket: Socket, status: number, code: ErrorCode, message: strin
 export function createEgressForwarder(opts: { upstream: Endpoint; dial?: (e: Endpoint) => Promise<Socket> }): EgressForwarder {
   const dialUpstream = opts.dial ?? dial;
   const metrics: ForwarderMetrics = { accepted: 0, rejected: 0, upstreamFailures: 0, active: 0 };
+  const open = new Set<Socket>();
 
   const handle = (client: Socket): void => {
     if (metrics.active >= MAX_FORWARDER_CONNECTIONS) {
@@ -55,6 +58,7 @@ export function createEgressForwarder(opts: { upstream: Endpoint; dial?: (e: End
     }
     metrics.active++;
     metrics.accepted++;
+    open.add(client);
     client.on('error', () => client.destroy());
     const chunks: Buffer[] = [];
     let received = 0;
@@ -64,6 +68,7 @@ export function createEgressForwarder(opts: { upstream: Endpoint; dial?: (e: End
       respond(client, 408, 'TIMEOUT', `no complete request head within ${HEAD_TIMEOUT_MS} ms`);
     }, HEAD_TIMEOUT_MS);
     client.once('close', () => {
+      open.delete(client);
       metrics.active--;
       clearTimeout(timer);
     });
@@ -116,5 +121,12 @@ export function createEgressForwarder(opts: { upstream: Endpoint; dial?: (e: End
   };
 
   const server = createServer(handle);
-  return { server, metrics, handle };
+  return {
+    server,
+    metrics,
+    handle,
+    closeAll: () => {
+      for (const s of open) s.destroy();
+    },
+  };
 }

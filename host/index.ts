@@ -10,3 +10,4 @@ export * from './config/index.js';
 export * from './store/index.js';
 export * from './ipam/index.js';
 export * from './network/index.js';
+export * from './ingress/index.js';

@@ -46,7 +46,7 @@ export class Leases {
       ip = required;
     } else {
       const skip = [...reservedForOthers(pool, vmName), pool.host].sort((a, b) => a - b);
-      const free = this.freeAddress.find(pool.start, pool.end, skip);
+      const free = this.freeAddress.take(pool.start, pool.end, skip);
       if (free === undefined) {
         throw new VolantError('POOL_EXHAUSTED', `no free address left in the pool ${formatIPv4(pool.start)}-${formatIPv4(pool.end)} (${poolSize(pool)} addresses, ${pool.reservedBy.size} reserved)`, {
           pool: `${formatIPv4(pool.start)}-${formatIPv4(pool.end)}`,
@@ -67,7 +67,7 @@ export class Leases {
 
   /** The lowest free vsock CID ≥ FIRST_GUEST_CID (3); the caller inserts it with the VM row. */
   nextCid(): number {
-    const cid = this.freeCid.find(FIRST_GUEST_CID, MAX_GUEST_CID);
+    const cid = this.freeCid.take(FIRST_GUEST_CID, MAX_GUEST_CID);
     if (cid === undefined) throw new VolantError('POOL_EXHAUSTED', 'no free vsock CID left');
     return cid;
   }

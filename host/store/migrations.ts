@@ -6,8 +6,11 @@
  * What must hold (enforced by the schema, not only by code):
  * - a VM name is unique; a tap name is unique; a vsock CID is unique and ≥ 3;
  * - an address is leased at most once (`ip_leases.ip_num` is the primary key) and each VM holds
- *   at most one lease; a lease cannot outlive its VM (FK, cascade as a last line of defence);
+ *   at most one lease; a lease cannot outlive its VM (FK, cascade as a last line of defence).
+ *   `vms.ip` and `ip_leases.ip` are the same address as text for readers; they carry no index
+ *   of their own because every index is one more page written per lease and per release;
  * - `vms.ip` is NULL for VMs without a lease (dhcp, vsock), so they never collide on ''.
+ * - an allocation hint never points above a free number (see migration 2).
  */
 
 import type Database from 'better-sqlite3';
@@ -37,7 +40,7 @@ export const MIGRATIONS: readonly Migration[] = [
         plugin     TEXT NOT NULL REFERENCES plugins(name) ON DELETE RESTRICT,
         state      TEXT NOT NULL CHECK (state IN ('creating','starting','running','stopping','stopped','failed')),
         mode       TEXT NOT NULL CHECK (mode IN ('bridged','dhcp','vsock')),
-        ip         TEXT UNIQUE,
+        ip         TEXT,
         mac        TEXT NOT NULL,
         tap        TEXT UNIQUE,
         cid        INTEGER NOT NULL UNIQUE CHECK (cid >= 3 AND cid < 4294967295),
@@ -53,10 +56,30 @@ export const MIGRATIONS: readonly Migration[] = [
 
       CREATE TABLE ip_leases (
         ip_num  INTEGER PRIMARY KEY CHECK (ip_num BETWEEN 0 AND 4294967295),
-        ip      TEXT NOT NULL UNIQUE,
+        ip      TEXT NOT NULL,
         vm_name TEXT NOT NULL UNIQUE REFERENCES vms(name) ON DELETE CASCADE ON UPDATE CASCADE,
         since   TEXT NOT NULL
       ) STRICT;
+    `,
+  },
+  {
+    version: 2,
+    name: 'allocation hints',
+    // Where the lowest-free search may start: every number below `lowest_maybe_free` is taken
+    // (or reserved) for the pool identified by `pool_key`. Triggers lower the hint on every
+    // delete, cascades included, so no code path can leave it too high.
+    sql: `
+      CREATE TABLE allocation_hints (
+        kind              TEXT PRIMARY KEY NOT NULL,
+        pool_key          TEXT NOT NULL,
+        lowest_maybe_free INTEGER NOT NULL
+      ) STRICT;
+      CREATE TRIGGER ip_leases_release_hint AFTER DELETE ON ip_leases BEGIN
+        UPDATE allocation_hints SET lowest_maybe_free = OLD.ip_num WHERE kind = 'ip' AND lowest_maybe_free > OLD.ip_num;
+      END;
+      CREATE TRIGGER vms_cid_release_hint AFTER DELETE ON vms BEGIN
+        UPDATE allocation_hints SET lowest_maybe_free = OLD.cid WHERE kind = 'cid' AND lowest_maybe_free > OLD.cid;
+      END;
     `,
   },
 ];

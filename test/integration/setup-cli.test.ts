@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { addressPool } from '../../host/ipam/pool.js';
+import { MIGRATIONS } from '../../host/store/migrations.js';
 import { openStore } from '../../host/store/store.js';
 import { type NetNs, netnsSkipReason, withNetns } from '../support/netns.js';
 
@@ -59,7 +60,7 @@ describe('volar setup / teardown', { skip }, () => {
       assert.equal((await ns.run(['sysctl', '-n', 'net.ipv4.ip_forward'])).trim(), '1');
       for (const d of ['run', 'logs', 'plugins', 'run/vms']) assert.ok(existsSync(join(state, d)), d);
       const store = openStore({ path: join(state, 'volant.db'), readonly: true });
-      assert.deepEqual(store.db.prepare('SELECT version FROM schema_migrations').all(), [{ version: 1 }]);
+      assert.deepEqual(store.db.prepare('SELECT version FROM schema_migrations').all(), MIGRATIONS.map((m) => ({ version: m.version })));
       store.close();
 
       for (let i = 0; i < 2; i++) {

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { addressPool, ipamReport } from '../../host/ipam/index.js';
-import { openStore, type Store } from '../../host/store/index.js';
+import { MIGRATIONS, openStore, type Store } from '../../host/store/index.js';
 import { isVolantError } from '../../shared/errors.js';
 import type { NetworkConfig } from '../../host/config/schema.js';
 
@@ -54,6 +54,29 @@ describe('lease order', () => {
     assert.equal(bridged(store, 'again3').ip, '192.168.127.14');
     assert.deepEqual(store.vms.checkConsistency(), []);
     store.close();
+  });
+
+  test('the allocation hint never skips a free address: pool changes, reservations, raw deletes', () => {
+    const path = join(dir, `hint${n++}.db`);
+    const a = openStore({ path, pool: addressPool({ ...DEFAULT_NET, pool_start: '192.168.127.100' }) });
+    a.plugins.install({ name: 'hello', version: '1', manifest: {}, imagePath: '/x' });
+    for (const name of ['a', 'b', 'c']) bridged(a, name);
+    // A delete that bypasses the repository (the cascade path) still lowers the hint.
+    a.db.prepare("DELETE FROM vms WHERE name = 'a'").run();
+    assert.equal(bridged(a, 'd').ip, '192.168.127.100');
+    a.close();
+    // The pool moved down: the old hint must not hide the new lower addresses.
+    const b = openStore({ path, pool: addressPool({ ...DEFAULT_NET, pool_start: '192.168.127.50' }) });
+    assert.equal(bridged(b, 'e').ip, '192.168.127.50');
+    b.close();
+    // A reservation dropped from config frees its address for everyone again.
+    const c = openStore({ path, pool: addressPool({ ...DEFAULT_NET, pool_start: '192.168.127.50', reservations: { x: '192.168.127.51' } }) });
+    assert.equal(bridged(c, 'f').ip, '192.168.127.52');
+    c.close();
+    const d = openStore({ path, pool: addressPool({ ...DEFAULT_NET, pool_start: '192.168.127.50' }) });
+    assert.equal(bridged(d, 'g').ip, '192.168.127.51');
+    assert.deepEqual(d.vms.checkConsistency(), []);
+    d.close();
   });
 
   test('the default pool starts at .100 and ends at .254', () => {
@@ -210,7 +233,7 @@ describe('store', () => {
     const path = join(dir, 'migrate.db');
     openStore({ path }).close();
     const s = openStore({ path });
-    assert.deepEqual(s.db.prepare('SELECT version FROM schema_migrations').all(), [{ version: 1 }]);
+    assert.deepEqual(s.db.prepare('SELECT version FROM schema_migrations').all(), MIGRATIONS.map((m) => ({ version: m.version })));
     assert.equal(s.db.pragma('journal_mode', { simple: true }), 'wal');
     assert.equal(s.db.pragma('foreign_keys', { simple: true }), 1);
     s.close();

@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -155,6 +156,35 @@ describe('socketpair streams', () => {
     });
     await Promise.all(rounds);
     assert.equal(openFds(), before);
+  });
+});
+
+describe('as a transport for HTTP (how kestrel and the host use vsock connections)', () => {
+  test('an http.Server fed with wrapped sockets answers an http client that dials through one', async () => {
+    const server = http.createServer((req, res) => {
+      let body = '';
+      req.setEncoding('utf8');
+      req.on('data', (chunk) => {
+        body += chunk;
+      });
+      req.on('end', () => res.end(JSON.stringify({ method: req.method, url: req.url, body })));
+    });
+    const request = http.request({
+      method: 'POST',
+      path: '/v1/echo',
+      createConnection: () => {
+        const [client, serverSide] = forTesting.socketPair();
+        server.emit('connection', serverSide);
+        return client;
+      },
+    });
+    request.end('payload');
+    const [response] = (await once(request, 'response')) as [http.IncomingMessage];
+    let text = '';
+    for await (const chunk of response) text += chunk;
+    assert.equal(response.statusCode, 200);
+    assert.deepEqual(JSON.parse(text), { method: 'POST', url: '/v1/echo', body: 'payload' });
+    server.closeAllConnections();
   });
 });
 

@@ -1,0 +1,123 @@
+/** The API's pure decisions: auth requirement, listen addresses, error mapping, metrics text, log lines. */
+
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { VolantError } from '../../shared/errors.js';
+import { checkBearer, ensureTokenFile, isLoopbackHost, tokenRequired } from '../../host/api/auth.js';
+import { errorReply, problemsFromAjv } from '../../host/api/errors.js';
+import { formatListenAddress, parseListenAddress } from '../../host/api/listen.js';
+import { MetricsRegistry, renderFamilies } from '../../host/api/metrics.js';
+import { LinePrefixer } from '../../host/api/routes/logs.js';
+
+describe('tokenRequired', () => {
+  const cases: [string, string | undefined, boolean][] = [
+    ['127.0.0.1:8080', undefined, false],
+    ['127.9.9.9:8080', undefined, false],
+    ['localhost:8080', undefined, false],
+    ['[::1]:8080', undefined, false],
+    ['unix:/run/volant/api.sock', undefined, false],
+    ['0.0.0.0:8080', undefined, true],
+    ['192.168.1.5:8080', undefined, true],
+    ['[::]:8080', undefined, true],
+    ['localhost.evil.com:8080', undefined, true],
+    ['127.0.0.1:8080', 'configured', true],
+    ['unix:/x.sock', 'configured', true],
+  ];
+  for (const [listen, token, want] of cases) {
+    it(`${listen} token=${token ?? '-'} → ${want}`, () => assert.equal(tokenRequired(parseListenAddress(listen), token), want));
+  }
+  it('isLoopbackHost rejects look-alikes', () => {
+    assert.equal(isLoopbackHost('127.0.0.1.nip.io'), false);
+    assert.equal(isLoopbackHost('::ffff:127.0.0.1'), false);
+  });
+});
+
+describe('checkBearer', () => {
+  it('accepts exactly "Bearer <token>"', () => {
+    checkBearer('Bearer s3cret-token', 's3cret-token');
+    for (const bad of [undefined, '', 'bearer s3cret-token', 'Bearer  s3cret-token', 'Bearer s3cret-token ', 'Basic czNjcmV0', 'Bearer s3cret-tokeN', 'Bearer s3cret-token\r\nX: y']) {
+      assert.throws(() => checkBearer(bad, 's3cret-token'), (e: unknown) => e instanceof VolantError && e.code === 'UNAUTHORIZED', String(bad));
+    }
+  });
+});
+
+describe('ensureTokenFile', () => {
+  it('creates a 0600 token once and returns the same token afterwards', () => {
+    const dir = mkdtempSync(join(tmpdir(), `volant-api-${process.pid}-`));
+    try {
+      const a = ensureTokenFile(join(dir, 'state'));
+      assert.match(a, /^[A-Za-z0-9_-]{43}$/);
+      assert.equal(statSync(join(dir, 'state', 'api-token')).mode & 0o777, 0o600);
+      assert.equal(ensureTokenFile(join(dir, 'state')), a);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('parseListenAddress', () => {
+  it('round-trips valid addresses', () => {
+    for (const a of ['127.0.0.1:8080', '[::1]:0', 'unix:/run/volant/api.sock', 'localhost:65535']) assert.equal(formatListenAddress(parseListenAddress(a)), a);
+  });
+  it('refuses malformed ones with INVALID_ARGUMENT', () => {
+    for (const a of ['8080', '127.0.0.1', '127.0.0.1:70000', 'unix:relative', 'http://127.0.0.1:8080', '1.2.3.4:80 ', 'unix:/a\0b']) {
+      assert.throws(() => parseListenAddress(a), (e: unknown) => e instanceof VolantError && e.code === 'INVALID_ARGUMENT', a);
+    }
+  });
+});
+
+describe('error mapping', () => {
+  it('locates Ajv problems at the offending property', () => {
+    assert.deepEqual(
+      problemsFromAjv([
+        { instancePath: '', keyword: 'required', params: { missingProperty: 'path' }, message: "must have required property 'path'" },
+        { instancePath: '', keyword: 'additionalProperties', params: { additionalProperty: 'x' }, message: 'must NOT have additional properties' },
+        { instancePath: '/cpus', keyword: 'type', params: {}, message: 'must be integer' },
+      ]),
+      [
+        { path: '/path', message: 'is required' },
+        { path: '/x', message: 'is not a known property' },
+        { path: '/cpus', message: 'must be integer' },
+      ],
+    );
+  });
+  it('maps codes through httpStatusFor and hides internal errors', () => {
+    assert.deepEqual(errorReply(new VolantError('POOL_EXHAUSTED', 'full')), { status: 503, body: { error: { code: 'POOL_EXHAUSTED', message: 'full' } } });
+    assert.equal(errorReply(new VolantError('IP_TAKEN', 'x')).status, 409);
+    assert.equal(errorReply(new VolantError('VMM_FAILED', 'x')).status, 502);
+    const internal = errorReply(new Error('secret path /etc/shadow'));
+    assert.equal(internal.status, 500);
+    assert.doesNotMatch(JSON.stringify(internal.body), /shadow/);
+    assert.equal(errorReply({ validation: [{ instancePath: '/a', message: 'bad' }], validationContext: 'body' }).body.error.code, 'VALIDATION_FAILED');
+    assert.equal(errorReply({ code: 'FST_ERR_CTP_INVALID_MEDIA_TYPE', statusCode: 415, message: 'Unsupported Media Type' }).status, 400);
+  });
+});
+
+describe('metrics', () => {
+  it('renders Prometheus text with escaped labels; a broken collector does not break the page', () => {
+    const reg = new MetricsRegistry();
+    const c = reg.counter('volant_test_total', 'a test counter');
+    c.inc({ route: '/a"b\\c\nd' });
+    c.inc({ route: '/a"b\\c\nd' }, 2);
+    reg.register(() => {
+      throw new Error('broken');
+    });
+    reg.register(() => [{ name: 'volant_g', help: 'g', type: 'gauge', samples: [{ value: 7 }] }]);
+    assert.equal(reg.render(), '# HELP volant_test_total a test counter\n# TYPE volant_test_total counter\nvolant_test_total{route="/a\\"b\\\\c\\nd"} 3\n# HELP volant_g g\n# TYPE volant_g gauge\nvolant_g 7\n');
+    assert.equal(renderFamilies([{ name: 'x', help: 'h', type: 'gauge', samples: [{ value: Number.NaN }] }]).split('\n')[2], 'x 0');
+  });
+});
+
+describe('LinePrefixer', () => {
+  it('prefixes whole lines, holds partial ones, strips CR', () => {
+    const p = new LinePrefixer('serial| ');
+    assert.equal(p.push('a\r\nb'), 'serial| a\n');
+    assert.equal(p.push('c\n\n'), 'serial| bc\nserial| \n');
+    assert.equal(p.push('tail'), '');
+    assert.equal(p.flush(), 'serial| tail\n');
+    assert.equal(p.flush(), '');
+  });
+});

@@ -1,0 +1,96 @@
+/** The VM state machine, exit interpretation, agent transport choice and the per-VM mutex. */
+
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { agentTransport } from '../../host/orchestrator/kestrel-client.js';
+import { EventBus } from '../../host/orchestrator/events.js';
+import { KeyedMutex } from '../../host/orchestrator/keyed-mutex.js';
+import { assertTransition, canTransition, hasProcess, isAtRest, stateAfterExit, TRANSITIONS, VM_STATES, type VmState } from '../../host/orchestrator/state.js';
+
+describe('VM state machine', () => {
+  const allowed: [VmState, VmState][] = [
+    ['creating', 'running'],
+    ['starting', 'running'],
+    ['starting', 'failed'],
+    ['running', 'stopping'],
+    ['running', 'stopped'],
+    ['running', 'failed'],
+    ['stopping', 'stopped'],
+    ['stopping', 'failed'],
+    ['stopped', 'starting'],
+    ['failed', 'starting'],
+  ];
+  it('allows exactly the listed transitions', () => {
+    for (const from of VM_STATES) {
+      for (const to of VM_STATES) {
+        const expected = allowed.some(([f, t]) => f === from && t === to);
+        assert.equal(canTransition(from, to), expected, `${from} → ${to}`);
+      }
+    }
+    assert.deepEqual(Object.keys(TRANSITIONS).sort(), [...VM_STATES].sort());
+  });
+  it('a refused transition is INVALID_STATE naming both states', () => {
+    assert.throws(() => assertTransition('web', 'running', 'creating'), (e: Error & { code?: string }) => e.code === 'INVALID_STATE' && /web is running; it cannot become creating/.test(e.message));
+    assert.throws(() => assertTransition('web', 'creating', 'starting'), /creating; it cannot become starting/);
+  });
+  it('process-holding and at-rest states partition the live states', () => {
+    assert.deepEqual(VM_STATES.filter(hasProcess), ['starting', 'running', 'stopping']);
+    assert.deepEqual(VM_STATES.filter(isAtRest), ['stopped', 'failed']);
+  });
+  it('interprets VMM exits by state', () => {
+    const cases: [VmState, number | null, string | null, VmState][] = [
+      ['running', 0, null, 'stopped'],
+      ['running', 1, null, 'failed'],
+      ['running', null, 'SIGKILL', 'failed'],
+      ['stopping', null, 'SIGKILL', 'stopped'],
+      ['stopping', 0, null, 'stopped'],
+      ['starting', 0, null, 'failed'],
+    ];
+    for (const [state, code, signal, want] of cases) assert.equal(stateAfterExit(state, { code, signal }), want, `${state} ${code} ${signal}`);
+  });
+});
+
+describe('agentTransport', () => {
+  it('prefers vsock when the VMM has it, else TCP to the guest address, else nothing', () => {
+    assert.deepEqual(agentTransport({ ip: '192.168.127.100', vsockSocketPath: '/r/v.sock', vmmHasVsock: true }), { kind: 'vsock', socketPath: '/r/v.sock' });
+    assert.deepEqual(agentTransport({ ip: '192.168.127.100', vsockSocketPath: '/r/v.sock', vmmHasVsock: false }), { kind: 'tcp', host: '192.168.127.100', port: 8080 });
+    assert.equal(agentTransport({ vsockSocketPath: '/r/v.sock', vmmHasVsock: false }), undefined);
+  });
+});
+
+describe('KeyedMutex', () => {
+  it('serialises one key, runs different keys in parallel, survives a throwing holder', async () => {
+    const m = new KeyedMutex();
+    const log: string[] = [];
+    const slow = (key: string, tag: string, ms: number) =>
+      m.run(key, async () => {
+        log.push(`${tag}+`);
+        await new Promise((r) => setTimeout(r, ms));
+        log.push(`${tag}-`);
+      });
+    const failing = m.run('a', async () => {
+      throw new Error('boom');
+    });
+    await Promise.all([slow('a', 'a1', 30), slow('a', 'a2', 1), slow('b', 'b1', 5), failing.catch(() => undefined)]);
+    assert.ok(log.indexOf('a1-') < log.indexOf('a2+'), log.join(' '));
+    assert.ok(log.indexOf('b1+') < log.indexOf('a1-'), 'b did not wait for a');
+    assert.equal(m.isLocked('a'), false, 'the map is emptied when a queue drains');
+  });
+});
+
+describe('EventBus', () => {
+  it('numbers events, delivers in order, drops a throwing subscriber', () => {
+    const bus = new EventBus();
+    const got: number[] = [];
+    bus.subscribe(() => {
+      throw new Error('bad subscriber');
+    });
+    const off = bus.subscribe((e) => got.push(e.id));
+    bus.publish({ type: 'vm.state', vm: 'a', state: 'running' });
+    bus.publish({ type: 'vm.deleted', vm: 'a' });
+    assert.deepEqual(got, [1, 2]);
+    assert.equal(bus.subscriberCount, 1);
+    off();
+    assert.equal(bus.subscriberCount, 0);
+  });
+});

@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { defaultPool, environmentKeys, loadConfig, statePaths } from '../../host/config/index.js';
+import { defaultPool, environmentKeys, loadConfig, quoteSystemdArg, statePaths, systemdUnit } from '../../host/config/index.js';
 import { ValidationError } from '../../shared/errors.js';
 
 const dir = mkdtempSync(join(tmpdir(), `volant-config-${process.pid}-`));
@@ -112,5 +112,20 @@ describe('bad config names the key, the value and what is allowed', () => {
     assert.match(problems(() => loadConfig({ file: yamlFile('netwrok:\n  bridge: x\n') }))[0]!.message, /unknown field/);
     assert.equal(problems(() => loadConfig({ file: yamlFile('- a\n- b\n') }))[0]!.path, '/');
     assert.match(problems(() => loadConfig({ file: yamlFile('network: [unclosed\n') }))[0]!.message, /not valid YAML/);
+  });
+});
+
+describe('systemd unit', () => {
+  test('ExecStart arguments are quoted the systemd way; specifiers and variables cannot sneak in', () => {
+    assert.equal(quoteSystemdArg('/usr/bin/node'), '/usr/bin/node');
+    assert.equal(quoteSystemdArg('/srv/my state'), '"/srv/my state"');
+    assert.equal(quoteSystemdArg('/srv/100%'), '"/srv/100%%"');
+    assert.equal(quoteSystemdArg('/srv/$HOME'), '"/srv/$$HOME"');
+    assert.equal(quoteSystemdArg('a"b\\c'), '"a\\"b\\\\c"');
+    assert.throws(() => quoteSystemdArg('a\nExecStartPre=/bin/sh'), /line break/);
+    const unit = systemdUnit({ execStart: ['/usr/bin/node', '/opt/volant/bin/volantd.js', '--state-dir', '/srv/v 1'], stateDir: '/srv/v 1', runtimeDir: '/srv/v 1/run' });
+    assert.match(unit, /^ExecStart=\/usr\/bin\/node \/opt\/volant\/bin\/volantd\.js --state-dir "\/srv\/v 1"$/m);
+    assert.match(unit, /^ReadWritePaths="\/srv\/v 1" "\/srv\/v 1\/run"$/m);
+    assert.match(unit, /^KillMode=process$/m);
   });
 });

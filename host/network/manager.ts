@@ -53,18 +53,18 @@ export interface NetworkManager {
 }
 
 export class NoopNetworkManager implements NetworkManager {
-  async ensureBridge(): Promise<void> {}
-  async removeBridge(): Promise<void> {}
-  async createTap(): Promise<void> {}
-  async deleteTap(): Promise<void> {}
-  async tapExists(): Promise<boolean> {
+  async ensureBridge(_spec: BridgeSpec): Promise<void> {}
+  async removeBridge(_name: string): Promise<void> {}
+  async createTap(_spec: TapSpec): Promise<void> {}
+  async deleteTap(_name: string): Promise<void> {}
+  async tapExists(_name: string): Promise<boolean> {
     return false;
   }
-  async listTaps(): Promise<string[]> {
+  async listTaps(_prefix: string): Promise<string[]> {
     return [];
   }
-  async ensureNat(): Promise<void> {}
-  async removeNat(): Promise<void> {}
-  async lockdownVm(): Promise<void> {}
-  async unlockVm(): Promise<void> {}
+  async ensureNat(_spec: NatSpec): Promise<void> {}
+  async removeNat(_spec: NatSpec): Promise<void> {}
+  async lockdownVm(_spec: LockdownSpec): Promise<void> {}
+  async unlockVm(_spec: { tap: string }): Promise<void> {}
 }

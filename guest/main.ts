@@ -179,4 +179,8 @@ async function boot(): Promise<void> {
   });
 }
 
+// The kernel starts init with almost no environment; busybox applets (mount, udhcpc, sync) need PATH.
+if (isPid1() && !process.env.PATH) process.env.PATH = DEFAULT_PATH;
+// PID 1 must never just die (the kernel would panic): anything unexpected ends in one console line.
+process.on('uncaughtException', (e) => fatal(`uncaught: ${e.stack ?? e.message}`));
 boot().catch((e: unknown) => fatal(e instanceof Error ? e.message : String(e)));

@@ -50,7 +50,7 @@ export function endKestrel(reason: string, code: number): never {
 
 export function fatal(message: string): never {
   say(`fatal: ${message}`);
-  return endKestrel('boot failed', 1);
+  return endKestrel('cannot go on', 1);
 }
 
 /**

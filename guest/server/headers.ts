@@ -5,7 +5,9 @@
  * upgrade, where it is the point) and every Proxy-* header. The same rule serves requests and
  * responses. Forwarding headers are added on requests: X-Forwarded-For gains the peer,
  * X-Forwarded-Proto and X-Forwarded-Host keep what a proxy in front (the host's ingress) set and
- * otherwise describe this hop. Host is dropped: the client sets the workload's own.
+ * otherwise describe this hop. Host is dropped: the client sets the workload's own. Expect is
+ * dropped too: Node's server has already answered `100-continue` to the client, and undici
+ * refuses to send it.
  */
 
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
@@ -52,6 +54,7 @@ const first = (v: string | string[] | undefined): string | undefined => (Array.i
 export function forwardRequestHeaders(headers: IncomingHttpHeaders, ctx: ForwardContext): OutgoingHttpHeaders {
   const out = stripHopByHop(headers, { keepUpgrade: ctx.upgrade === true });
   delete out.host;
+  delete out.expect;
   const prior = headers['x-forwarded-for'];
   const priorText = Array.isArray(prior) ? prior.join(', ') : prior;
   const peer = ctx.remoteAddress?.replace(/^::ffff:/, '');

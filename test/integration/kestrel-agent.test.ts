@@ -79,6 +79,23 @@ describe('kestrel agent in front of a real workload', () => {
     assert.equal(res.headers['x-hop-response'], undefined, 'a header the workload named in Connection must not come back');
   });
 
+  test('an upload with Expect: 100-continue (curl does this above 1 MiB) goes through', async () => {
+    const body = Buffer.alloc(3 * 1024 * 1024, 7);
+    const result = await new Promise<{ status: number; text: string }>((resolve, reject) => {
+      const req = request({ socketPath: k.socket, method: 'POST', path: '/sink', headers: { host: 'vm.test', expect: '100-continue', 'content-length': body.length } }, (res) => {
+        let text = '';
+        res.on('data', (c) => {
+          text += c;
+        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+      });
+      req.on('continue', () => req.end(body));
+      req.on('error', reject);
+    });
+    assert.equal(result.status, 200, result.text);
+    assert.equal(JSON.parse(result.text).bytes, body.length);
+  });
+
   test('unknown paths come back from the workload, not from kestrel', async () => {
     const r = await k.get('/nope');
     assert.equal(r.status, 404);

@@ -38,6 +38,11 @@ describe('forwarding headers', () => {
     assert.equal(out['x-forwarded-host'], 'api.example');
     assert.equal(out.host, undefined);
   });
+  test('Expect is answered by kestrel itself, never forwarded', () => {
+    const out = forwardRequestHeaders({ expect: '100-continue', 'content-length': '3000000' }, { proto: 'http' });
+    assert.equal(out.expect, undefined);
+    assert.equal(out['content-length'], '3000000');
+  });
   test('vsock/unix peers have no address: existing X-Forwarded-For is kept as is', () => {
     const out = forwardRequestHeaders({ 'x-forwarded-for': '203.0.113.7' }, { proto: 'http' });
     assert.equal(out['x-forwarded-for'], '203.0.113.7');

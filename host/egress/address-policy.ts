@@ -158,7 +158,7 @@ function classifyV6(v: bigint): V6Class {
   if (bits(v, 0, 10) === 0b1111111010n) return { cls: 'link-local' };
   if (bits(v, 0, 10) === 0b1111111011n) return { cls: 'reserved' };
   if (bits(v, 0, 7) === 0b1111110n) return { cls: 'unique-local' };
-  if (bits(v, 0, 32) === 0x20010db8n || bits(v, 0, 20) === 0x3fffn) return { cls: 'documentation' };
+  if (bits(v, 0, 32) === 0x20010db8n || bits(v, 0, 20) === 0x3fff0n) return { cls: 'documentation' };
   if (bits(v, 0, 23) === 0x20010000n >> 9n) return { cls: 'reserved' };
   if (bits(v, 0, 3) !== 0b001n) return { cls: 'reserved' };
   return { cls: 'public' };

@@ -1,0 +1,57 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { EgressLimits, TokenBucket } from '../../host/egress/limits.js';
+import { EgressMetrics } from '../../host/egress/metrics.js';
+
+describe('TokenBucket', () => {
+  it('allows the burst, then the rate', () => {
+    const b = new TokenBucket(10, 3, 0);
+    assert.deepEqual([b.take(0), b.take(0), b.take(0), b.take(0)], [true, true, true, false]);
+    assert.equal(b.take(50), false, 'half a token after 50 ms');
+    assert.equal(b.take(100), true, 'one token after 100 ms');
+    assert.equal(b.take(10_000), true);
+    assert.deepEqual([b.take(10_000), b.take(10_000), b.take(10_000)], [true, true, false], 'refill caps at the burst');
+  });
+  it('a clock going backwards adds nothing', () => {
+    const b = new TokenBucket(1, 1, 1000);
+    assert.equal(b.take(1000), true);
+    assert.equal(b.take(0), false);
+  });
+});
+
+describe('EgressLimits', () => {
+  it('tunnels per VM, global concurrency, release', () => {
+    const l = new EgressLimits({ maxTunnelsPerVm: 2, maxConcurrentTotal: 3, requestsPerSecondPerVm: 1000 });
+    assert.equal(l.admit('a', true, 0), 'ok');
+    assert.equal(l.admit('a', true, 0), 'ok');
+    assert.equal(l.admit('a', true, 0), 'tunnel-limit');
+    assert.equal(l.admit('a', false, 0), 'ok', 'plain requests do not count as tunnels');
+    assert.equal(l.admit('b', true, 0), 'overloaded');
+    l.release('a', false);
+    assert.equal(l.admit('b', true, 0), 'ok');
+    l.release('a', true);
+    assert.equal(l.activeTunnels('a'), 1);
+    assert.equal(l.active, 2);
+  });
+  it('rate per VM is independent', () => {
+    const l = new EgressLimits({ requestsPerSecondPerVm: 1, requestBurstPerVm: 1 });
+    assert.equal(l.admit('a', false, 0), 'ok');
+    assert.equal(l.admit('a', false, 1), 'rate-limited');
+    assert.equal(l.admit('b', false, 1), 'ok');
+    assert.equal(l.admit('a', false, 1001), 'ok');
+  });
+});
+
+describe('EgressMetrics', () => {
+  it('renders Prometheus text with escaped labels', () => {
+    const m = new EgressMetrics();
+    m.recordDecision({ vm: 'a"b\\c', method: 'CONNECT', decision: 'deny', reason: 'sni-mismatch' });
+    m.recordDecision({ vm: 'a"b\\c', method: 'CONNECT', decision: 'deny', reason: 'sni-mismatch' });
+    m.recordBytes('x', 'in', 10);
+    const text = m.render();
+    assert.match(text, /^# TYPE volant_egress_decisions_total counter$/m);
+    assert.match(text, /volant_egress_decisions_total\{vm="a\\"b\\\\c",method="CONNECT",decision="deny",reason="sni-mismatch"\} 2/);
+    assert.match(text, /volant_egress_bytes_total\{vm="x",direction="in"\} 10/);
+    assert.equal(m.count({ reason: 'sni-mismatch' }), 2);
+  });
+});

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { WebSocket } from 'ws';
 import { type KestrelRun, startKestrel, waitForWorkloadState } from '../support/workload-kestrel.js';
@@ -95,6 +96,31 @@ describe('kestrel agent in front of a real workload', () => {
     assert.equal(result.status, 200, result.text);
     assert.equal(JSON.parse(result.text).bytes, body.length);
   });
+
+  const hostile: [string, string, RegExp][] = [
+    ['Content-Length with Transfer-Encoding (smuggling)', 'POST /sink HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /crash HTTP/1.1\r\n\r\n', /^HTTP\/1\.1 400 /],
+    ['two different Content-Length headers', 'POST /sink HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 40\r\n\r\nabcd', /^HTTP\/1\.1 400 /],
+    ['absolute-form request (kestrel is no open proxy)', 'GET http://169.254.169.254/latest/meta-data HTTP/1.1\r\nHost: 169.254.169.254\r\nConnection: close\r\n\r\n', /^HTTP\/1\.1 400 [\s\S]*"code":"INVALID_ARGUMENT"[\s\S]*origin-form/],
+  ];
+  for (const [name, bytes, re] of hostile) {
+    test(`refuses ${name} without reaching the workload`, async () => {
+      const pidBefore = JSON.parse((await k.get('/healthz')).body).workload.pid;
+      const answer = await new Promise<string>((resolve, reject) => {
+        const s = connect(k.socket);
+        let out = '';
+        s.on('data', (c) => {
+          out += c;
+        });
+        s.on('close', () => resolve(out));
+        s.on('error', reject);
+        s.write(bytes);
+        setTimeout(() => s.end(), 500);
+      });
+      assert.match(answer, re);
+      const h = JSON.parse((await k.get('/healthz')).body);
+      assert.equal(h.workload.pid, pidBefore, 'a smuggled /crash must not have reached the workload');
+    });
+  }
 
   test('unknown paths come back from the workload, not from kestrel', async () => {
     const r = await k.get('/nope');

@@ -53,6 +53,16 @@ function authorized(token: string | undefined, req: IncomingMessage): boolean {
   }
 }
 
+/**
+ * The API's bearer token is volantd's credential, not the workload's: once it has been checked,
+ * it is removed from what ingress forwards (parsed and raw headers alike).
+ */
+function consumeAuthorization(req: IncomingMessage): void {
+  delete req.headers.authorization;
+  const raw = req.rawHeaders;
+  for (let i = raw.length - 2; i >= 0; i -= 2) if (raw[i]!.toLowerCase() === 'authorization') raw.splice(i, 2);
+}
+
 function rawError(socket: Duplex, err: unknown): void {
   const { status, body } = errorReply(err);
   const text = JSON.stringify(body);
@@ -69,13 +79,25 @@ export async function createApiServer(opts: ApiServerOptions): Promise<ApiServer
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: true, useDefaults: false } },
     serverFactory: (handler) => {
       server = createServer((req: IncomingMessage, res: ServerResponse) => {
-        if (ingress && authorized(token, req) && ingress.handleRequest(req, res)) return;
+        if (ingress && authorized(token, req)) {
+          const saved = token !== undefined ? { raw: [...req.rawHeaders], authorization: req.headers.authorization } : undefined;
+          if (saved) consumeAuthorization(req);
+          if (ingress.handleRequest(req, res)) return;
+          if (saved) {
+            // Not an ingress request: fastify's auth hook must see the header again.
+            req.rawHeaders.splice(0, req.rawHeaders.length, ...saved.raw);
+            req.headers.authorization = saved.authorization;
+          }
+        }
         handler(req, res);
       });
       server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
         socket.on('error', () => socket.destroy());
         try {
-          if (token !== undefined) checkBearer(req.headers.authorization, token);
+          if (token !== undefined) {
+            checkBearer(req.headers.authorization, token);
+            consumeAuthorization(req);
+          }
           if (ingress?.handleUpgrade(req, socket, head)) return;
           rawError(socket, toVolantError({ statusCode: 404, code: 'FST_ERR_NOT_FOUND', message: `no upgrade handler for ${req.url ?? ''}` }));
         } catch (e) {

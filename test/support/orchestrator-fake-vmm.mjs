@@ -27,8 +27,9 @@ const agent = createHttp((req, res) => {
       res.on('close', () => clearInterval(t));
     } else res.end('hello from the workload\n');
   } else {
-    res.writeHead(404);
-    res.end();
+    // Everything else stands in for the workload behind kestrel: echo what arrived.
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ echo: req.url, method: req.method, authorization: req.headers.authorization ?? null }));
   }
 });
 

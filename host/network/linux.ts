@@ -19,10 +19,13 @@ import {
   flushChainArgv,
   listChainArgv,
   lockdownRules,
+  NAT_CHAINS,
+  NAT_TAG,
   natRules,
   newChainArgv,
   type Rule,
   rulesForTap,
+  rulesTagged,
   VM_CHAINS,
   vmChainJumps,
 } from './rules.js';
@@ -154,6 +157,12 @@ export class LinuxNetworkManager implements NetworkManager {
 
   async removeNat(spec: NatSpec): Promise<void> {
     for (const r of natRules(spec)) await this.removeRule(r);
+    // Rules an earlier setup made for another subnet or bridge carry the same tag.
+    for (const c of NAT_CHAINS) {
+      const listing = await this.probe(listChainArgv(c));
+      if (listing.code !== 0) continue;
+      for (const r of rulesTagged(c, listing.stdout, NAT_TAG)) await this.removeRule(r);
+    }
     for (const j of vmChainJumps()) await this.removeRule(j);
     for (const c of VM_CHAINS) {
       if (!(await this.chainExists(c))) continue;

@@ -142,7 +142,7 @@ export function deleteArgv(r: Pick<Rule, 'tool' | 'table' | 'chain' | 'spec'>): 
   return [...base(r.tool, r.table), '-D', r.chain, ...r.spec];
 }
 
-export function listChainArgv(c: ChainSpec): string[] {
+export function listChainArgv(c: ListedChain): string[] {
   return c.tool === 'iptables' ? [...base(c.tool, c.table), '-S', c.name] : [...base(c.tool, c.table), '-L', c.name];
 }
 
@@ -165,23 +165,46 @@ function tokens(line: string): string[] {
     .map((t) => t.replace(/^"(.*)"$/, '$1'));
 }
 
+/** An iptables chain we put tagged rules into (ours or a built-in one). */
+export interface ListedChain {
+  tool: FirewallTool;
+  table: 'filter' | 'nat';
+  name: string;
+}
+
+/** The built-in chains holding NAT rules tagged `NAT_TAG`. */
+export const NAT_CHAINS: readonly ListedChain[] = [
+  { tool: 'iptables', table: 'nat', name: 'POSTROUTING' },
+  { tool: 'iptables', table: 'filter', name: 'FORWARD' },
+];
+
 /**
- * The rules in a chain listing (`iptables -S CHAIN` / `ebtables -L CHAIN`) that belong to `tap`,
- * as deletable specs. Our values never contain spaces or quotes, so splitting on blanks is exact.
+ * The iptables rules in a chain listing (`iptables -S CHAIN`) tagged with `tag`, as deletable
+ * specs. Our values never contain spaces or quotes, so splitting on blanks is exact.
  */
-export function rulesForTap(chain: ChainSpec, listing: string, tap: string): Rule[] {
+export function rulesTagged(chain: ListedChain, listing: string, tag: string): Rule[] {
   const out: Rule[] = [];
   for (const line of listing.split('\n')) {
     const t = tokens(line);
-    if (chain.tool === 'iptables') {
-      if (t[0] !== '-A' || t[1] !== chain.name) continue;
-      const spec = t.slice(2);
-      const i = spec.indexOf('--comment');
-      if (i >= 0 && spec[i + 1] === vmTag(tap)) out.push({ tool: 'iptables', table: chain.table, chain: chain.name, spec });
-    } else {
-      const i = t.indexOf('-i');
-      if (i >= 0 && t[i + 1] === tap && t.includes('-j')) out.push({ tool: 'ebtables', table: chain.table, chain: chain.name, spec: t });
-    }
+    if (t[0] !== '-A' || t[1] !== chain.name) continue;
+    const spec = t.slice(2);
+    const i = spec.indexOf('--comment');
+    if (i >= 0 && spec[i + 1] === tag) out.push({ tool: 'iptables', table: chain.table, chain: chain.name, spec });
+  }
+  return out;
+}
+
+/**
+ * The rules in a chain listing (`iptables -S CHAIN` / `ebtables -L CHAIN`) that belong to `tap`:
+ * iptables rules by their `volant:<tap>` comment, ebtables rules by `-i <tap>`.
+ */
+export function rulesForTap(chain: ListedChain, listing: string, tap: string): Rule[] {
+  if (chain.tool === 'iptables') return rulesTagged(chain, listing, vmTag(tap));
+  const out: Rule[] = [];
+  for (const line of listing.split('\n')) {
+    const t = tokens(line);
+    const i = t.indexOf('-i');
+    if (i >= 0 && t[i + 1] === tap && t.includes('-j')) out.push({ tool: 'ebtables', table: chain.table, chain: chain.name, spec: t });
   }
   return out;
 }

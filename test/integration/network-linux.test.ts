@@ -88,6 +88,8 @@ describe('bridge, tap and NAT', { skip }, () => {
       assert.equal(count(rules, /-A FORWARD -i vbr0 .*-j ACCEPT/), 1);
       assert.equal(count(rules, /-A FORWARD -o vbr0 .*RELATED,ESTABLISHED.*-j ACCEPT/), 1);
 
+      // Rules an older setup made for another bridge/subnet go too (found by their tag).
+      await net.ensureNat({ bridge: 'vbrold', subnet: '10.9.0.0/24' });
       await net.removeNat({ bridge: 'vbr0', subnet: '192.168.127.0/24' });
       await net.removeBridge('vbr0');
       await net.removeNat({ bridge: 'vbr0', subnet: '192.168.127.0/24' });

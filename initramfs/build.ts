@@ -19,14 +19,14 @@ import { createReadStream, createWriteStream, existsSync } from 'node:fs';
 import { lstat, mkdir, readdir, readFile, realpath, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join, posix, resolve, sep } from 'node:path';
-import { Readable } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
 import { createHash } from 'node:crypto';
 import { ValidationError, VolantError } from '../shared/errors.js';
 import { type PluginManifest, validateManifest } from '../shared/schema/manifest.js';
 import { BUILD_FILE_NAME, type BuildFile, type Compression, parseBuildFile } from './build-file.js';
-import { compressionSuffix, compressor } from './compress.js';
+import { compressionSuffix, compressor, GZIP_LEVEL, ZSTD_LEVEL, ZSTD_WORKERS } from './compress.js';
 import { type CpioEntry, sourceDateEpoch, writeCpio } from './cpio.js';
 import { resolveElfClosure } from './elf.js';
 import { bundleKestrel } from './kestrel-bundle.js';
@@ -41,6 +41,9 @@ const MAX_MANIFEST_BYTES = 1024 * 1024;
 const MAX_WORKLOAD_FILES = 100_000;
 /** Inodes of the plugin member start here so they never collide with the runtime member's. */
 const PLUGIN_FIRST_INODE = 0x0100_0000;
+/** Runtime members kept in the cache (one per set of host files / compression in use). */
+const CACHE_KEEP_MEMBERS = 4;
+const PROGRESS_INTERVAL_MS = 250;
 
 export const NODE_BINARY = '/usr/bin/node';
 export const BUSYBOX_BINARY = '/bin/busybox';
@@ -162,7 +165,7 @@ async function stageWorkload(tree: ImageTree, pluginRoot: string, from: string, 
   return count;
 }
 
-/** `busybox --list-full` style applet paths of the host busybox, read without running it. */
+/** The applet paths (`/bin/sh`, `/sbin/ip`, ...) the host busybox reports with `--list-full`. */
 export async function busyboxApplets(busybox: string): Promise<string[]> {
   const { execFile } = await import('node:child_process');
   const { promisify } = await import('node:util');
@@ -248,8 +251,56 @@ async function stage(opts: BuildOptions, manifest: PluginManifest, build: BuildF
   return { tree, items };
 }
 
-async function writeMember(entries: CpioEntry[], compression: Compression, file: string, mtime: number, firstInode: number): Promise<void> {
-  await pipeline(Readable.from(writeCpio(entries, { mtime, firstInode })), compressor(compression), createWriteStream(file));
+/** Reports the share of `total` bytes that passed, at most every PROGRESS_INTERVAL_MS. */
+function progressMeter(total: number, report: ((percent: number) => void) | undefined): Transform {
+  let seen = 0;
+  let last = 0;
+  return new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      seen += chunk.length;
+      const now = Date.now();
+      if (report && now - last >= PROGRESS_INTERVAL_MS) {
+        last = now;
+        report(Math.min(100, Math.floor((seen / Math.max(total, 1)) * 100)));
+      }
+      done(null, chunk);
+    },
+  });
+}
+
+async function writeMember(
+  entries: CpioEntry[],
+  compression: Compression,
+  file: string,
+  o: { mtime: number; firstInode: number; totalBytes: number; report?: (percent: number) => void },
+): Promise<void> {
+  await pipeline(
+    Readable.from(writeCpio(entries, { mtime: o.mtime, firstInode: o.firstInode })),
+    progressMeter(o.totalBytes, o.report),
+    compressor(compression),
+    createWriteStream(file),
+  );
+}
+
+/** Keeps the newest CACHE_KEEP_MEMBERS runtime members; older ones belong to past host files. */
+async function pruneCache(cacheDir: string, keep: string): Promise<void> {
+  const members = [];
+  for (const name of await readdir(cacheDir)) {
+    if (!/^runtime-[0-9a-f]{64}\.cpio\.\w+$/.test(name) || join(cacheDir, name) === keep) continue;
+    members.push({ path: join(cacheDir, name), mtimeMs: (await stat(join(cacheDir, name))).mtimeMs });
+  }
+  members.sort((a, b) => b.mtimeMs - a.mtimeMs);
+  for (const m of members.slice(CACHE_KEEP_MEMBERS - 1)) await rm(m.path, { force: true });
+}
+
+/** What else decides the runtime member's bytes besides its entries. */
+async function compressorIdentity(c: Compression): Promise<string> {
+  if (c === 'gzip') return `gzip-zlib-${process.versions.zlib}-${GZIP_LEVEL}`;
+  if (c === 'none') return 'none';
+  const { execFile } = await import('node:child_process');
+  const { promisify } = await import('node:util');
+  const { stdout } = await promisify(execFile)('zstd', ['--version']).catch(() => ({ stdout: 'zstd-missing' }));
+  return `${stdout.trim()}-${ZSTD_LEVEL}-T${ZSTD_WORKERS}`;
 }
 
 async function concatInto(target: string, parts: string[]): Promise<void> {
@@ -285,20 +336,23 @@ export async function buildPlugin(opts: BuildOptions): Promise<BuildResult> {
   const cacheDir = resolve(opts.cacheDir ?? defaultCacheDir());
   await mkdir(cacheDir, { recursive: true });
   const fp = createHash('sha256')
-    .update(JSON.stringify({ format: IMAGE_FORMAT_VERSION, compression, mtime, entries: await tree.fingerprint('runtime') }))
+    .update(JSON.stringify({ format: IMAGE_FORMAT_VERSION, compressor: await compressorIdentity(compression), mtime, entries: await tree.fingerprint('runtime') }))
     .digest('hex');
   const runtimeMember = join(cacheDir, `runtime-${fp}.cpio.${compressionSuffix(compression)}`);
   const runtimeCached = existsSync(runtimeMember);
   const tmpTag = `${process.pid}-${Date.now()}`;
   if (!runtimeCached) {
-    opts.progress?.(`compressing the runtime (${(tree.sizes().runtime.bytes / 1e6).toFixed(1)} MB, ${compression}; cached afterwards)`);
+    const total = tree.sizes().runtime.bytes;
+    const step = `compressing the runtime (${(total / 1e6).toFixed(1)} MB, ${compression}; cached afterwards)`;
+    opts.progress?.(step);
     const tmp = `${runtimeMember}.tmp-${tmpTag}`;
     try {
-      await writeMember(tree.entries('runtime'), compression, tmp, mtime, 1);
+      await writeMember(tree.entries('runtime'), compression, tmp, { mtime, firstInode: 1, totalBytes: total, report: (pct) => opts.progress?.(`${step} ${pct}%`) });
       await rename(tmp, runtimeMember);
     } finally {
       await rm(tmp, { force: true });
     }
+    await pruneCache(cacheDir, runtimeMember);
   }
 
   await mkdir(outDir, { recursive: true });
@@ -307,7 +361,7 @@ export async function buildPlugin(opts: BuildOptions): Promise<BuildResult> {
   const manifestTmp = join(outDir, `.${MANIFEST_FILE_NAME}.tmp-${tmpTag}`);
   try {
     opts.progress?.('writing the plugin archive');
-    await writeMember(tree.entries('plugin'), compression, pluginTmp, mtime, PLUGIN_FIRST_INODE);
+    await writeMember(tree.entries('plugin'), compression, pluginTmp, { mtime, firstInode: PLUGIN_FIRST_INODE, totalBytes: tree.sizes().plugin.bytes });
     await concatInto(imageTmp, [runtimeMember, pluginTmp]);
     await writeFile(manifestTmp, `${JSON.stringify(manifest, null, 2)}\n`);
     const members = [

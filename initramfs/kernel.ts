@@ -97,6 +97,27 @@ async function currentPackage(log: (l: string) => void): Promise<string> {
   return pkg;
 }
 
+function complete(info: KernelInfo): boolean {
+  return existsSync(info.vmlinuz) && existsSync(info.modulesDir);
+}
+
+/**
+ * Moves a fully unpacked kernel into place. Another process may have finished the same download
+ * first (tests fetch in parallel): a complete kernel already there is kept, since someone may be
+ * booting it, unless `force`.
+ */
+async function installKernelDir(staged: string, finalDir: string, info: KernelInfo, force: boolean): Promise<void> {
+  if (complete(info) && !force) return;
+  await rm(finalDir, { recursive: true, force: true });
+  try {
+    await rename(staged, finalDir);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if ((code === 'ENOTEMPTY' || code === 'EEXIST') && complete(info)) return;
+    throw e;
+  }
+}
+
 /** Downloads and unpacks the current Debian cloud kernel into `dest`, or returns the cached one. */
 export async function fetchKernel(opts: FetchKernelOptions): Promise<KernelInfo> {
   const dest = resolve(opts.dest);
@@ -110,7 +131,7 @@ export async function fetchKernel(opts: FetchKernelOptions): Promise<KernelInfo>
   const finalDir = join(dest, version);
   const info: KernelInfo = { version, vmlinuz: join(finalDir, 'vmlinuz'), modulesDir: join(finalDir, 'lib', 'modules', version) };
 
-  if (opts.force || !(existsSync(info.vmlinuz) && existsSync(info.modulesDir))) {
+  if (opts.force || !complete(info)) {
     await mkdir(dest, { recursive: true });
     const work = await mkdtemp(join(dest, `.fetch-${version}-`));
     try {
@@ -129,8 +150,7 @@ export async function fetchKernel(opts: FetchKernelOptions): Promise<KernelInfo>
       if (!existsSync(modules)) throw new VolantError('NOT_FOUND', `${deb} has no lib/modules/${version}`);
       await rename(vmlinuz, join(staged, 'vmlinuz'));
       await rename(modules, join(staged, 'lib', 'modules', version));
-      await rm(finalDir, { recursive: true, force: true });
-      await rename(staged, finalDir);
+      await installKernelDir(staged, finalDir, info, opts.force === true);
     } finally {
       await rm(work, { recursive: true, force: true });
     }

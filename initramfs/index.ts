@@ -1,0 +1,10 @@
+/**
+ * The image builder's public surface: what volantd and volar use to fetch the guest kernel and
+ * to build plugin images. Everything else in initramfs/ is an implementation part.
+ */
+
+export { BUILD_FILE_NAME, BuildFile, type Compression, parseBuildFile } from './build-file.js';
+export { type BuildItem, type BuildOptions, type BuildResult, buildPlugin, defaultCacheDir, IMAGE_FILE_NAME, loadManifest, MANIFEST_FILE_NAME } from './build.js';
+export { type CpioEntry, sourceDateEpoch, writeCpio } from './cpio.js';
+export { cachedKernel, type FetchKernelOptions, fetchKernel, type KernelInfo } from './kernel.js';
+export { DEFAULT_MODULES, resolveModules } from './modules.js';

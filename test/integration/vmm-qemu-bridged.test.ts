@@ -8,7 +8,7 @@
  */
 
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -84,7 +84,7 @@ describe('QEMU launcher, bridged mode on a real tap in a namespace', { skip }, (
       answered = (await ns!.exec([BUSYBOX!, 'ping', '-c', '1', '-W', '2', GUEST])).code === 0;
       if (!answered) await sleep(500);
     }
-    assert.ok(answered, `guest ${GUEST} did not answer a ping from the bridge`);
+    assert.ok(answered, `guest ${GUEST} did not answer a ping from the bridge; serial:\n${readFileSync(serialLogPath, 'utf8').slice(-2000)}`);
 
     assert.deepEqual(await vm.stop(), { code: 0, signal: null });
   });

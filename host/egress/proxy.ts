@@ -18,7 +18,7 @@
 
 import { unlinkSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { connect as netConnect, isIP, type Socket } from 'node:net';
+import { isIP, type NetConnectOpts, connect as netConnect, type Socket } from 'node:net';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Client } from 'undici';
@@ -38,6 +38,12 @@ export const CLIENT_HELLO_TIMEOUT_MS = 10_000;
 export const HEADERS_TIMEOUT_MS = 30_000;
 export const MAX_HEADER_BYTES = 16 * 1024;
 export const MAX_REQUEST_BODY_BYTES = 64 * 1024 * 1024;
+/**
+ * Stream buffer per socket and direction. With Node's default (16 KiB) every 64 KiB read
+ * overfills the writer, so each read pauses and resumes the reader (two epoll changes per read);
+ * a larger mark keeps bulk tunnels streaming while still bounding memory per connection.
+ */
+export const TUNNEL_BUFFER_BYTES = 512 * 1024;
 
 export interface EgressPolicy {
   vmName: string;
@@ -456,7 +462,12 @@ export async function startEgressProxy(opts: EgressProxyOptions): Promise<Egress
     }
   };
 
-  const server: Server = createServer({ maxHeaderSize: opts.maxHeaderBytes ?? MAX_HEADER_BYTES, requireHostHeader: false, headersTimeout: HEADERS_TIMEOUT_MS });
+  const server: Server = createServer({
+    maxHeaderSize: opts.maxHeaderBytes ?? MAX_HEADER_BYTES,
+    requireHostHeader: false,
+    headersTimeout: HEADERS_TIMEOUT_MS,
+    highWaterMark: TUNNEL_BUFFER_BYTES,
+  });
   server.keepAliveTimeout = 5000;
   server.on('connect', (req, socket, head) => {
     handleConnect(req, socket as Socket, head).catch(() => (socket as Socket).destroy());
@@ -577,7 +588,8 @@ function dialFirst(addresses: readonly string[], port: number, timeoutMs: number
         return;
       }
       onTry(address);
-      const s = netConnect({ host: address, port, family: isIP(address) });
+      // highWaterMark reaches the Duplex constructor; @types/node omits it from the connect options.
+      const s = netConnect({ host: address, port, family: isIP(address), highWaterMark: TUNNEL_BUFFER_BYTES } as NetConnectOpts);
       const timer = setTimeout(() => {
         s.destroy();
         lastError = new Error('timeout');

@@ -10,7 +10,7 @@
  *
  *   node guest/main.ts --listen unix:/path|tcp:HOST:PORT|vsock:PORT [--listen ...]
  *        --manifest FILE [--cmdline TEXT] [--egress-listen tcp:127.0.0.1:3128]
- *        [--egress-upstream vsock:2:3128|tcp:HOST:PORT|unix:PATH]
+ *        [--egress-upstream vsock:2:3128|tcp:HOST:PORT|unix:PATH] [--reap-orphans]
  *
  * It must stay bundleable by esbuild into one file: no dynamic imports of our own modules; the
  * native addon is reached only through native/index.ts.
@@ -30,7 +30,7 @@ import { createEgressForwarder, DEFAULT_EGRESS_LISTEN, type EgressForwarder } fr
 import { LogRing } from './logs/ring.js';
 import { applyNetworkPlan } from './network/apply.js';
 import { type NetworkPlan, planNetwork } from './network/plan.js';
-import { endKestrel, fatal, isPid1, onShutdownSignals, startReaper } from './pid1.js';
+import { endKestrel, fatal, isPid1, onShutdownSignals, reapedCount, startReaper } from './pid1.js';
 import { runVsockSelftest } from './selftest.js';
 import { createAgentServer } from './server/agent.js';
 import { type Endpoint, formatEndpoint, parseEndpoint } from './server/endpoint.js';
@@ -44,6 +44,7 @@ export const AGENT_TCP_PORT = 8080;
 
 interface Flags {
   listen: Endpoint[];
+  reapOrphans?: boolean;
   manifest?: string;
   cmdline?: string;
   egressListen?: Endpoint;
@@ -59,6 +60,7 @@ function readFlags(argv: string[]): Flags {
       cmdline: { type: 'string' },
       'egress-listen': { type: 'string' },
       'egress-upstream': { type: 'string' },
+      'reap-orphans': { type: 'boolean' },
     },
     strict: true,
     allowPositionals: false,
@@ -68,6 +70,7 @@ function readFlags(argv: string[]): Flags {
   if (values.cmdline !== undefined) flags.cmdline = values.cmdline;
   if (values['egress-listen']) flags.egressListen = parseEndpoint(values['egress-listen']);
   if (values['egress-upstream']) flags.egressUpstream = parseEndpoint(values['egress-upstream']);
+  if (values['reap-orphans']) flags.reapOrphans = true;
   return flags;
 }
 
@@ -77,7 +80,7 @@ const DEV_BOOT_CONFIG: BootConfig = { mode: 'vsock', hostname: DEFAULT_HOSTNAME,
 async function boot(): Promise<void> {
   const pid1 = isPid1();
   const startedAt = Date.now();
-  const flags = pid1 ? { listen: [] } : readFlags(process.argv.slice(2));
+  const flags: Flags = pid1 ? { listen: [] } : readFlags(process.argv.slice(2));
   say(`starting ${KESTREL_VERSION}${pid1 ? ' as PID 1' : ''}`);
 
   // 1, 2: file systems and kernel modules.
@@ -141,6 +144,7 @@ async function boot(): Promise<void> {
       workload,
       egress: { enabled: egressUpstream !== undefined, upstream: egressUpstream ? formatEndpoint(egressUpstream) : null },
       vsock: { listening: listeners.some((l) => l.endpoint.kind === 'vsock') },
+      orphans_reaped: reapedCount(),
     };
   };
   const server = createAgentServer({ health, logs, proxy });
@@ -167,7 +171,7 @@ async function boot(): Promise<void> {
   if (config.selftest === 'vsock') void runVsockSelftest();
 
   // 8: PID-1 duties and a clean stop.
-  if (pid1) startReaper();
+  if (pid1 || flags.reapOrphans) startReaper();
   onShutdownSignals(async () => {
     await supervisor.stop();
     // Stop accepting, then cut what is still open (keep-alive clients, log followers, tunnels).

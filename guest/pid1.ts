@@ -13,7 +13,7 @@
  */
 
 import { spawnSync } from 'node:child_process';
-import { reapOrphans, reboot } from '../native/index.js';
+import { reapOrphans, reboot, setChildSubreaper } from '../native/index.js';
 import { isOwnChild } from './children.js';
 import { say } from './console.js';
 
@@ -23,10 +23,20 @@ export const SHUTDOWN_DEADLINE_MS = 10_000;
 
 export const isPid1 = (): boolean => process.pid === 1;
 
+let orphansReaped = 0;
+
+/** How many orphans the reaper has collected (reported by /healthz). */
+export const reapedCount = (): number => orphansReaped;
+
+/**
+ * Starts reaping. Outside PID 1 (`--reap-orphans`) kestrel first becomes a child subreaper, so
+ * orphaned descendants are re-parented to it as they would be to init.
+ */
 export function startReaper(): () => void {
+  if (!isPid1()) setChildSubreaper();
   const reap = (): void => {
     try {
-      reapOrphans((pid: number) => isOwnChild(pid));
+      orphansReaped += reapOrphans((pid: number) => isOwnChild(pid)).length;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ECHILD') say(`reaper: ${(e as Error).message}`);
     }

@@ -6,13 +6,28 @@
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { REPO_ROOT, startKestrel, waitForWorkloadState } from '../support/workload-kestrel.js';
 
 const node = process.execPath;
+
+function zombieChildrenOf(parent: number): number[] {
+  const out: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (fields[0] === 'Z' && Number(fields[1]) === parent) out.push(Number(entry));
+    } catch {
+      // gone while we looked
+    }
+  }
+  return out;
+}
 const b64 = (v: unknown): string => Buffer.from(JSON.stringify(v)).toString('base64url');
 const exited = (k: { child: { exitCode: number | null; once(e: 'exit', f: (code: number | null) => void): void } }): Promise<number | null> =>
   k.child.exitCode !== null ? Promise.resolve(k.child.exitCode) : new Promise((r) => k.child.once('exit', r));
@@ -124,6 +139,40 @@ describe('kestrel workload life cycle', () => {
       assert.ok(port > 0);
       assert.equal((await k.get('/')).body, 'manifest/vm');
       assert.equal(JSON.parse((await k.get('/healthz')).body).hostname, 'env-vm');
+    } finally {
+      await k.stop();
+    }
+  });
+
+  test('--reap-orphans: orphaned grandchildren are reaped, the workload keeps its own exit status', async () => {
+    const script = [
+      "const cp = require('child_process');",
+      "require('http').createServer((q, s) => {",
+      "  if (q.url === '/orphans') { cp.spawn('sh', ['-c', '(sleep 0.2) & (sleep 0.3) & exit 0'], { stdio: 'ignore' }); s.end('spawned'); }",
+      "  else if (q.url === '/crash') s.end('bye', () => process.exit(5));",
+      "  else s.end('ok');",
+      "}).listen(Number(process.env.PORT), '127.0.0.1');",
+    ].join('\n');
+    const k = await startKestrel({
+      name: 'reap',
+      manifest: (p) => ({ ...manifestRunning(script, { env: { PORT: String(p) } }, p), health_check: { endpoint: '/' } }),
+      args: ['--reap-orphans'],
+    });
+    try {
+      await waitForWorkloadState(k, 'running');
+      assert.equal((await k.get('/orphans')).body, 'spawned');
+      const deadline = Date.now() + 10_000;
+      let reaped = 0;
+      while (Date.now() < deadline) {
+        reaped = JSON.parse((await k.get('/healthz')).body).orphans_reaped;
+        if (reaped >= 2) break;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      assert.ok(reaped >= 2, `orphans reaped: ${reaped}`);
+      assert.deepEqual(zombieChildrenOf(k.child.pid!), [], 'no zombie may stay behind');
+      assert.equal((await k.get('/crash')).body, 'bye');
+      const h = (await waitForWorkloadState(k, 'running', 1)) as { workload: { last_exit: { code: number } } };
+      assert.equal(h.workload.last_exit.code, 5, 'the reaper must not steal the exit status of the workload');
     } finally {
       await k.stop();
     }

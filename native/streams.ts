@@ -17,6 +17,9 @@
  *   `onconnection` already wrapped in a new Pipe handle. net.Server cannot be used: its
  *   listen(handle) accepts only TCP handles or fds that uv_guess_handle() recognises.
  * Once opened, the handle owns the fd: destroying the socket (or closing the listener) closes it.
+ * process.binding() is deprecated documentation-only (DEP0111; a warning only under
+ * --pending-deprecation) and 'pipe_wrap' is on its allow-list; if a future Node drops it, this
+ * module is the one place to replace (e.g. with uv_pipe_open from the addon).
  */
 
 import net from 'node:net';

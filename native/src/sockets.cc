@@ -102,7 +102,12 @@ Napi::Value StartConnect(const Napi::CallbackInfo& info, const sockaddr* addr, s
   auto* pending = new PendingConnect(env, fd, callback);
   pending->poll.data = pending;
   int rc = uv_poll_init_socket(loop, &pending->poll, fd);
-  if (rc == 0) rc = uv_poll_start(&pending->poll, UV_WRITABLE, OnConnectWritable);
+  if (rc != 0) {  // the handle was never initialised: free it directly, not through uv_close
+    close(fd);
+    delete pending;
+    return ThrowErrno(env, -rc, "uv_poll_init_socket");
+  }
+  rc = uv_poll_start(&pending->poll, UV_WRITABLE, OnConnectWritable);
   if (rc != 0) {
     close(fd);
     uv_close(reinterpret_cast<uv_handle_t*>(&pending->poll), FreePendingConnect);

@@ -6,8 +6,11 @@
  */
 
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { describe, test } from 'node:test';
+import { after, describe, test } from 'node:test';
 import { addonCandidates } from '../../native/addon.js';
 import {
   addDefaultRoute,
@@ -35,6 +38,43 @@ describe('addon search order', () => {
       '/repo/dist/native/build/Release/volant_native.node',
       '/repo/native/build/Release/volant_native.node',
     ]);
+  });
+});
+
+describe('an addon that cannot be loaded', () => {
+  // Loading is per process and remembered, so each case runs in a fresh child.
+  const probe = `
+    const m = await import(process.env.NATIVE_INDEX_URL);
+    let thrown;
+    try { m.interfaceUp('lo'); } catch (e) { thrown = { code: e.code, message: e.message }; }
+    process.stdout.write(JSON.stringify({ available: m.nativeAvailable(), thrown }));
+  `;
+  function loadWith(addonPath: string): { available: boolean; thrown: { code: string; message: string } } {
+    const child = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', probe], {
+      encoding: 'utf8',
+      env: { ...process.env, VOLANT_NATIVE_ADDON: addonPath, NATIVE_INDEX_URL: new URL('../../native/index.ts', import.meta.url).href },
+    });
+    assert.equal(child.status, 0, child.stderr);
+    return JSON.parse(child.stdout);
+  }
+  const dir = mkdtempSync(path.join(tmpdir(), `native-wrapper-${process.pid}-`));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  test('a missing explicit path: unavailable, and calls say where it looked', () => {
+    const missing = path.join(dir, 'absent.node');
+    const result = loadWith(missing);
+    assert.equal(result.available, false);
+    assert.equal(result.thrown.code, 'ERR_VOLANT_NATIVE_UNAVAILABLE');
+    assert.ok(result.thrown.message.includes(missing), result.thrown.message);
+  });
+
+  test("a file that is not a shared object: unavailable, with the loader's reason", () => {
+    const bogus = path.join(dir, 'bogus.node');
+    writeFileSync(bogus, 'not an ELF file');
+    const result = loadWith(bogus);
+    assert.equal(result.available, false);
+    assert.equal(result.thrown.code, 'ERR_VOLANT_NATIVE_UNAVAILABLE');
+    assert.match(result.thrown.message, /invalid ELF header|too short/);
   });
 });
 

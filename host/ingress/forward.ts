@@ -58,12 +58,19 @@ export class ForwardHandler {
   ) {
     const socket = res.socket as WatchedSocket | null;
     this.socket = socket;
-    if (socket === null || socket.destroyed) {
+    if (socket === null) {
+      // A pipelined response queued behind another one gets its socket later.
+      res.once('close', () => this.clientGone());
+      return;
+    }
+    if (socket.destroyed) {
       this.finished = true;
       return;
     }
-    if (socket[inFlight] === undefined) socket.once('close', onClientSocketClose);
-    socket[inFlight] = this;
+    const current = socket[inFlight];
+    if (current === undefined) socket.once('close', onClientSocketClose);
+    if (current === undefined || current === null) socket[inFlight] = this;
+    else res.once('close', () => this.clientGone()); // pipelined behind a response still in flight
   }
 
   /** The client connection closed before the response finished: abort upstream. */

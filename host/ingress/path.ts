@@ -44,7 +44,8 @@ export function matchProxyPath(url: string): ProxyMatch | null {
     return null;
   }
   const nameEnd = url.indexOf('/', PROXY_ROUTE_PREFIX.length);
-  if (nameEnd < 0 || !url.startsWith(PROXY_SEGMENT, nameEnd)) return maybeDisguised(url);
+  const query = url.indexOf('?');
+  if (nameEnd < 0 || (query >= 0 && query < nameEnd) || !url.startsWith(PROXY_SEGMENT, nameEnd)) return maybeDisguised(url);
   const afterProxy = nameEnd + PROXY_SEGMENT.length;
   const next = url.charCodeAt(afterProxy);
   // `/proxy`, `/proxy/...`, `/proxy?...`; `/proxyfoo` is some other route.

@@ -284,6 +284,24 @@ describe('ingress: forwarding', () => {
     assert.ok(mux.stats.established - establishedBefore <= 64, `opened ${mux.stats.established - establishedBefore}`);
   });
 
+  it('pipelined requests on one client connection are answered in order', async () => {
+    const text = await new Promise<string>((resolve) => {
+      const s = connect({ host: '127.0.0.1', port: apiPort }, () =>
+        s.write(
+          'GET /api/v1/vms/web/proxy/first HTTP/1.1\r\nHost: a\r\n\r\nGET /api/v1/vms/bridged/proxy/second HTTP/1.1\r\nHost: a\r\n\r\n' +
+            'GET /api/v1/vms/web/proxy/third HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n',
+        ),
+      );
+      let data = '';
+      s.on('data', (d) => {
+        data += d.toString('latin1');
+      });
+      s.on('close', () => resolve(data));
+    });
+    const urls = [...text.matchAll(/"url":"([^"]*)"/g)].map((m) => m[1]);
+    assert.deepEqual(urls, ['/first', '/second', '/third']);
+  });
+
   it('a client that disconnects aborts the upstream request (waiting and mid-body)', async () => {
     for (const path of ['/slow?abort=1', '/drip?abort=2']) {
       const s = connect({ host: '127.0.0.1', port: apiPort }, () => s.write(`GET /api/v1/vms/web/proxy${path} HTTP/1.1\r\nHost: a\r\n\r\n`));

@@ -28,7 +28,20 @@ describe('matchProxyPath: pass-through', () => {
 });
 
 describe('matchProxyPath: not a proxy route (the API routes it)', () => {
-  for (const url of ['/api/v1/vms', '/api/v1/vms/web', '/api/v1/vms/web/', '/api/v1/vms/web/proxyx', '/api/v1/vms/web/logs', '/healthz', '/', '*', 'example.com:443']) {
+  const urls = [
+    '/api/v1/vms',
+    '/api/v1/vms/web',
+    '/api/v1/vms/web/',
+    '/api/v1/vms/web/proxyx',
+    '/api/v1/vms/web/logs',
+    '/api/v1/vms/web?fields=a/proxy/b',
+    '/api/v1/vms?next=/api/v1/vms/web/proxy/',
+    '/healthz',
+    '/',
+    '*',
+    'example.com:443',
+  ];
+  for (const url of urls) {
     it(url, () => assert.equal(matchProxyPath(url), null));
   }
 });

@@ -147,16 +147,29 @@ export async function startEgressProxy(opts: EgressProxyOptions): Promise<Egress
   const idleTimeoutMs = opts.idleTimeoutMs ?? IDLE_TIMEOUT_MS;
   const helloTimeoutMs = opts.clientHelloTimeoutMs ?? CLIENT_HELLO_TIMEOUT_MS;
   const maxBody = opts.maxRequestBodyBytes ?? MAX_REQUEST_BODY_BYTES;
-  const allowlists = new WeakMap<readonly string[], Allowlist>();
+  const allowlists = new Map<string, { rules: readonly string[]; joined: string; allowlist: Allowlist }>();
   const openSockets = new Set<Socket>();
 
+  /** The compiled allowlist of a VM, recompiled only when its rules change (same array: no work). */
   const allowlistFor = (p: EgressPolicy): Allowlist => {
-    let a = allowlists.get(p.allowedDomains);
-    if (!a) {
-      a = new Allowlist(p.allowedDomains);
-      allowlists.set(p.allowedDomains, a);
+    const cached = allowlists.get(p.vmName);
+    if (cached && cached.rules === p.allowedDomains) return cached.allowlist;
+    const joined = p.allowedDomains.join('\n');
+    if (cached && cached.joined === joined) {
+      cached.rules = p.allowedDomains;
+      return cached.allowlist;
     }
-    return a;
+    const allowlist = new Allowlist(p.allowedDomains);
+    allowlists.set(p.vmName, { rules: p.allowedDomains, joined, allowlist });
+    return allowlist;
+  };
+
+  const vmOf = (socket: { remoteAddress?: string }): string | null => {
+    try {
+      return opts.policyFor({ remoteAddress: socket.remoteAddress })?.vmName ?? null;
+    } catch {
+      return null;
+    }
   };
 
   const audit = (x: Exchange, decision: 'allow' | 'deny', reason: DenyReason | 'allowed', status: number, bytesIn = 0, bytesOut = 0): void => {
@@ -476,7 +489,7 @@ export async function startEgressProxy(opts: EgressProxyOptions): Promise<Egress
     handleRequest(req, res).catch(() => res.destroy());
   });
   server.on('upgrade', (req, socket) => {
-    const x: Exchange = { start: performance.now(), vm: opts.policyFor({ remoteAddress: (socket as Socket).remoteAddress })?.vmName ?? null, method: req.method ?? 'GET' };
+    const x: Exchange = { start: performance.now(), vm: vmOf(socket as Socket), method: req.method ?? 'GET' };
     const d = deny(501, 'NOT_SUPPORTED', 'upgrade-unsupported', 'protocol upgrades are not proxied as plain requests; use CONNECT');
     audit(x, 'deny', d.reason, d.status);
     const body = denialBody(d);
@@ -487,13 +500,7 @@ export async function startEgressProxy(opts: EgressProxyOptions): Promise<Egress
     s.on('close', () => openSockets.delete(s));
   });
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
-    let vm: string | null = null;
-    try {
-      vm = opts.policyFor({ remoteAddress: socket.remoteAddress })?.vmName ?? null;
-    } catch {
-      vm = null;
-    }
-    const x: Exchange = { start: performance.now(), vm, method: 'UNKNOWN' };
+    const x: Exchange = { start: performance.now(), vm: vmOf(socket), method: 'UNKNOWN' };
     const big = err.code === 'HPE_HEADER_OVERFLOW';
     const d = big
       ? deny(431, 'INVALID_ARGUMENT', 'header-too-large', `request headers exceed ${opts.maxHeaderBytes ?? MAX_HEADER_BYTES} bytes`)

@@ -684,6 +684,26 @@ describe('egress proxy: limits', () => {
 });
 
 describe('egress proxy: listeners and upgrade_to_https', () => {
+  it('a changed allowlist applies to the next request; a fresh array with the same rules is not recompiled wrongly', async () => {
+    let rules: string[] = ['allowed.test'];
+    const p = await startEgressProxy({
+      listen: { host: '127.0.0.1', port: 0 },
+      resolver: { servers: [dns.address] },
+      allowPrivate: ['127.0.0.0/8'],
+      policyFor: () => ({ vmName: VM, allowedDomains: [...rules] }),
+    });
+    try {
+      assert.equal((await raw(p, get(`http://allowed.test:${HTTP_PORT}/`, undefined))).status, 200);
+      assert.equal((await raw(p, get(`http://allowed.test:${HTTP_PORT}/`, undefined))).status, 200);
+      rules = ['evil.test'];
+      assert.equal((await raw(p, get(`http://allowed.test:${HTTP_PORT}/`, undefined))).status, 403);
+      assert.equal((await raw(p, get(`http://evil.test:${HTTP_PORT}/`, undefined))).status, 200);
+    } finally {
+      await p.close();
+    }
+  });
+
+
   it('serves on a Unix socket (the VM vsock _3128 path) and removes a stale socket file', async () => {
     const path = join(tmpdir(), `volant-egress-${process.pid}.sock_3128`);
     const { writeFileSync, existsSync } = await import('node:fs');

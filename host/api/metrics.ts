@@ -65,6 +65,7 @@ export type Collector = () => MetricFamily[];
 export class MetricsRegistry {
   private readonly counters: Counter[] = [];
   private readonly collectors: Collector[] = [];
+  private readonly texts: (() => string)[] = [];
 
   counter(name: string, help: string): Counter {
     const c = new Counter(name, help);
@@ -76,6 +77,11 @@ export class MetricsRegistry {
     this.collectors.push(collector);
   }
 
+  /** For modules that already render Prometheus text themselves (the egress proxy). */
+  registerText(render: () => string): void {
+    this.texts.push(render);
+  }
+
   render(): string {
     const families = [...this.counters.map((c) => c.family())];
     for (const collect of this.collectors) {
@@ -85,6 +91,14 @@ export class MetricsRegistry {
         // a broken collector must not take /metrics down with it
       }
     }
-    return renderFamilies(families);
+    let text = renderFamilies(families);
+    for (const r of this.texts) {
+      try {
+        text += r();
+      } catch {
+        // as above
+      }
+    }
+    return text;
   }
 }

@@ -18,7 +18,7 @@ import { VolantError } from '../../shared/errors.js';
 import { tryParseCidr } from '../../shared/ipv4.js';
 import { ensureTokenFile, tokenFilePath, tokenRequired } from '../api/auth.js';
 import { parseListenAddress } from '../api/listen.js';
-import { MetricsRegistry } from '../api/metrics.js';
+import { type MetricFamily, MetricsRegistry } from '../api/metrics.js';
 import { type ApiServer, createApiServer } from '../api/server.js';
 import { loadConfig, statePaths } from '../config/load.js';
 import type { VolantConfig } from '../config/schema.js';
@@ -82,6 +82,18 @@ function fetchedKernel(stateDir: string): string | undefined {
   }
 }
 
+/** Ingress counters as metric families (the ingress keeps them; /metrics reads them at scrape time). */
+function ingressFamilies(ingress: Ingress): MetricFamily[] {
+  const m = ingress.metrics;
+  const counter = (name: string, help: string, value: number): MetricFamily => ({ name, help, type: 'counter', samples: [{ value }] });
+  return [
+    counter('volant_ingress_requests_total', 'requests proxied to VMs', m.requests),
+    counter('volant_ingress_upgrades_total', 'upgrades (WebSocket) proxied to VMs', m.upgrades),
+    counter('volant_ingress_refused_total', 'proxy requests refused before reaching a VM', m.refused),
+    counter('volant_ingress_upstream_errors_total', 'proxy requests whose VM could not be reached or failed', m.upstreamErrors),
+  ];
+}
+
 export async function runDaemon(opts: DaemonOptions): Promise<Daemon> {
   const log = opts.log ?? ((line: string) => console.error(`volantd: ${line}`));
   const config = loadConfig({
@@ -100,7 +112,8 @@ export async function runDaemon(opts: DaemonOptions): Promise<Daemon> {
   const store = openStore({ path: paths.database, pool: addressPool(config.network) });
   const launcher = typeof opts.launcher === 'function' ? await opts.launcher(config) : opts.launcher;
   const plugins = new PluginImages(store.plugins, paths.images);
-  const egress = opts.egress === null ? undefined : (opts.egress ?? createEgressStarter(config, hostCidr, log));
+  const defaultEgress = opts.egress === undefined ? createEgressStarter(config, hostCidr, log) : undefined;
+  const egress = opts.egress === null ? undefined : (opts.egress ?? defaultEgress?.start);
   const orchestrator = new Orchestrator({
     store,
     plugins,
@@ -138,6 +151,8 @@ export async function runDaemon(opts: DaemonOptions): Promise<Daemon> {
     const configured = env.VOLANT_API_TOKEN || (existsSync(tokenFilePath(config.state_dir)) ? ensureTokenFile(config.state_dir) : undefined);
     const enforce = tokenRequired(listen, configured) ? (configured ?? ensureTokenFile(config.state_dir)) : undefined;
     const metrics = new MetricsRegistry();
+    metrics.register(() => ingressFamilies(ing));
+    if (defaultEgress) metrics.registerText(() => defaultEgress.renderMetrics());
     api = await createApiServer({
       orchestrator,
       plugins,

@@ -9,12 +9,48 @@
 import { formatIPv4, type Cidr } from '../../shared/ipv4.js';
 import { EGRESS_VSOCK_PORT, guestInitiatedSocketPath } from '../../shared/vsock.js';
 import type { VolantConfig } from '../config/schema.js';
+import type { EgressMetrics } from '../egress/metrics.js';
 import { startEgressProxy } from '../egress/proxy.js';
 import type { EgressHandle, EgressStarter } from '../orchestrator/ports.js';
 
-export function createEgressStarter(cfg: Pick<VolantConfig, 'egress'>, hostCidr: Cidr, log: (line: string) => void): EgressStarter {
+/**
+ * Merges the Prometheus text of several per-VM proxies into one exposition: each family's HELP and
+ * TYPE once, then every proxy's samples (they are labelled by VM, so they never collide).
+ */
+export function mergeExpositions(texts: string[]): string {
+  const head = new Map<string, string[]>();
+  const samples = new Map<string, string[]>();
+  for (const text of texts) {
+    let family = '';
+    for (const line of text.split('\n')) {
+      if (line === '') continue;
+      const meta = /^# (HELP|TYPE) (\S+)/.exec(line);
+      if (meta) {
+        family = meta[2]!;
+        if (!head.has(family)) head.set(family, []);
+        const h = head.get(family)!;
+        if (h.length < 2 && !h.some((x) => x.startsWith(`# ${meta[1]} `))) h.push(line);
+        if (!samples.has(family)) samples.set(family, []);
+        continue;
+      }
+      samples.get(family)?.push(line);
+    }
+  }
+  let out = '';
+  for (const [family, lines] of head) out += `${[...lines, ...(samples.get(family) ?? [])].join('\n')}\n`;
+  return out;
+}
+
+export interface EgressStarterWithMetrics {
+  start: EgressStarter;
+  /** Prometheus text of every live per-VM proxy. */
+  renderMetrics(): string;
+}
+
+export function createEgressStarter(cfg: Pick<VolantConfig, 'egress'>, hostCidr: Cidr, log: (line: string) => void): EgressStarterWithMetrics {
   const gateway = formatIPv4(hostCidr.address);
-  return async (vm): Promise<EgressHandle> => {
+  const live = new Set<{ metrics: EgressMetrics }>();
+  const start: EgressStarter = async (vm): Promise<EgressHandle> => {
     const viaVsock = vm.mode === 'vsock';
     const policy = { vmName: vm.name, allowedDomains: vm.allowedDomains };
     const proxy = await startEgressProxy({
@@ -32,6 +68,14 @@ export function createEgressStarter(cfg: Pick<VolantConfig, 'egress'>, hostCidr:
     });
     const a = proxy.address;
     const route = 'path' in a ? ({ kind: 'vsock' } as const) : ({ kind: 'tcp', host: gateway, port: a.port } as const);
-    return { route, close: () => proxy.close() };
+    live.add(proxy);
+    return {
+      route,
+      close: async () => {
+        live.delete(proxy);
+        await proxy.close();
+      },
+    };
   };
+  return { start, renderMetrics: () => mergeExpositions([...live].map((p) => p.metrics.render())) };
 }

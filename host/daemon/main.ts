@@ -5,25 +5,10 @@
 
 import { parseArgs } from 'node:util';
 import { isVolantError } from '../../shared/errors.js';
-import type { VolantConfig } from '../config/schema.js';
-import { createCloudHypervisorLauncher } from '../vmm/cloud-hypervisor.js';
-import { createQemuLauncher } from '../vmm/qemu.js';
-import type { Launcher } from '../vmm/launcher.js';
-import { spawnSync } from 'node:child_process';
+import { selectLauncher } from '../vmm/select.js';
 import { runDaemon } from './daemon.js';
 
 const USAGE = 'usage: volantd [--config FILE] [--state-dir DIR] [--listen HOST:PORT|unix:/path] [--kernel VMLINUZ]';
-
-function onPath(binary: string): boolean {
-  return spawnSync('sh', ['-c', `command -v ${binary}`], { stdio: 'ignore' }).status === 0;
-}
-
-/** Cloud Hypervisor where it is installed (unless config prefers QEMU), else QEMU. */
-export function chooseLauncher(cfg: VolantConfig): Launcher {
-  const prefer = cfg.vmm.prefer;
-  if (prefer === 'cloud-hypervisor' || (prefer === 'auto' && onPath('cloud-hypervisor'))) return createCloudHypervisorLauncher();
-  return createQemuLauncher({ accel: cfg.vmm.accel });
-}
 
 export async function main(argv: string[]): Promise<number> {
   let values: { config?: string; 'state-dir'?: string; listen?: string; kernel?: string; help?: boolean };
@@ -42,7 +27,7 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   try {
-    const daemon = await runDaemon({ configFile: values.config, stateDir: values['state-dir'], listen: values.listen, kernelPath: values.kernel, launcher: chooseLauncher });
+    const daemon = await runDaemon({ configFile: values.config, stateDir: values['state-dir'], listen: values.listen, kernelPath: values.kernel, launcher: (cfg) => selectLauncher({ prefer: cfg.vmm.prefer, accel: cfg.vmm.accel }) });
     await new Promise<void>((resolve) => {
       const stop = (sig: string) => {
         console.error(`volantd: ${sig}: shutting down (VMs keep running and are re-adopted on next start)`);

@@ -11,6 +11,7 @@ import { errorReply, problemsFromAjv } from '../../host/api/errors.js';
 import { formatListenAddress, parseListenAddress } from '../../host/api/listen.js';
 import { MetricsRegistry, renderFamilies } from '../../host/api/metrics.js';
 import { LinePrefixer } from '../../host/api/routes/logs.js';
+import { mergeExpositions } from '../../host/daemon/egress.js';
 
 describe('tokenRequired', () => {
   const cases: [string, string | undefined, boolean][] = [
@@ -108,6 +109,15 @@ describe('metrics', () => {
     reg.register(() => [{ name: 'volant_g', help: 'g', type: 'gauge', samples: [{ value: 7 }] }]);
     assert.equal(reg.render(), '# HELP volant_test_total a test counter\n# TYPE volant_test_total counter\nvolant_test_total{route="/a\\"b\\\\c\\nd"} 3\n# HELP volant_g g\n# TYPE volant_g gauge\nvolant_g 7\n');
     assert.equal(renderFamilies([{ name: 'x', help: 'h', type: 'gauge', samples: [{ value: Number.NaN }] }]).split('\n')[2], 'x 0');
+  });
+});
+
+describe('mergeExpositions', () => {
+  it('keeps each family header once and every proxy sample under it', () => {
+    const a = '# HELP m h\n# TYPE m counter\nm{vm="a"} 1\n# HELP g h\n# TYPE g gauge\ng{vm="a"} 0\n';
+    const b = '# HELP m h\n# TYPE m counter\nm{vm="b"} 2\n# HELP g h\n# TYPE g gauge\n';
+    assert.equal(mergeExpositions([a, b]), '# HELP m h\n# TYPE m counter\nm{vm="a"} 1\nm{vm="b"} 2\n# HELP g h\n# TYPE g gauge\ng{vm="a"} 0\n');
+    assert.equal(mergeExpositions([]), '');
   });
 });
 

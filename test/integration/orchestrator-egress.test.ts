@@ -1,0 +1,63 @@
+/**
+ * A VM whose plugin allows outbound traffic gets its own egress proxy, wired the way kestrel
+ * reaches it: for a vsock VM the guest's (CID 2, port 3128) lands on `<vsock socket>_3128`
+ * (hybrid vsock), the kernel command line says `volant.egress=vsock`, the proxy applies that VM's
+ * allowlist, its decisions show in /metrics, and the listener goes away with the VM. The VMM is
+ * the FakeVmmLauncher TEST DOUBLE; nothing here leaves the machine (denied before any DNS).
+ */
+
+import assert from 'node:assert/strict';
+import { connect } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { parseCmdline } from '../../shared/cmdline.js';
+import { EGRESS_VSOCK_PORT, guestInitiatedSocketPath } from '../../shared/vsock.js';
+import { type Harness, startHarness } from '../support/volantd-harness.js';
+
+function guestRequest(path: string, text: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = connect({ path });
+    let out = '';
+    s.on('connect', () => s.write(text));
+    s.on('data', (c) => {
+      out += c;
+      if (out.includes('\r\n\r\n')) {
+        s.destroy();
+        resolve(out);
+      }
+    });
+    s.on('error', reject);
+    s.on('close', () => resolve(out));
+  });
+}
+
+describe('per-VM egress proxy wiring', () => {
+  let h: Harness;
+  before(async () => {
+    h = await startHarness({ tag: 'orch-egress' });
+    assert.equal((await h.api('/api/v1/plugins', { method: 'POST', json: { path: h.pluginDir('out', { mode: 'vsock', allowOutbound: true }) } })).status, 201);
+  });
+  after(async () => {
+    await h?.close();
+  });
+
+  it('listens on the guest-initiated vsock path, enforces the VM allowlist, counts decisions, closes with the VM', async () => {
+    const res = await h.api('/api/v1/vms', { method: 'POST', json: { name: 'eo', plugin: 'out' } });
+    assert.equal(res.status, 201, await res.clone().text());
+    const spec = h.launcher.launched.find((l) => l.vmName === 'eo')!.spec;
+    const params = parseCmdline(spec.cmdline);
+    assert.equal(params.get('volant.egress'), 'vsock');
+    assert.equal(params.get('volant.mode'), 'vsock');
+    assert.equal(params.get('ip'), undefined, 'a vsock VM has no ip=');
+
+    const egressPath = guestInitiatedSocketPath(spec.vsock.socketPath, EGRESS_VSOCK_PORT);
+    const answer = await guestRequest(egressPath, 'CONNECT evil.test:443 HTTP/1.1\r\nHost: evil.test:443\r\n\r\n');
+    assert.match(answer, /^HTTP\/1\.1 403 /, answer);
+
+    const metrics = await (await h.api('/metrics')).text();
+    assert.match(metrics, /^volant_egress_decisions_total\{vm="eo",method="CONNECT",decision="deny",[^}]*\} 1$/m, metrics);
+    assert.equal(metrics.match(/^# TYPE volant_egress_decisions_total /gm)?.length, 1);
+
+    assert.equal((await h.api('/api/v1/vms/eo/stop', { method: 'POST' })).status, 200);
+    await assert.rejects(guestRequest(egressPath, 'CONNECT example.com:443 HTTP/1.1\r\n\r\n'), /ENOENT|ECONNREFUSED/);
+  });
+});

@@ -5,7 +5,8 @@
  *    resolver computed, a static address and busybox httpd; the host reaches it over a real
  *    bridge + tap inside a namespace this test creates.
  * 2. examples/hello built by `buildPlugin`: kestrel starts as PID 1 from the image, reads `ip=`
- *    (written with the shared formatIpParam) and answers GET /healthz on :8080.
+ *    (written with the shared formatIpParam), answers GET /healthz on :8080 and forwards
+ *    GET /hello to the example workload it started from /app.
  *
  * Needs root (namespaces, taps) and qemu-system-x86_64; skips with a message otherwise.
  */
@@ -148,6 +149,11 @@ describe('image boot under QEMU', { skip, timeout: 2 * BOOT_TIMEOUT_MS + 120_000
       assert.equal(health.mode, 'bridged');
       assert.equal(health.network?.eth0?.address, GUEST_IP);
       assert.match(guest.console(), /kestrel: /);
+
+      // Past kestrel, the example workload from /app answers on the forwarded path.
+      const hello = await getFromNetns(net, `http://${GUEST_IP}:8080/hello?from=e2e`, Date.now() + 60_000, () => alive);
+      assert.equal(hello.split(' ')[0], '200', hello);
+      assert.deepEqual(JSON.parse(hello.slice(4)), { message: 'hello', path: '/hello', query: { from: 'e2e' } });
     } finally {
       await guest.stop();
     }

@@ -9,6 +9,7 @@
  */
 
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -167,6 +168,26 @@ describe('Cloud Hypervisor launcher (against the API test double)', () => {
     const s = spec('badspec', { vsock: { cid: 2, socketPath: join(root, 'x.sock') } });
     await assert.rejects(launcher.launch(s), (e: unknown) => e instanceof VolantError && e.code === 'INVALID_ARGUMENT' && /vsock\.cid/.test(e.message));
     assert.equal(existsSync(s.runDir), false);
+  });
+
+  it('daemon restart: a VMM launched by a process that then exits keeps running and is adopted', async () => {
+    const s = spec('survivor');
+    const launcherUrl = new URL('../../host/vmm/cloud-hypervisor.ts', import.meta.url).href;
+    const script = [
+      `import { createCloudHypervisorLauncher } from ${JSON.stringify(launcherUrl)};`,
+      `const vm = await createCloudHypervisorLauncher({ binary: ${JSON.stringify(join(root, 'cloud-hypervisor'))} }).launch(${JSON.stringify(s)});`,
+      'console.log(vm.pid);',
+      'process.exit(0);',
+    ].join('\n');
+    const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { encoding: 'utf8', timeout: 60_000 });
+    const pid = Number(out.trim().split('\n').pop());
+    assert.ok(Number.isInteger(pid) && pid > 0, out);
+    const adopted = await createCloudHypervisorLauncher().adopt(pid, s);
+    assert.ok(adopted, 'the VMM outlived the process that launched it');
+    const info = JSON.parse((await chApiExpectOk(chApiSocketPath(s), 'GET', 'vm.info')).body);
+    assert.equal(info.state, 'Running');
+    assert.deepEqual(await adopted.stop(), { code: null, signal: null });
+    assert.deepEqual(pidsMentioning(s.runDir), []);
   });
 
   it('adopt: a new launcher re-attaches by PID; a wrong PID or another VM is not adopted', async () => {

@@ -152,6 +152,9 @@ export class LinuxNetworkManager implements NetworkManager {
     const rules = natRules(spec);
     const forward = await this.probe(['sysctl', '-n', 'net.ipv4.ip_forward']);
     if (forward.stdout.trim() !== '1') await this.change(['sysctl', '-q', '-w', 'net.ipv4.ip_forward=1']);
+    // The VM chains' jumps go first in INPUT/FORWARD before any ACCEPT exists, so a locked VM's
+    // DROP rules always run before the bridge's blanket forward ACCEPT.
+    await this.ensureVmChains();
     for (const r of rules) await this.ensureRule(r);
   }
 

@@ -42,7 +42,10 @@ export interface NetworkManager {
   tapExists(name: string): Promise<boolean>;
   /** Names of tap devices whose name starts with `prefix`. */
   listTaps(prefix: string): Promise<string[]>;
-  /** ip_forward=1, MASQUERADE for the subnet out of other interfaces, FORWARD accept out and replies in. */
+  /**
+   * ip_forward=1, MASQUERADE for the subnet out of other interfaces, FORWARD accept out and
+   * replies in; also creates the (empty) VM firewall chains and their jumps ahead of the ACCEPTs.
+   */
   ensureNat(spec: NatSpec): Promise<void>;
   /** Removes the NAT rules and the VM firewall chains (teardown). */
   removeNat(spec: NatSpec): Promise<void>;

@@ -87,6 +87,10 @@ describe('bridge, tap and NAT', { skip }, () => {
       assert.equal(count(rules, /-A POSTROUTING -s 192\.168\.127\.0\/24 ! -o vbr0 .*-j MASQUERADE/), 1);
       assert.equal(count(rules, /-A FORWARD -i vbr0 .*-j ACCEPT/), 1);
       assert.equal(count(rules, /-A FORWARD -o vbr0 .*RELATED,ESTABLISHED.*-j ACCEPT/), 1);
+      // The VM chains come first, ahead of the blanket ACCEPT, so lockdown cannot be bypassed.
+      const forward = rules.split('\n').filter((l) => l.startsWith('-A FORWARD'));
+      assert.match(forward[0]!, /^-A FORWARD -j VOLANT-FWD$/);
+      assert.equal(count(rules, /-A INPUT -j VOLANT-IN/), 1);
 
       // Rules an older setup made for another bridge/subnet go too (found by their tag).
       await net.ensureNat({ bridge: 'vbrold', subnet: '10.9.0.0/24' });

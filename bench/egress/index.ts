@@ -5,6 +5,10 @@
  * of median throughputs (ours ÷ squid, goal ≥ 1.0). Then `Allowlist.allows` decisions per second
  * with RULES rules (goal ≥ 1,000,000/s). The last line is one JSON object.
  *
+ * The ACLs are equivalent for this traffic: squid's `dstdomain bulk.test` and our rule
+ * `bulk.test:<upstream port>` (ours names the port because the bulk stream is not TLS, and our
+ * tunnel policy admits non-TLS payloads only under a rule that names the port).
+ *
  * Both proxies run as child processes; the client and upstream share this process. Squid gets a
  * generated squid.conf in a private temp dir (hosts_file maps the name, so it sends no DNS), runs
  * in the foreground (`squid -N -f conf`) and is stopped by its PID.
@@ -19,7 +23,7 @@ import { Allowlist } from '../../shared/allowlist.js';
 import { startDnsServer } from '../../test/support/dns-server.js';
 
 const BYTES_PER_RUN = Number(process.env.EGRESS_BENCH_BYTES ?? 256 * 1024 * 1024);
-const RUNS_EACH = Number(process.env.EGRESS_BENCH_RUNS ?? 3);
+const RUNS_EACH = Number(process.env.EGRESS_BENCH_RUNS ?? 5);
 const RULES = 10_000;
 const DECISION_SECONDS = 2;
 const READY_TIMEOUT_MS = 15_000;

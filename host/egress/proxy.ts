@@ -393,6 +393,7 @@ export async function startEgressProxy(opts: EgressProxyOptions): Promise<Egress
         return p;
       },
       false,
+      // Upgraded requests are decided on the port actually dialled (80 becomes 443).
       upgrade ? (t) => (t.port === 80 ? 443 : t.port) : undefined,
     );
     if ('status' in r) {

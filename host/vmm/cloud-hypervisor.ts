@@ -20,12 +20,11 @@
 
 import { renameSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { VolantError } from '../../shared/errors.js';
 import { chApiCall, chApiExpectOk, waitForChApi } from './cloud-hypervisor-api.js';
 import { currentSize, watchChEvents } from './cloud-hypervisor-events.js';
 import { assertLaunchSpec, DEFAULT_STOP_TIMEOUT_MS, type LaunchSpec, type Launcher, type VmProcess } from './launcher.js';
-import { argvContains, readProcessArgv, SupervisedVm, spawnVmm, waitForExit, watchAdoptedPid } from './process.js';
-import { logTail, prepareRunDir } from './run-dir.js';
+import { abortFailedStart, argvContains, readProcessArgv, SupervisedVm, spawnVmm, watchAdoptedPid } from './process.js';
+import { prepareRunDir } from './run-dir.js';
 
 export const CLOUD_HYPERVISOR_BINARY = 'cloud-hypervisor';
 /** Time the VMM gets to exit after `vmm.shutdown`. */
@@ -109,24 +108,18 @@ export function createCloudHypervisorLauncher(options: CloudHypervisorOptions = 
       rmSync(chEventMonitorPath(spec), { force: true });
       keepPreviousSerialLog(spec.serialLogPath);
       const argv = [...(spec.commandPrefix ?? []), ...buildCloudHypervisorArgs(spec, binary)];
-      const { pid, exited } = await spawnVmm(argv, vmmLog);
+      const spawned = await spawnVmm(argv, vmmLog);
       let gone = false;
-      void exited.then(() => {
+      void spawned.exited.then(() => {
         gone = true;
       });
-      const vm = supervise(spec, pid, exited, () => !gone, 0);
+      const vm = supervise(spec, spawned.pid, spawned.exited, () => !gone, 0);
       try {
         await waitForChApi(api, () => gone);
         await chApiExpectOk(api, 'PUT', 'vm.create', buildVmCreateBody(spec));
         await chApiExpectOk(api, 'PUT', 'vm.boot');
       } catch (e) {
-        try {
-          process.kill(pid, 'SIGKILL');
-        } catch {}
-        await waitForExit(exited, 5000);
-        const tail = logTail(vmmLog);
-        const message = e instanceof Error ? e.message : String(e);
-        throw new VolantError('VMM_FAILED', `cloud-hypervisor could not start VM ${spec.vmName}: ${message}${tail ? `\n${tail}` : ''}`, { vmmLog }, { cause: e });
+        return abortFailedStart('cloud-hypervisor', spec.vmName, spawned, vmmLog, e);
       }
       return vm;
     },

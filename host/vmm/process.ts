@@ -17,6 +17,7 @@ import { closeSync, openSync, readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { VolantError } from '../../shared/errors.js';
 import type { VmmCapabilities, VmmExit, VmmKind, VmProcess } from './launcher.js';
+import { logTail } from './run-dir.js';
 
 /** How often an adopted VMM's /proc entry is checked. */
 export const ADOPTED_PID_POLL_MS = 250;
@@ -95,6 +96,20 @@ export async function waitForExit(exited: Promise<VmmExit>, ms: number): Promise
   } finally {
     ac.abort();
   }
+}
+
+/**
+ * A launch that failed after the spawn: SIGKILL the VMM, wait for it, and throw VMM_FAILED with
+ * the cause and the tail of the VMM's own log (its error message is usually there).
+ */
+export async function abortFailedStart(kind: VmmKind, vmName: string, vmm: SpawnedVmm, vmmLog: string, cause: unknown): Promise<never> {
+  try {
+    process.kill(vmm.pid, 'SIGKILL');
+  } catch {}
+  await waitForExit(vmm.exited, SIGKILL_WAIT_MS);
+  const tail = logTail(vmmLog);
+  const message = cause instanceof Error ? cause.message : String(cause);
+  throw new VolantError('VMM_FAILED', `${kind} could not start VM ${vmName}: ${message}${tail ? `\n${tail}` : ''}`, { vmmLog }, { cause });
 }
 
 export interface PoliteStep {

@@ -20,9 +20,9 @@ import { join } from 'node:path';
 import { VolantError } from '../../shared/errors.js';
 import { type Accel, type AccelSetting, resolveAccel } from './accel.js';
 import { assertLaunchSpec, DEFAULT_STOP_TIMEOUT_MS, type LaunchSpec, type Launcher, type VmmCapabilities, type VmProcess } from './launcher.js';
-import { argvContains, readProcessArgv, SupervisedVm, spawnVmm, waitForExit, watchAdoptedPid } from './process.js';
+import { abortFailedStart, argvContains, readProcessArgv, SupervisedVm, spawnVmm, watchAdoptedPid } from './process.js';
 import { qmpExecute } from './qmp.js';
-import { logTail, prepareRunDir } from './run-dir.js';
+import { prepareRunDir } from './run-dir.js';
 
 export const QEMU_BINARY = 'qemu-system-x86_64';
 /** Time QEMU gets to exit after QMP `quit`. */
@@ -119,22 +119,17 @@ export function createQemuLauncher(options: QemuOptions = {}): Launcher {
         if (!existsSync(path)) throw new VolantError('NOT_FOUND', `${what} ${path} does not exist`);
       }
       const caps = capabilitiesFor(await resolveAccel(options.accel ?? 'auto', binary, spec.kernelPath, options.kvmDevice));
-      const { pid, exited } = await spawnVmm([...(spec.commandPrefix ?? []), ...buildQemuArgs(spec, caps, binary)], vmmLog);
+      const spawned = await spawnVmm([...(spec.commandPrefix ?? []), ...buildQemuArgs(spec, caps, binary)], vmmLog);
       let gone = false;
-      void exited.then(() => {
+      void spawned.exited.then(() => {
         gone = true;
       });
       try {
         await waitForQmpReady(qmp, () => gone);
       } catch (e) {
-        try {
-          process.kill(pid, 'SIGKILL');
-        } catch {}
-        await waitForExit(exited, 5000);
-        const tail = logTail(vmmLog);
-        throw new VolantError('VMM_FAILED', `qemu could not start VM ${spec.vmName}: ${(e as Error).message}${tail ? `\n${tail}` : ''}`, { vmmLog }, { cause: e });
+        return abortFailedStart('qemu', spec.vmName, spawned, vmmLog, e);
       }
-      return supervise(spec, pid, caps, exited, () => !gone);
+      return supervise(spec, spawned.pid, caps, spawned.exited, () => !gone);
     },
 
     async adopt(pid, spec) {

@@ -91,6 +91,8 @@ export function createIngress(opts: IngressOptions): Ingress {
     keepAliveTimeoutMs: opts.keepAliveTimeoutMs ?? INGRESS_KEEP_ALIVE_TIMEOUT_MS,
   });
   const metrics: IngressMetrics = { requests: 0, upgrades: 0, refused: 0, responses: 0, upstreamErrors: 0, clientAborts: 0 };
+  /** Client sockets of upgraded (WebSocket) connections, cut on `close()`. */
+  const tunnels = new Set<Duplex>();
 
   /** Resolves the VM, then runs `then`; lookup failures are answered with `reply`. */
   function withTarget(vmName: string, reply: (e: VolantError) => void, then: (t: IngressTarget) => void): void {
@@ -144,6 +146,8 @@ export function createIngress(opts: IngressOptions): Ingress {
       return true;
     }
     metrics.upgrades++;
+    tunnels.add(socket);
+    socket.once('close', () => tunnels.delete(socket));
     const { upstreamPath } = match;
     withTarget(
       match.vmName,
@@ -163,7 +167,11 @@ export function createIngress(opts: IngressOptions): Ingress {
     handleRequest,
     handleUpgrade,
     forget: (vmName) => pools.forget(vmName),
-    close: () => pools.close(),
+    close: () => {
+      for (const socket of tunnels) socket.destroy();
+      tunnels.clear();
+      return pools.close();
+    },
     metrics,
   };
 }

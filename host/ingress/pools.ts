@@ -21,6 +21,7 @@ export interface PoolLimits {
 }
 
 interface Entry {
+  transport: IngressTransport;
   key: string;
   pool: Pool;
 }
@@ -34,11 +35,12 @@ export class VmPools {
   get(vmName: string, transport: IngressTransport): Pool {
     const entry = this.byVm.get(vmName);
     if (entry !== undefined) {
-      if (entry.key === transportKey(transport)) return entry.pool;
+      // Same object as last time (a lookup that caches) is the common case: no string building.
+      if (entry.transport === transport || entry.key === transportKey(transport)) return entry.pool;
       void entry.pool.close().catch(() => undefined);
     }
     const pool = this.create(transport);
-    this.byVm.set(vmName, { key: transportKey(transport), pool });
+    this.byVm.set(vmName, { transport, key: transportKey(transport), pool });
     return pool;
   }
 

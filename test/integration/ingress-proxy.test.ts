@@ -72,10 +72,14 @@ const vms: Record<string, () => IngressTarget> = {
   // The VMM is gone: its socket file does not exist.
   nosocket: () => ({ vmName: 'nosocket', transport: { kind: 'vsock', socketPath: join(dir, 'absent.sock') } }),
   tcpclosed: () => ({ vmName: 'tcpclosed', transport: { kind: 'tcp', host: '127.0.0.1', port: 1 } }),
+  moving: () => movingTarget,
   stopped: () => {
     throw new VolantError('INVALID_STATE', 'VM stopped is stopped, not running');
   },
 };
+
+/** A VM that is restarted elsewhere: its transport changes between requests. */
+let movingTarget: IngressTarget;
 
 function lookup(name: string): IngressTarget | Promise<IngressTarget> {
   const vm = vms[name];
@@ -300,6 +304,20 @@ describe('ingress: forwarding', () => {
     });
     const urls = [...text.matchAll(/"url":"([^"]*)"/g)].map((m) => m[1]);
     assert.deepEqual(urls, ['/first', '/second', '/third']);
+  });
+
+  it('a VM whose transport changes is reached over the new one (fresh pool)', async () => {
+    movingTarget = { vmName: 'moving', transport: { kind: 'vsock', socketPath: mux.socketPath } };
+    const viaVsock = mux.stats.established;
+    assert.equal((await get('/api/v1/vms/moving/proxy/one')).status, 200);
+    assert.equal(mux.stats.established, viaVsock + 1);
+    movingTarget = { vmName: 'moving', transport: { kind: 'tcp', host: '127.0.0.1', port: workloadPort } };
+    const r = await get('/api/v1/vms/moving/proxy/two');
+    assert.equal(JSON.parse(r.body).url, '/two');
+    assert.equal(mux.stats.established, viaVsock + 1, 'the second request did not go through the old vsock pool');
+    ingress.forget('moving');
+    movingTarget = { vmName: 'moving', transport: { kind: 'vsock', socketPath: join(dir, 'absent.sock') } };
+    assert.equal((await get('/api/v1/vms/moving/proxy/three')).status, 502);
   });
 
   it('a client that disconnects aborts the upstream request (waiting and mid-body)', async () => {

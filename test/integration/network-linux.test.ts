@@ -220,6 +220,14 @@ describe('VM lockdown', { skip }, () => {
       for (const t of targets.slice(1)) assert.notEqual(locked[t], 'ok', `${t} must be blocked: ${JSON.stringify(locked)}`);
       const spoofed = await reach(vm1, targets, '10.77.0.12');
       for (const t of targets) assert.notEqual(spoofed[t], 'ok', `spoofed source must not reach ${t}: ${JSON.stringify(spoofed)}`);
+      // The right address from the wrong MAC is dropped too.
+      await vm1.run(['ip', 'link', 'set', 'eth0', 'address', '02:de:ad:be:ef:01']);
+      await host.run(['ip', 'neigh', 'flush', 'dev', 'vbr0']);
+      assert.notEqual((await reach(vm1, ['10.77.0.1:3128']))['10.77.0.1:3128'], 'ok', 'a foreign source MAC must not reach the host');
+      await vm1.run(['ip', 'link', 'set', 'eth0', 'address', vms[0]!.mac]);
+      await host.run(['ip', 'neigh', 'flush', 'dev', 'vbr0']);
+      await vm1.run(['ip', 'neigh', 'flush', 'dev', 'eth0']);
+      assert.equal((await reach(vm1, ['10.77.0.1:3128']))['10.77.0.1:3128'], 'ok');
       // The host can still open connections to the guest (ingress over TCP): replies pass.
       assert.deepEqual(await reach(host, ['10.77.0.10:8080']), { '10.77.0.10:8080': 'ok' });
       // vm2 is not locked and still reaches the internet, but not the locked vm1.

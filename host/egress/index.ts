@@ -4,14 +4,14 @@ export { type DenyReason, type Denial, ruleNamesPort } from './decide.js';
 export { EgressMetrics } from './metrics.js';
 export {
   type AuditRecord,
-  CONNECT_TIMEOUT_MS,
+  CONNECT_TIMEOUT_MS as EGRESS_CONNECT_TIMEOUT_MS,
   type EgressPeer,
   type EgressPolicy,
   type EgressProxy,
   type EgressProxyOptions,
-  IDLE_TIMEOUT_MS,
-  MAX_HEADER_BYTES,
-  MAX_REQUEST_BODY_BYTES,
+  IDLE_TIMEOUT_MS as EGRESS_IDLE_TIMEOUT_MS,
+  MAX_HEADER_BYTES as EGRESS_MAX_HEADER_BYTES,
+  MAX_REQUEST_BODY_BYTES as EGRESS_MAX_REQUEST_BODY_BYTES,
   startEgressProxy,
 } from './proxy.js';
-export { createDnsResolver, DNS_TIMEOUT_MS, type NameResolver } from './resolver.js';
+export { createDnsResolver, DNS_TIMEOUT_MS as EGRESS_DNS_TIMEOUT_MS, type NameResolver } from './resolver.js';

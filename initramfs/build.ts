@@ -17,7 +17,6 @@
 
 import { createReadStream, createWriteStream, existsSync } from 'node:fs';
 import { lstat, mkdir, readdir, readFile, realpath, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { homedir } from 'node:os';
 import { dirname, join, posix, resolve, sep } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -26,11 +25,13 @@ import { createHash } from 'node:crypto';
 import { ValidationError, VolantError } from '../shared/errors.js';
 import { type PluginManifest, validateManifest } from '../shared/schema/manifest.js';
 import { BUILD_FILE_NAME, type BuildFile, type Compression, parseBuildFile } from './build-file.js';
+import { defaultCacheDir, pruneCache } from './cache.js';
 import { compressionSuffix, compressor, GZIP_LEVEL, ZSTD_LEVEL, ZSTD_WORKERS } from './compress.js';
 import { type CpioEntry, sourceDateEpoch, writeCpio } from './cpio.js';
 import { resolveElfClosure } from './elf.js';
 import { bundleKestrel } from './kestrel-bundle.js';
 import { DEFAULT_MODULES, moduleImagePath, resolveModules } from './modules.js';
+import { strippedCopy } from './strip.js';
 import { ImageTree, type Layer } from './tree.js';
 
 export const MANIFEST_FILE_NAME = 'plugin.json';
@@ -64,6 +65,8 @@ export interface BuildOptions {
   nativeAddon?: string;
   /** mtime of every entry (default SOURCE_DATE_EPOCH or 0). */
   mtime?: number;
+  /** Carry a deterministically stripped copy of node (default true; see strip.ts). */
+  stripNode?: boolean;
   /** Progress lines for long steps. */
   progress?: (step: string) => void;
 }
@@ -93,10 +96,6 @@ export function repoRoot(): string {
     dir = dirname(dir);
   }
   return resolve(dirname(fileURLToPath(import.meta.url)), '..');
-}
-
-export function defaultCacheDir(): string {
-  return process.env.VOLANT_BUILD_CACHE ?? join(homedir(), '.cache', 'volant', 'initramfs');
 }
 
 async function readJson(file: string, what: string): Promise<unknown> {
@@ -195,12 +194,26 @@ interface Staging {
   items: BuildItem[];
 }
 
-async function stageRuntime(tree: ImageTree, opts: Required<Pick<BuildOptions, 'modulesDir' | 'kernelVersion' | 'nativeAddon'>>, build: BuildFile, items: BuildItem[]): Promise<string[]> {
+interface RuntimeInputs {
+  modulesDir: string;
+  kernelVersion: string;
+  nativeAddon: string;
+  cacheDir: string;
+  stripNode: boolean;
+}
+
+async function stageRuntime(tree: ImageTree, opts: RuntimeInputs, build: BuildFile, items: BuildItem[]): Promise<string[]> {
   const closure = await resolveElfClosure([NODE_BINARY, opts.nativeAddon, ...(build.binaries ?? [])]);
-  const elfFiles = [NODE_BINARY, ...(closure.interpreter ? [closure.interpreter] : []), ...closure.libraries];
-  for (const f of elfFiles) await tree.addHostFile(f, f, 'runtime');
+  const node = (opts.stripNode ? await strippedCopy(NODE_BINARY, opts.cacheDir) : undefined) ?? NODE_BINARY;
+  await tree.addHostFile(NODE_BINARY, node, 'runtime', { dereference: true });
+  const libraries = [...(closure.interpreter ? [closure.interpreter] : []), ...closure.libraries];
+  for (const f of libraries) await tree.addHostFile(f, f, 'runtime');
   for (const b of build.binaries ?? []) await tree.addHostFile(b, b, 'runtime');
-  items.push({ what: `node + ${closure.libraries.length} libraries`, files: elfFiles.length, bytes: await sumSizes(elfFiles) });
+  items.push({
+    what: `node${node === NODE_BINARY ? '' : ' (stripped)'} + ${closure.libraries.length} libraries`,
+    files: libraries.length + 1,
+    bytes: await sumSizes([node, ...libraries]),
+  });
 
   await tree.addHostFile(BUSYBOX_BINARY, BUSYBOX_BINARY, 'runtime', { dereference: true });
   const applets = await busyboxApplets(BUSYBOX_BINARY);
@@ -223,14 +236,15 @@ async function sumSizes(files: string[]): Promise<number> {
   return total;
 }
 
-async function stage(opts: BuildOptions, manifest: PluginManifest, build: BuildFile, pluginRoot: string): Promise<Staging> {
+async function stage(opts: BuildOptions, manifest: PluginManifest, build: BuildFile, pluginRoot: string, cacheDir: string): Promise<Staging> {
   const tree = new ImageTree();
   const items: BuildItem[] = [];
   const root = repoRoot();
   const nativeAddon = resolve(opts.nativeAddon ?? join(root, 'native', 'build', 'Release', 'volant_native.node'));
   if (!existsSync(nativeAddon)) throw new VolantError('NOT_FOUND', `native addon ${nativeAddon} is missing (build it with \`npm run install\` or node-gyp)`);
   opts.progress?.('resolving node libraries, busybox and kernel modules');
-  const loadList = await stageRuntime(tree, { modulesDir: opts.modulesDir, kernelVersion: opts.kernelVersion, nativeAddon }, build, items);
+  const inputs = { modulesDir: opts.modulesDir, kernelVersion: opts.kernelVersion, nativeAddon, cacheDir, stripNode: opts.stripNode !== false };
+  const loadList = await stageRuntime(tree, inputs, build, items);
 
   opts.progress?.('bundling kestrel');
   const kestrel = await bundleKestrel(resolve(opts.kestrelEntry ?? join(root, 'guest', 'main.ts')));
@@ -282,17 +296,6 @@ async function writeMember(
   );
 }
 
-/** Keeps the newest CACHE_KEEP_MEMBERS runtime members; older ones belong to past host files. */
-async function pruneCache(cacheDir: string, keep: string): Promise<void> {
-  const members = [];
-  for (const name of await readdir(cacheDir)) {
-    if (!/^runtime-[0-9a-f]{64}\.cpio\.\w+$/.test(name) || join(cacheDir, name) === keep) continue;
-    members.push({ path: join(cacheDir, name), mtimeMs: (await stat(join(cacheDir, name))).mtimeMs });
-  }
-  members.sort((a, b) => b.mtimeMs - a.mtimeMs);
-  for (const m of members.slice(CACHE_KEEP_MEMBERS - 1)) await rm(m.path, { force: true });
-}
-
 /** What else decides the runtime member's bytes besides its entries. */
 async function compressorIdentity(c: Compression): Promise<string> {
   if (c === 'gzip') return `gzip-zlib-${process.versions.zlib}-${GZIP_LEVEL}`;
@@ -331,10 +334,9 @@ export async function buildPlugin(opts: BuildOptions): Promise<BuildResult> {
   const mtime = opts.mtime ?? sourceDateEpoch();
   const outDir = resolve(opts.outDir ?? join(pluginDir, 'build'));
 
-  const { tree, items } = await stage(opts, manifest, build, pluginRoot);
-
   const cacheDir = resolve(opts.cacheDir ?? defaultCacheDir());
   await mkdir(cacheDir, { recursive: true });
+  const { tree, items } = await stage(opts, manifest, build, pluginRoot, cacheDir);
   const fp = createHash('sha256')
     .update(JSON.stringify({ format: IMAGE_FORMAT_VERSION, compressor: await compressorIdentity(compression), mtime, entries: await tree.fingerprint('runtime') }))
     .digest('hex');
@@ -352,7 +354,7 @@ export async function buildPlugin(opts: BuildOptions): Promise<BuildResult> {
     } finally {
       await rm(tmp, { force: true });
     }
-    await pruneCache(cacheDir, runtimeMember);
+    await pruneCache(cacheDir, /^runtime-[0-9a-f]{64}\.cpio\.\w+$/, CACHE_KEEP_MEMBERS, runtimeMember);
   }
 
   await mkdir(outDir, { recursive: true });

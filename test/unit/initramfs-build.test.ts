@@ -6,12 +6,13 @@
 
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { gunzipSync } from 'node:zlib';
 import { type BuildOptions, type BuildResult, buildPlugin } from '../../initramfs/build.js';
+import { parseElf } from '../../initramfs/elf.js';
 import type { KernelInfo } from '../../initramfs/kernel.js';
 import { VolantError } from '../../shared/errors.js';
 import { testKernel } from '../support/kernel.js';
@@ -114,7 +115,12 @@ describe('plugin image build', { timeout: 600_000 }, () => {
     const dir = mkdtempSync(join(work, 'unpack-'));
     for (const a of members(first)) execFileSync('cpio', ['-idm', '--quiet'], { cwd: dir, input: a, maxBuffer: 1024 * 1024 * 1024 });
     assert.deepEqual(readFileSync(join(dir, 'app/server.mjs')), readFileSync(join(HELLO, 'app/server.mjs')));
-    assert.deepEqual(readFileSync(join(dir, 'usr/bin/node')), readFileSync('/usr/bin/node'));
+    // node is a stripped copy: smaller, same libraries, and it still runs (with the native addon).
+    const node = join(dir, 'usr/bin/node');
+    assert.ok(statSync(node).size < statSync('/usr/bin/node').size);
+    assert.deepEqual(parseElf(readFileSync(node)).needed, parseElf(readFileSync('/usr/bin/node')).needed);
+    const probe = `require(${JSON.stringify(join(dir, 'lib/volant/volant_native.node'))}); process.stdout.write(process.version)`;
+    assert.equal(execFileSync(node, ['-e', probe], { encoding: 'utf8' }), process.version);
     assert.equal(readFileSync(join(dir, 'init'), 'utf8'), '#!/bin/sh\nexec /usr/bin/node /lib/volant/kestrel.mjs\n');
     assert.deepEqual(JSON.parse(readFileSync(join(dir, 'etc/volant/plugin.json'), 'utf8')), JSON.parse(readFileSync(first.manifest, 'utf8')));
     const load = readFileSync(join(dir, 'etc/volant/modules.load'), 'utf8').trim().split('\n');
@@ -134,6 +140,13 @@ describe('plugin image build', { timeout: 600_000 }, () => {
     assert.equal(cold.runtimeCached, false);
     assert.equal(cold2.sha256, cold.sha256);
     assert.deepEqual(list(members(cold)[1]!), list(members(first)[1]!));
+  });
+
+  test('stripNode: false carries the host node byte for byte', async () => {
+    const r = await buildPlugin(opts(HELLO, join(work, 'out-unstripped'), { stripNode: false, compression: 'none', cacheDir: join(work, 'cache-unstripped') }));
+    const dir = mkdtempSync(join(work, 'unpack-unstripped-'));
+    execFileSync('cpio', ['-idm', '--quiet', 'usr/bin/node'], { cwd: dir, input: members(r)[0], maxBuffer: 1024 * 1024 * 1024 });
+    assert.deepEqual(readFileSync(join(dir, 'usr/bin/node')), readFileSync('/usr/bin/node'));
   });
 
   test('one changed input byte or SOURCE_DATE_EPOCH changes the image', async () => {
@@ -221,7 +234,7 @@ describe('plugin image build', { timeout: 600_000 }, () => {
       env: { ...process.env, VOLANT_BUILD_CACHE: cache },
     });
     assert.equal(ok.status, 0, ok.stderr);
-    assert.match(ok.stdout, /node \+ \d+ libraries/);
+    assert.match(ok.stdout, /node \(stripped\) \+ \d+ libraries/);
     assert.match(ok.stdout, /image +\S+initramfs\.img \([\d.]+ MB, sha256 [0-9a-f]{64}\)/);
     assert.deepEqual(readdirSync(join(work, 'out-cli')).sort(), ['initramfs.img', 'plugin.json']);
     const bad = spawnSync(process.execPath, ['--import', 'tsx', cli, 'plugins', 'build', HELLO, '--compression', 'brotli'], { encoding: 'utf8' });

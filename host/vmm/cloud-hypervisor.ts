@@ -24,7 +24,7 @@ import { chApiCall, chApiExpectOk, waitForChApi } from './cloud-hypervisor-api.j
 import { currentSize, watchChEvents } from './cloud-hypervisor-events.js';
 import { assertLaunchSpec, DEFAULT_STOP_TIMEOUT_MS, type LaunchSpec, type Launcher, type VmProcess } from './launcher.js';
 import { abortFailedStart, argvContains, readProcessArgv, SupervisedVm, spawnVmm, watchAdoptedPid } from './process.js';
-import { prepareRunDir } from './run-dir.js';
+import { assertBootFiles, prepareRunDir } from './run-dir.js';
 
 export const CLOUD_HYPERVISOR_BINARY = 'cloud-hypervisor';
 /** Time the VMM gets to exit after `vmm.shutdown`. */
@@ -103,6 +103,7 @@ export function createCloudHypervisorLauncher(options: CloudHypervisorOptions = 
 
     async launch(spec) {
       assertLaunchSpec(spec);
+      assertBootFiles(spec);
       const api = chApiSocketPath(spec);
       const vmmLog = prepareRunDir(spec, [api]);
       rmSync(chEventMonitorPath(spec), { force: true });

@@ -22,7 +22,7 @@ import { type Accel, type AccelSetting, resolveAccel } from './accel.js';
 import { assertLaunchSpec, DEFAULT_STOP_TIMEOUT_MS, type LaunchSpec, type Launcher, type VmmCapabilities, type VmProcess } from './launcher.js';
 import { abortFailedStart, argvContains, readProcessArgv, SupervisedVm, spawnVmm, watchAdoptedPid } from './process.js';
 import { qmpExecute } from './qmp.js';
-import { prepareRunDir } from './run-dir.js';
+import { assertBootFiles, prepareRunDir } from './run-dir.js';
 
 export const QEMU_BINARY = 'qemu-system-x86_64';
 /** Time QEMU gets to exit after QMP `quit`. */
@@ -113,11 +113,9 @@ export function createQemuLauncher(options: QemuOptions = {}): Launcher {
 
     async launch(spec) {
       assertLaunchSpec(spec);
+      assertBootFiles(spec);
       const qmp = qmpSocketPath(spec);
       const vmmLog = prepareRunDir(spec, [qmp]);
-      for (const [what, path] of [['kernel', spec.kernelPath], ['initramfs', spec.initramfsPath]] as const) {
-        if (!existsSync(path)) throw new VolantError('NOT_FOUND', `${what} ${path} does not exist`);
-      }
       const caps = capabilitiesFor(await resolveAccel(options.accel ?? 'auto', binary, spec.kernelPath, options.kvmDevice));
       const spawned = await spawnVmm([...(spec.commandPrefix ?? []), ...buildQemuArgs(spec, caps, binary)], vmmLog);
       let gone = false;

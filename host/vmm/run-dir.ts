@@ -2,16 +2,30 @@
  * The files a VMM needs before it starts: its private run directory (API/QMP sockets, its own
  * stdout/stderr log) and the directory of the serial log. A socket path left by an earlier run
  * makes both VMMs fail to bind, so stale sockets are removed first; anything at such a path
- * that is not a socket is someone else's file and is left alone with an error.
+ * that is not a socket is someone else's file and is left alone with an error. A missing kernel
+ * or initramfs is reported with its path and the fix before anything is touched.
  */
 
-import { closeSync, lstatSync, mkdirSync, openSync, readSync, unlinkSync } from 'node:fs';
+import { closeSync, lstatSync, mkdirSync, openSync, readSync, statSync, unlinkSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { VolantError } from '../../shared/errors.js';
 import type { LaunchSpec } from './launcher.js';
 
 /** How much of the VMM's own log an error message quotes. */
 export const LOG_TAIL_BYTES = 2048;
+
+/** Fails with the path and the fix when a boot file is missing or not a regular file. */
+export function assertBootFiles(files: { kernelPath: string; initramfsPath?: string }): void {
+  const check = (what: string, path: string, fix: string): void => {
+    let ok = false;
+    try {
+      ok = statSync(path).isFile();
+    } catch {}
+    if (!ok) throw new VolantError('NOT_FOUND', `${what} ${JSON.stringify(path)} does not exist or is not a file; ${fix}`);
+  };
+  check('kernel', files.kernelPath, 'run `volar kernel fetch` or set kernel.path (volantd --kernel)');
+  if (files.initramfsPath !== undefined) check('initramfs', files.initramfsPath, 'rebuild and reinstall the plugin (`volar plugins build`, `volar plugins install`)');
+}
 
 export function removeStaleSocket(path: string): void {
   let st: ReturnType<typeof lstatSync>;

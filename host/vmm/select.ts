@@ -2,7 +2,7 @@
  * Which VMM runs the VMs (config `vmm.prefer`). `auto` takes Cloud Hypervisor when its binary is
  * on PATH and /dev/kvm is usable (it cannot run without KVM), else QEMU. A VMM asked for by name
  * that is not installed, no VMM at all, or a missing kernel/initramfs is a clear error at
- * start-up rather than a failure at the first VM. The decision is a pure function; looking at
+ * start-up rather than a failure at the first VM (boot files: run-dir.ts `assertBootFiles`). The decision is a pure function; looking at
  * PATH and devices happens at the edge.
  */
 
@@ -13,6 +13,7 @@ import { type AccelSetting, kvmDeviceUsable } from './accel.js';
 import { CLOUD_HYPERVISOR_BINARY, createCloudHypervisorLauncher } from './cloud-hypervisor.js';
 import type { Launcher, VmmKind } from './launcher.js';
 import { createQemuLauncher, QEMU_BINARY } from './qemu.js';
+import { assertBootFiles } from './run-dir.js';
 
 export type VmmPreference = 'auto' | VmmKind;
 
@@ -54,19 +55,6 @@ export function findOnPath(binary: string, searchPath = process.env.PATH ?? ''):
     } catch {}
   }
   return undefined;
-}
-
-/** Fails with the path and the fix when a boot file is missing or not a regular file. */
-export function assertBootFiles(files: { kernelPath: string; initramfsPath?: string }): void {
-  const check = (what: string, path: string, fix: string): void => {
-    let ok = false;
-    try {
-      ok = statSync(path).isFile();
-    } catch {}
-    if (!ok) throw new VolantError('NOT_FOUND', `${what} ${JSON.stringify(path)} does not exist or is not a file; ${fix}`);
-  };
-  check('kernel', files.kernelPath, 'run `volar kernel fetch` or set kernel.path (volantd --kernel)');
-  if (files.initramfsPath !== undefined) check('initramfs', files.initramfsPath, 'rebuild and reinstall the plugin (`volar plugins build`, `volar plugins install`)');
 }
 
 export interface SelectLauncherOptions {

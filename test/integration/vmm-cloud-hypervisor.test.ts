@@ -153,9 +153,20 @@ describe('Cloud Hypervisor launcher (against the API test double)', () => {
     assert.deepEqual(await vm.stop(), { code: null, signal: 'SIGKILL' }, 'stopping a dead VMM just reports its exit');
   });
 
-  it('vm.create refused (missing initramfs) → VMM_FAILED with the VMM message, process gone', async () => {
+  it('a missing initramfs is NOT_FOUND before anything starts', async () => {
     const s = spec('noinitrd', { initramfsPath: join(root, 'missing.img') });
-    await assert.rejects(launcher.launch(s), isVmmFailed(/vm\.create failed with HTTP 500: .*cannot open initramfs/));
+    await assert.rejects(launcher.launch(s), (e: unknown) => e instanceof VolantError && e.code === 'NOT_FOUND' && /initramfs/.test(e.message));
+    assert.equal(existsSync(s.runDir), false);
+  });
+
+  it('vm.create refused by the VMM → VMM_FAILED with the VMM message, process gone', async () => {
+    const s = spec('refused', { memoryMb: 64, tap: { name: 'vtx-test0', mac: '02:00:00:00:00:01' } });
+    process.env.VOLANT_FAKE_CH_REFUSE_CREATE = 'Error creating VM: failed to open tap vtx-test0';
+    try {
+      await assert.rejects(launcher.launch(s), isVmmFailed(/vm\.create failed with HTTP 500: Error creating VM: failed to open tap vtx-test0/));
+    } finally {
+      delete process.env.VOLANT_FAKE_CH_REFUSE_CREATE;
+    }
     assert.deepEqual(pidsMentioning(s.runDir), []);
   });
 

@@ -8,7 +8,7 @@
  */
 
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -126,5 +126,6 @@ describe('QEMU launcher (real kernel under TCG)', { skip: BUSYBOX ? false : 'bus
   it('a missing initramfs is NOT_FOUND before anything starts', async () => {
     const s = spec('noinitrd', { initramfsPath: join(root, 'missing.img') });
     await assert.rejects(launcher.launch(s), (e: unknown) => e instanceof VolantError && e.code === 'NOT_FOUND' && /initramfs/.test(e.message));
+    assert.equal(existsSync(s.runDir), false, 'nothing was created');
   });
 });

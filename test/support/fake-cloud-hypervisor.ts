@@ -17,6 +17,8 @@
  * Guest actions a test cannot cause without a guest arrive as signals: SIGUSR1 = the guest
  * rebooted (like CH: event `vm/rebooting`, the VM restarts in place, the process stays up);
  * SIGUSR2 = the guest powered off (like CH: events `vm/shutdown`, then the process exits 0).
+ * VOLANT_FAKE_CH_REFUSE_CREATE=<message> makes vm.create answer 500 with that message, as CH
+ * does when, say, the tap cannot be opened.
  * With VOLANT_FAKE_CH_WEDGED=1 in its environment it plays a hung VMM: the shutdown calls never
  * answer and SIGTERM is ignored, so only SIGKILL ends it.
  *
@@ -136,6 +138,7 @@ function main(argv: string[]): void {
     'GET vmm.ping': (_b, res) => send(res, 200, { version: 'v48.0-volant-test-double', build_version: 'fake', pid: process.pid, features: [] }),
     'PUT vm.create': (body, res) => {
       if (config) return send(res, 500, 'Error creating VM: VM already created');
+      if (process.env.VOLANT_FAKE_CH_REFUSE_CREATE) return send(res, 500, process.env.VOLANT_FAKE_CH_REFUSE_CREATE);
       if (!validate(body)) return send(res, 400, `Invalid VmConfig: ${JSON.stringify(validate.errors)}`);
       const cfg = body as BootedConfig;
       for (const f of ['kernel', 'initramfs'] as const) {

@@ -3,7 +3,8 @@ import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { assertBootFiles, chooseVmm, findOnPath, selectLauncher, type VmmAvailability, type VmmPreference } from '../../host/vmm/select.js';
+import { assertBootFiles } from '../../host/vmm/run-dir.js';
+import { chooseVmm, findOnPath, selectLauncher, type VmmAvailability, type VmmPreference } from '../../host/vmm/select.js';
 import { VolantError } from '../../shared/errors.js';
 
 const all: VmmAvailability = { cloudHypervisor: true, qemu: true, kvm: true };

@@ -36,6 +36,7 @@ export const CONNECT_TIMEOUT_MS = 10_000;
 export const IDLE_TIMEOUT_MS = 300_000;
 export const CLIENT_HELLO_TIMEOUT_MS = 10_000;
 export const HEADERS_TIMEOUT_MS = 30_000;
+export const CLOSE_LINGER_MS = 2000;
 export const MAX_HEADER_BYTES = 16 * 1024;
 export const MAX_REQUEST_BODY_BYTES = 64 * 1024 * 1024;
 /**
@@ -274,8 +275,7 @@ export async function startEgressProxy(opts: EgressProxyOptions): Promise<Egress
     const refuse = (d: Denial): void => {
       audit(x, 'deny', d.reason, d.status);
       if (!client.writable) return;
-      const body = denialBody(d);
-      client.end(`HTTP/1.1 ${d.status} ${statusText(d.status)}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+      refuseOnSocket(client, d);
     };
     const r = await admitAndResolve(x, { remoteAddress: client.remoteAddress }, () => parseConnectTarget(req.url ?? ''), true);
     if ('status' in r) {
@@ -493,8 +493,7 @@ export async function startEgressProxy(opts: EgressProxyOptions): Promise<Egress
     const x: Exchange = { start: performance.now(), vm: vmOf(socket as Socket), method: req.method ?? 'GET' };
     const d = deny(501, 'NOT_SUPPORTED', 'upgrade-unsupported', 'protocol upgrades are not proxied as plain requests; use CONNECT');
     audit(x, 'deny', d.reason, d.status);
-    const body = denialBody(d);
-    socket.end(`HTTP/1.1 501 Not Implemented\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+    refuseOnSocket(socket as Socket, d);
   });
   server.on('connection', (s: Socket) => {
     openSockets.add(s);
@@ -511,8 +510,7 @@ export async function startEgressProxy(opts: EgressProxyOptions): Promise<Egress
       socket.destroy();
       return;
     }
-    const body = denialBody(d);
-    socket.end(`HTTP/1.1 ${d.status} ${statusText(d.status)}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+    refuseOnSocket(socket, d);
   });
 
   const listen = opts.listen;
@@ -553,6 +551,18 @@ export async function startEgressProxy(opts: EgressProxyOptions): Promise<Egress
         for (const s of openSockets) s.destroy();
       }),
   };
+}
+
+/**
+ * Answers a refusal on a raw socket (CONNECT, upgrade, parse errors) and closes it. The socket
+ * keeps reading so the client's close completes ours (http.Server sockets allow half-open), and
+ * a client that never closes is cut after CLOSE_LINGER_MS.
+ */
+function refuseOnSocket(socket: Socket, d: Denial): void {
+  const body = denialBody(d);
+  socket.resume();
+  socket.end(`HTTP/1.1 ${d.status} ${statusText(d.status)}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+  setTimeout(() => socket.destroy(), CLOSE_LINGER_MS).unref();
 }
 
 function countHeader(raw: readonly string[], name: string): number {

@@ -134,8 +134,11 @@ function isInside(root: string, p: string): boolean {
   return p === root || p.startsWith(root.endsWith(sep) ? root : root + sep);
 }
 
-/** Stages `from` (a file or folder inside the plugin) at image path `to`, refusing escapes. */
-async function stageWorkload(tree: ImageTree, pluginRoot: string, from: string, to: string, index: number): Promise<number> {
+/**
+ * Stages `from` (a file or folder inside the plugin) at image path `to`, refusing escapes.
+ * The output folder is skipped (it defaults to DIR/build), so an old image never goes into a new one.
+ */
+async function stageWorkload(tree: ImageTree, pluginRoot: string, from: string, to: string, index: number, outDir: string): Promise<number> {
   const where = `files/${index} (${from})`;
   let count = 0;
   const visit = async (host: string, image: string, seenDirs: Set<string>): Promise<void> => {
@@ -148,6 +151,7 @@ async function stageWorkload(tree: ImageTree, pluginRoot: string, from: string, 
     if (!isInside(pluginRoot, real)) {
       throw new VolantError('FORBIDDEN', `${where}: ${host} resolves to ${real}, outside the plugin folder ${pluginRoot}`);
     }
+    if (isInside(outDir, real)) return;
     const st = await stat(real);
     if (st.isDirectory()) {
       if (seenDirs.has(real)) throw new VolantError('INVALID_ARGUMENT', `${where}: symlink loop at ${host}`);
@@ -236,7 +240,7 @@ async function sumSizes(files: string[]): Promise<number> {
   return total;
 }
 
-async function stage(opts: BuildOptions, manifest: PluginManifest, build: BuildFile, pluginRoot: string, cacheDir: string): Promise<Staging> {
+async function stage(opts: BuildOptions, manifest: PluginManifest, build: BuildFile, pluginRoot: string, cacheDir: string, outDir: string): Promise<Staging> {
   const tree = new ImageTree();
   const items: BuildItem[] = [];
   const root = repoRoot();
@@ -260,7 +264,7 @@ async function stage(opts: BuildOptions, manifest: PluginManifest, build: BuildF
 
   let workloadFiles = 0;
   const before = tree.sizes().plugin.bytes;
-  for (const [i, f] of (build.files ?? []).entries()) workloadFiles += await stageWorkload(tree, pluginRoot, f.from, f.to, i);
+  for (const [i, f] of (build.files ?? []).entries()) workloadFiles += await stageWorkload(tree, pluginRoot, f.from, f.to, i, outDir);
   items.push({ what: 'workload files', files: workloadFiles, bytes: tree.sizes().plugin.bytes - before });
   return { tree, items };
 }
@@ -336,7 +340,8 @@ export async function buildPlugin(opts: BuildOptions): Promise<BuildResult> {
 
   const cacheDir = resolve(opts.cacheDir ?? defaultCacheDir());
   await mkdir(cacheDir, { recursive: true });
-  const { tree, items } = await stage(opts, manifest, build, pluginRoot, cacheDir);
+  const outReal = await realpath(outDir).catch(() => outDir);
+  const { tree, items } = await stage(opts, manifest, build, pluginRoot, cacheDir, outReal);
   const fp = createHash('sha256')
     .update(JSON.stringify({ format: IMAGE_FORMAT_VERSION, compressor: await compressorIdentity(compression), mtime, entries: await tree.fingerprint('runtime') }))
     .digest('hex');

@@ -32,7 +32,7 @@ after(() => rmSync(snapshot, { recursive: true, force: true }));
 for (const part of ['guest', 'shared', 'native']) cpSync(join(REPO, part), join(snapshot, part), { recursive: true, filter: (src) => !src.endsWith('/build/Release/obj.target') });
 
 /** gzip unless a test says otherwise (examples/hello's build file asks for zstd). */
-function opts(pluginDir: string, outDir: string, extra: Partial<BuildOptions> = {}): BuildOptions {
+function opts(pluginDir: string, outDir: string | undefined, extra: Partial<BuildOptions> = {}): BuildOptions {
   return {
     pluginDir,
     outDir,
@@ -147,6 +147,18 @@ describe('plugin image build', { timeout: 600_000 }, () => {
     const dir = mkdtempSync(join(work, 'unpack-unstripped-'));
     execFileSync('cpio', ['-idm', '--quiet', 'usr/bin/node'], { cwd: dir, input: members(r)[0], maxBuffer: 1024 * 1024 * 1024 });
     assert.deepEqual(readFileSync(join(dir, 'usr/bin/node')), readFileSync('/usr/bin/node'));
+  });
+
+  test('the default output folder inside the plugin is never packed into the next image', async () => {
+    const dir = copyHello('whole-folder');
+    writeFileSync(join(dir, 'volant.build.json'), '{"files":[{"from":".","to":"/srv"}]}');
+    const b1 = await buildPlugin(opts(dir, undefined));
+    assert.equal(b1.image, join(dir, 'build', 'initramfs.img'));
+    const b2 = await buildPlugin(opts(dir, undefined));
+    assert.equal(b2.sha256, b1.sha256);
+    const names = [...list(members(b2)[1]!).keys()];
+    assert.ok(names.includes('srv/app/server.mjs') && names.includes('srv/plugin.json'));
+    assert.deepEqual(names.filter((n) => n.startsWith('srv/build')), []);
   });
 
   test('one changed input byte or SOURCE_DATE_EPOCH changes the image', async () => {

@@ -47,6 +47,13 @@ export class ForwardHandler {
   private resumeUpstream: (() => void) | null = null;
   private finished = false;
   private draining = false;
+  /**
+   * The first body chunk, held until the same parser turn tells us whether more follows: a
+   * small response then leaves in one `res.end(chunk)`. A microtask flushes it otherwise, so a
+   * streaming response (logs, SSE) is never delayed.
+   */
+  private held: Buffer | null = null;
+  private streaming = false;
   private readonly socket: WatchedSocket | null;
 
   constructor(
@@ -103,21 +110,44 @@ export class ForwardHandler {
     return true;
   }
 
+  /** Writes the held chunk, if any, once the turn that delivered it is over. */
+  readonly flushHeld = (): void => {
+    const held = this.held;
+    if (held === null) return;
+    this.held = null;
+    this.streaming = true;
+    if (!this.res.write(held)) this.waitForDrain();
+  };
+
+  private waitForDrain(): void {
+    if (this.draining) return;
+    this.draining = true;
+    const res = this.res as ServerResponse & { [inFlight]?: ForwardHandler };
+    res[inFlight] = this;
+    res.once('drain', onResponseDrain);
+  }
+
   onData(chunk: Buffer): boolean {
-    if (this.res.write(chunk)) return true;
-    if (!this.draining) {
-      this.draining = true;
-      const res = this.res as ServerResponse & { [inFlight]?: ForwardHandler };
-      res[inFlight] = this;
-      res.once('drain', onResponseDrain);
+    if (!this.streaming) {
+      if (this.held === null) {
+        this.held = chunk;
+        queueMicrotask(this.flushHeld);
+        return true;
+      }
+      this.flushHeld();
     }
+    if (this.res.write(chunk)) return true;
+    this.waitForDrain();
     return false;
   }
 
   onComplete(): void {
     this.done();
     this.stats.responses++;
-    this.res.end();
+    const held = this.held;
+    this.held = null;
+    if (held === null) this.res.end();
+    else this.res.end(held);
   }
 
   onError(err: Error): void {

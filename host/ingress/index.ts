@@ -17,7 +17,7 @@ import type { VolantError } from '../../shared/errors.js';
 import { describeTransport, type IngressTransport } from './dialer.js';
 import { asVolantError, sendError, sendErrorOnSocket } from './error-response.js';
 import { dispatchOptions, ForwardHandler, type ForwardStats } from './forward.js';
-import { type ClientFacts, upstreamRequestHead } from './headers.js';
+import { type ClientFacts, type UpstreamRequestHead, upstreamRequestHead } from './headers.js';
 import { matchProxyPath } from './path.js';
 import { VmPools } from './pools.js';
 import { requestHead, tunnelUpgrade } from './upgrade.js';
@@ -120,17 +120,29 @@ export function createIngress(opts: IngressOptions): Ingress {
       return true;
     }
     metrics.requests++;
+    let target: IngressTarget | Promise<IngressTarget>;
+    try {
+      target = opts.lookup(match.vmName);
+    } catch (e) {
+      sendError(res, asVolantError(e), head.requestId);
+      return true;
+    }
     const { upstreamPath } = match;
-    withTarget(
-      match.vmName,
-      (e) => sendError(res, e, head.requestId),
-      (target) => {
-        if (res.destroyed) return;
-        const handler = new ForwardHandler(res, head.requestId, target.vmName, target.transport, metrics);
-        pools.get(target.vmName, target.transport).dispatch(dispatchOptions(req, upstreamPath, head.headers, head.hasBody), handler);
-      },
-    );
+    if (isPromise(target)) {
+      target.then(
+        (t) => forward(req, res, upstreamPath, head, t),
+        (e: unknown) => sendError(res, asVolantError(e), head.requestId),
+      );
+    } else {
+      forward(req, res, upstreamPath, head, target);
+    }
     return true;
+  }
+
+  function forward(req: IncomingMessage, res: ServerResponse, upstreamPath: string, head: UpstreamRequestHead, target: IngressTarget): void {
+    if (res.destroyed) return;
+    const handler = new ForwardHandler(res, head.requestId, target.vmName, target.transport, metrics);
+    pools.get(target.vmName, target.transport).dispatch(dispatchOptions(req, upstreamPath, head.headers, head.hasBody), handler);
   }
 
   function handleUpgrade(req: IncomingMessage, socket: Duplex, clientHead: Buffer): boolean {

@@ -288,6 +288,25 @@ describe('ingress: forwarding', () => {
     assert.ok(mux.stats.established - establishedBefore <= 64, `opened ${mux.stats.established - establishedBefore}`);
   });
 
+  it('a streaming response reaches the client chunk by chunk, not at its end', async () => {
+    const chunks = await new Promise<number>((resolve, reject) => {
+      const req = request({ host: '127.0.0.1', port: apiPort, path: '/api/v1/vms/web/proxy/drip?stream=1', agent: false }, (res) => {
+        let n = 0;
+        res.on('data', () => {
+          n++;
+          if (n === 3) {
+            res.destroy();
+            resolve(n);
+          }
+        });
+        res.on('end', () => reject(new Error('the never-ending response ended')));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    assert.equal(chunks, 3);
+  });
+
   it('pipelined requests on one client connection are answered in order', async () => {
     const text = await new Promise<string>((resolve) => {
       const s = connect({ host: '127.0.0.1', port: apiPort }, () =>

@@ -5,8 +5,8 @@
  * 50 long-lived leases in place so the gap search has work to do.
  *
  * Measured in the same run:
- * - baseline: the floor for two durable transactions on the same file (insert one row, delete
- *   it), so the ratio shows what IPAM itself costs on top of SQLite;
+ * - baseline: the floor for two durable transactions on the same kind of file and settings
+ *   (insert one row, delete it), so the ratio shows what IPAM itself costs on top of SQLite;
  * - single process, synchronous=NORMAL (the store's default: survives any process crash) and
  *   synchronous=FULL (also survives power loss: one fsync per commit);
  * - contended: WORKERS processes cycling on one file, each holding up to HOLD leases; at the
@@ -23,7 +23,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { addressPool } from '../../host/ipam/pool.js';
-import { openStore } from '../../host/store/store.js';
+import { openStore, WAL_AUTOCHECKPOINT_PAGES } from '../../host/store/store.js';
 
 const PHASE_SECONDS = Number(process.argv[2] ?? 3);
 const GOAL_PER_SECOND = 10_000;
@@ -50,6 +50,7 @@ function baseline(): number {
   const db = new Database(join(dir, 'baseline.db'));
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = NORMAL');
+  db.pragma(`wal_autocheckpoint = ${WAL_AUTOCHECKPOINT_PAGES}`);
   db.exec('CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)');
   const ins = db.prepare('INSERT INTO t (id, v) VALUES (?, ?)');
   const del = db.prepare('DELETE FROM t WHERE id = ?');

@@ -116,8 +116,8 @@ export class VmRepository {
   private readonly byName: Database.Statement<[string], VmRow>;
   private readonly all: Database.Statement<[], VmRow>;
   private readonly pluginExists: Database.Statement<[string], { n: number }>;
-  private readonly insertVm: Database.Statement<Record<string, unknown>>;
-  private readonly deleteVm: Database.Statement<[string]>;
+  private readonly insertVm: Database.Statement<Record<string, unknown>, VmRow>;
+  private readonly deleteVm: Database.Statement<[string], VmRow>;
   private readonly createTx: (vm: NewVm, opts: LeaseOptions) => VmRecord;
   private readonly deleteTx: (name: string) => VmRecord;
 
@@ -130,8 +130,8 @@ export class VmRepository {
     this.all = db.prepare('SELECT * FROM vms ORDER BY name');
     this.pluginExists = db.prepare('SELECT count(*) AS n FROM plugins WHERE name = ?');
     this.insertVm = db.prepare(`INSERT INTO vms (name, plugin, state, mode, ip, mac, tap, cid, pid, vmm, config, error, created_at, updated_at)
-      VALUES (@name, @plugin, @state, @mode, @ip, @mac, @tap, @cid, NULL, @vmm, @config, NULL, @now, @now)`);
-    this.deleteVm = db.prepare('DELETE FROM vms WHERE name = ?');
+      VALUES (@name, @plugin, @state, @mode, @ip, @mac, @tap, @cid, NULL, @vmm, @config, NULL, @now, @now) RETURNING *`);
+    this.deleteVm = db.prepare('DELETE FROM vms WHERE name = ? RETURNING *');
     const create = db.transaction((vm: NewVm, opts: LeaseOptions) => this.insertWithLease(vm, opts));
     const remove = db.transaction((name: string) => this.deleteWithLease(name));
     this.createTx = (vm, opts) => create.immediate(vm, opts);
@@ -232,8 +232,9 @@ export class VmRepository {
       throw new VolantError('INVALID_ARGUMENT', `VM config cannot be stored as JSON: ${(e as Error).message}`);
     }
     const ip = opts.mode === 'bridged' ? this.leases.choose(vm.name, opts.requestedIp) : null;
+    let row: VmRow;
     try {
-      this.insertVm.run({ name: vm.name, plugin: vm.plugin, state: vm.state ?? 'creating', mode: opts.mode, ip, mac: macAddress(vm.name), tap, cid, vmm: vm.vmm ?? null, config, now });
+      row = this.insertVm.get({ name: vm.name, plugin: vm.plugin, state: vm.state ?? 'creating', mode: opts.mode, ip, mac: macAddress(vm.name), tap, cid, vmm: vm.vmm ?? null, config, now })!;
     } catch (e) {
       if ((e as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE' && /vms\.tap/.test((e as Error).message)) {
         throw new VolantError('CONFLICT', `tap name ${tap} derived from ${vm.name} is already used by another VM; choose another name`);
@@ -242,14 +243,14 @@ export class VmRepository {
     }
     // The lease follows the VM row so its foreign key has something to point at.
     if (ip !== null) this.leases.record(ip, vm.name, now);
-    return toRecord(this.byName.get(vm.name)!);
+    return toRecord(row);
   }
 
   private deleteWithLease(name: string): VmRecord {
-    const row = this.byName.get(name);
-    if (!row) throw new VolantError('NOT_FOUND', `VM ${JSON.stringify(String(name).slice(0, 80))} does not exist`);
     this.leases.release(name);
-    this.deleteVm.run(name);
+    const row = this.deleteVm.get(name);
+    // Nothing was deleted, so there was no lease to release either: the transaction is a no-op.
+    if (!row) throw new VolantError('NOT_FOUND', `VM ${JSON.stringify(String(name).slice(0, 80))} does not exist`);
     return toRecord(row);
   }
 }

@@ -14,7 +14,7 @@
 
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -243,7 +243,8 @@ async function main(): Promise<void> {
     vsockHopVsDirectRps: s('vsock').rps / s('direct').rps,
     nginxVsDirectRps: s('nginx').rps / s('direct').rps,
   };
-  console.log(`ingress bench: wrk -t1 -c${CONNECTIONS} -d${DURATION_S}s, ${ROUNDS} rounds alternating, medians`);
+  const load = loadavg().map((l) => Number(l.toFixed(2)));
+  console.log(`ingress bench: wrk -t1 -c${CONNECTIONS} -d${DURATION_S}s, ${ROUNDS} rounds alternating, medians; load average ${load.join(' ')} (shared machine: read ratios, not absolutes)`);
   console.log('target   | req/s     | p50 ms | p99 ms | errors | proxy CPU µs/req | what (direct: CPU of the upstream itself)');
   const what: Record<string, string> = {
     direct: 'upstream directly',
@@ -258,7 +259,7 @@ async function main(): Promise<void> {
   }
   console.log(`host hop: ingress ÷ nginx = ${ratios.hostHopRps.toFixed(2)}× req/s (goal ≥ 1.0), p99 ${ratios.hostHopP99.toFixed(2)}× (goal ≤ 1.0), CPU/req ${ratios.hostHopCpuPerReq.toFixed(2)}×`);
   console.log(`full chain ÷ direct = ${ratios.chainVsDirectRps.toFixed(2)}× req/s (goal ≥ 0.5); without kestrel ${ratios.vsockHopVsDirectRps.toFixed(2)}×; nginx ÷ direct = ${ratios.nginxVsDirectRps.toFixed(2)}×`);
-  console.log(JSON.stringify({ bench: 'ingress', connections: CONNECTIONS, durationS: DURATION_S, rounds: ROUNDS, chain: chainLabel, results: summary, ratios }));
+  console.log(JSON.stringify({ bench: 'ingress', loadAverage: load, connections: CONNECTIONS, durationS: DURATION_S, rounds: ROUNDS, chain: chainLabel, results: summary, ratios }));
 }
 
 /**

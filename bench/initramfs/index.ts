@@ -87,11 +87,19 @@ for (const r of rows) {
 }
 console.log(`byte-identical rebuilds: ${identical ? 'yes' : 'NO'} (gzip ${runs[0]!.result.sha256.slice(0, 16)}…, zstd ${runs[3]!.result.sha256.slice(0, 16)}…)`);
 const by = (n: string) => runs.find((r) => r.name === n)!;
+const exampleCompression: Compression = (JSON.parse(readFileSync(join(hello, 'volant.build.json'), 'utf8')) as { compression?: Compression }).compression ?? 'gzip';
 console.log(
   JSON.stringify({
     bench: 'initramfs',
     baseline: { seconds: baselineSeconds, bytes: baselineBytes },
     runs: Object.fromEntries(runs.map((r) => [r.name, { seconds: r.seconds, bytes: r.result.imageBytes, time_ratio: r.seconds / baselineSeconds, size_ratio: r.result.imageBytes / baselineBytes }])),
+    // examples/hello's build file picks the compression `volar plugins build examples/hello` uses.
+    example: {
+      compression: exampleCompression,
+      warm_time_ratio: by(`${exampleCompression}-warm`).seconds / baselineSeconds,
+      cold_time_ratio: by(`${exampleCompression}-cold`).seconds / baselineSeconds,
+      size_ratio: by(`${exampleCompression}-warm`).result.imageBytes / baselineBytes,
+    },
     warm_time_ratio_gzip: by('gzip-warm').seconds / baselineSeconds,
     size_ratio_gzip: by('gzip-warm').result.imageBytes / baselineBytes,
     size_ratio_zstd: by('zstd-warm').result.imageBytes / baselineBytes,

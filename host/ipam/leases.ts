@@ -33,7 +33,8 @@ export class Leases {
 
   /**
    * Picks the VM's address: its reservation, the requested address, or the lowest free one.
-   * Writes nothing; `record` writes the lease once the VM row exists.
+   * Writes only the allocation hint; `record` writes the lease once the VM row exists (both in
+   * the caller's transaction, so a failure in between leaves neither).
    */
   choose(vmName: string, requestedIp: string | undefined): string {
     const pool = this.pool;

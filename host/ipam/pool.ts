@@ -81,7 +81,7 @@ export function requiredAddress(pool: AddressPool, vmName: string, requested?: s
   return ip;
 }
 
-/** Reserved addresses at or after `from`, in numeric order, that belong to VMs other than `vmName`. */
+/** Addresses reserved for VMs other than `vmName`, in numeric order. */
 export function reservedForOthers(pool: AddressPool, vmName: string): number[] {
   return [...pool.reservedBy.entries()]
     .filter(([, owner]) => owner !== vmName)

@@ -302,34 +302,39 @@ export async function startEgressProxy(opts: EgressProxyOptions): Promise<Egress
     const vm = x.vm!;
     metrics.tunnelOpened(vm);
     openSockets.add(upstream);
-    let finished = false;
     let helloTimer: NodeJS.Timeout | undefined;
     let verdict: { decision: 'allow' | 'deny'; reason: DenyReason | 'allowed' } = { decision: 'allow', reason: 'allowed' };
-    const finish = (): void => {
-      if (finished) return;
-      finished = true;
-      clearTimeout(helloTimer);
+    let relaying = false;
+    const destroyBoth = (): void => {
       client.destroy();
       upstream.destroy();
+    };
+    const fail = (d: Denial): void => {
+      verdict = { decision: 'deny', reason: d.reason };
+      destroyBoth();
+    };
+    // The tunnel is over when both sockets have closed. One side closing ends the other
+    // gracefully, so bytes still queued for a slow reader are delivered, not cut off.
+    let open = 2;
+    const onClose = (other: Socket) => (hadError: boolean) => {
+      if (hadError || verdict.decision === 'deny') other.destroy();
+      else other.end();
+      if (--open > 0) return;
+      clearTimeout(helloTimer);
       openSockets.delete(upstream);
       r.release();
       metrics.tunnelClosed(vm);
       audit(x, verdict.decision, verdict.reason, 200, upstream.bytesRead, upstream.bytesWritten);
     };
-    const fail = (d: Denial): void => {
-      verdict = { decision: 'deny', reason: d.reason };
-      finish();
-    };
+    client.on('close', onClose(upstream));
+    upstream.on('close', onClose(client));
     // http.Server sockets allow half-open: a client that ends before the tunnel is decided is done.
-    let relaying = false;
     client.once('end', () => {
-      if (!relaying) finish();
+      if (!relaying) destroyBoth();
     });
-    client.on('close', finish);
-    upstream.on('close', finish);
     upstream.on('error', () => upstream.destroy());
-    client.setTimeout(idleTimeoutMs, finish);
-    upstream.setTimeout(idleTimeoutMs, finish);
+    client.setTimeout(idleTimeoutMs, destroyBoth);
+    upstream.setTimeout(idleTimeoutMs, destroyBoth);
     client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
     // A rule naming the port admits server-speaks-first protocols: relay the server at once.
     if (r.allowed.ruleNamesPort) upstream.pipe(client);
@@ -607,7 +612,7 @@ function dialFirst(addresses: readonly string[], port: number, timeoutMs: number
       }
       onTry(address);
       // highWaterMark reaches the Duplex constructor; @types/node omits it from the connect options.
-      const s = netConnect({ host: address, port, family: isIP(address), highWaterMark: TUNNEL_BUFFER_BYTES } as NetConnectOpts);
+      const s = netConnect({ host: address, port, family: isIP(address), highWaterMark: TUNNEL_BUFFER_BYTES, allowHalfOpen: true } as NetConnectOpts);
       const timer = setTimeout(() => {
         s.destroy();
         lastError = new Error('timeout');

@@ -34,6 +34,9 @@ let echoUp: TcpServer;
 let HTTP_PORT = 0;
 let HTTPS_PORT = 0;
 let ECHO_PORT = 0;
+let BURST_PORT = 0;
+let burstUp: TcpServer;
+const BURST_BYTES = 4 * 1024 * 1024;
 let loose: EgressProxy;
 let strict: EgressProxy;
 const audits: AuditRecord[] = [];
@@ -130,6 +133,16 @@ async function tlsThroughTunnel(proxy: EgressProxy, authority: string, servernam
 
 const lastAudit = (pred: (a: AuditRecord) => boolean): AuditRecord | undefined => [...audits].reverse().find(pred);
 
+/** The audit line is written when the proxy's side of both sockets has closed, a moment after ours. */
+async function awaitAudit(pred: (a: AuditRecord) => boolean, sinceIndex: number): Promise<AuditRecord | undefined> {
+  for (let i = 0; i < 100; i++) {
+    const hit = audits.slice(sinceIndex).reverse().find(pred);
+    if (hit) return hit;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return undefined;
+}
+
 const DNS_RECORDS: DnsRecords = {
   'allowed.test': { a: ['127.0.0.1'] },
   'evil.test': { a: ['127.0.0.1'] },
@@ -196,6 +209,12 @@ before(async () => {
     s.pipe(s);
   });
   ECHO_PORT = await listenPort(echoUp);
+  // Writes BURST_BYTES and closes at once: the proxy must still deliver all of it to a slow reader.
+  burstUp = createTcpServer((s) => {
+    s.on('error', () => {});
+    s.end(Buffer.alloc(BURST_BYTES, 0x42));
+  });
+  BURST_PORT = await listenPort(burstUp);
   const common = {
     resolver: { servers: [dns.address] },
     dnsTimeoutMs: 400,
@@ -204,7 +223,7 @@ before(async () => {
     deniedAddresses: ['93.184.216.34'],
     audit: (r: AuditRecord) => audits.push(r),
   };
-  const rules = ['allowed.test', '*.wild.test', '.both.test', 'bücher.test', 'alias.test', 'alias-private.test', `raw.test:${ECHO_PORT}`, '*.bad.test', 'rebind.test'];
+  const rules = ['allowed.test', '*.wild.test', '.both.test', 'bücher.test', 'alias.test', 'alias-private.test', `raw.test:${ECHO_PORT}`, `raw.test:${BURST_PORT}`, '*.bad.test', 'rebind.test'];
   loose = await startEgressProxy({
     ...common,
     listen: { host: '127.0.0.1', port: 0 },
@@ -225,6 +244,7 @@ after(async () => {
   httpUp?.close();
   httpsUp?.close();
   echoUp?.close();
+  burstUp?.close();
   ca?.cleanup();
 });
 
@@ -519,8 +539,9 @@ describe('egress proxy: behaviour beyond the table', () => {
   it('CONNECT with the right SNI carries TLS end to end; the wrong SNI is cut (domain fronting)', async () => {
     assert.equal(await tlsThroughTunnel(loose, `allowed.test:${HTTPS_PORT}`, 'allowed.test'), 'ok:secure allowed.test /tls');
     assert.equal(await tlsThroughTunnel(loose, `allowed.test:${HTTPS_PORT}`, 'ALLOWED.test'), 'ok:secure allowed.test /tls');
+    const mark = audits.length;
     assert.equal(await tlsThroughTunnel(loose, `allowed.test:${HTTPS_PORT}`, 'evil.test'), 'closed');
-    const a = lastAudit((x) => x.reason === 'sni-mismatch');
+    const a = await awaitAudit((x) => x.method === 'CONNECT', mark);
     assert.ok(a && a.decision === 'deny' && a.host === 'allowed.test' && a.bytes_out === 0, JSON.stringify(a));
     assert.equal(await tlsThroughTunnel(loose, `allowed.test:${HTTPS_PORT}`, 'sub.allowed.test'), 'closed');
   });
@@ -529,6 +550,7 @@ describe('egress proxy: behaviour beyond the table', () => {
     const hello = await captureClientHello('evil.test');
     const body = hello.subarray(5);
     const refragmented = Buffer.concat([recordOf(body.subarray(0, 7)), recordOf(body.subarray(7, 60)), recordOf(body.subarray(60))]);
+    const mark = audits.length;
     const sock = await openTunnel(loose, `allowed.test:${HTTPS_PORT}`);
     const closed = new Promise<void>((resolve) => sock.on('close', () => resolve()));
     sock.on('error', () => {});
@@ -538,10 +560,11 @@ describe('egress proxy: behaviour beyond the table', () => {
       await new Promise((r) => setImmediate(r));
     }
     await closed;
-    assert.equal(lastAudit((x) => x.method === 'CONNECT')?.reason, 'sni-mismatch');
+    assert.equal((await awaitAudit((x) => x.method === 'CONNECT', mark))?.reason, 'sni-mismatch');
   });
 
   it('non-TLS tunnels: refused under a port-less rule, allowed where the rule names the port', async () => {
+    const mark = audits.length;
     const plain = await openTunnel(loose, `allowed.test:${HTTP_PORT}`);
     const closed = new Promise<string>((resolve) => {
       let b = '';
@@ -553,7 +576,7 @@ describe('egress proxy: behaviour beyond the table', () => {
     plain.resume();
     plain.write('GET / HTTP/1.1\r\nHost: allowed.test\r\n\r\n');
     assert.equal(await closed, '', 'no upstream bytes reach the client');
-    assert.equal(lastAudit((x) => x.method === 'CONNECT')?.reason, 'non-tls-tunnel');
+    assert.equal((await awaitAudit((x) => x.method === 'CONNECT', mark))?.reason, 'non-tls-tunnel');
 
     const echo = await openTunnel(loose, `raw.test:${ECHO_PORT}`);
     const got = await new Promise<string>((resolve) => {
@@ -569,14 +592,45 @@ describe('egress proxy: behaviour beyond the table', () => {
     echo.destroy();
   });
 
+  it('delivers everything the upstream sent before closing to a slow reader, and honours half-close', async () => {
+    const mark = audits.length;
+    const t = await openTunnel(loose, `raw.test:${BURST_PORT}`);
+    await new Promise((r) => setTimeout(r, 300)); // upstream has written and closed by now
+    const got = await new Promise<number>((resolve) => {
+      let n = 0;
+      t.on('data', (d: Buffer) => {
+        n += d.length;
+      });
+      t.on('close', () => resolve(n));
+      t.resume();
+    });
+    assert.equal(got, BURST_BYTES);
+    const a = await awaitAudit((x) => x.method === 'CONNECT' && x.port === BURST_PORT, mark);
+    assert.equal(a?.bytes_in, BURST_BYTES);
+    assert.equal(a?.decision, 'allow');
+
+    const echo = await openTunnel(loose, `raw.test:${ECHO_PORT}`);
+    const all = await new Promise<string>((resolve) => {
+      let b = '';
+      echo.on('data', (d) => {
+        b += d;
+      });
+      echo.on('close', () => resolve(b));
+      echo.resume();
+      echo.end('half-closed');
+    });
+    assert.equal(all, 'BANNER\nhalf-closed');
+  });
+
   it('a tunnel that never sends a ClientHello is closed after the hello timeout', async () => {
+    const mark = audits.length;
     const s = await openTunnel(loose, `allowed.test:${HTTPS_PORT}`);
     const t0 = performance.now();
     const closed = new Promise<void>((resolve) => s.on('close', () => resolve()));
     s.resume();
     await closed;
     assert.ok(performance.now() - t0 >= 1000);
-    assert.equal(lastAudit((x) => x.method === 'CONNECT')?.reason, 'client-hello-invalid');
+    assert.equal((await awaitAudit((x) => x.method === 'CONNECT', mark))?.reason, 'client-hello-invalid');
   });
 
   it('an unknown peer gets 403 no-policy', async () => {

@@ -15,7 +15,7 @@
  * libraries of the same name). Resolution is transitive; the result is sorted and deduplicated.
  */
 
-import { open, readFile } from 'node:fs/promises';
+import { open, readdir, readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { VolantError } from '../shared/errors.js';
 
@@ -109,7 +109,6 @@ export function parseElf(buf: Buffer, file = '<buffer>'): ElfInfo {
 export async function ldSoConfDirs(confFile = '/etc/ld.so.conf', root = '/'): Promise<string[]> {
   const dirs: string[] = [];
   const seen = new Set<string>();
-  const { readdir } = await import('node:fs/promises');
   const visit = async (file: string): Promise<void> => {
     if (seen.has(file)) return;
     seen.add(file);

@@ -4,7 +4,8 @@
  */
 
 export { BUILD_FILE_NAME, BuildFile, type Compression, parseBuildFile } from './build-file.js';
-export { type BuildItem, type BuildOptions, type BuildResult, buildPlugin, IMAGE_FILE_NAME, loadManifest, MANIFEST_FILE_NAME } from './build.js';
+export { type BuildItem, type BuildOptions, type BuildResult, buildPlugin, IMAGE_FILE_NAME, MANIFEST_FILE_NAME } from './build.js';
+export { loadBuildFile, loadManifest } from './plugin-input.js';
 export { defaultCacheDir } from './cache.js';
 export { type CpioEntry, sourceDateEpoch, writeCpio } from './cpio.js';
 export { cachedKernel, type FetchKernelOptions, fetchKernel, type KernelInfo } from './kernel.js';

@@ -4,7 +4,8 @@
  * once cannot both apply it. Never edit a released migration; add the next number.
  *
  * What must hold (enforced by the schema, not only by code):
- * - a VM name is unique; a tap name is unique; a vsock CID is unique and ≥ 3;
+ * - a VM name is unique; a tap name is unique; a vsock CID is unique and ≥ 3 (it is the row id,
+ *   so allocating it needs no index of its own);
  * - an address is leased at most once (`ip_leases.ip_num` is the primary key) and each VM holds
  *   at most one lease; a lease cannot outlive its VM (FK, cascade as a last line of defence).
  *   `vms.ip` and `ip_leases.ip` are the same address as text for readers; they carry no index
@@ -35,7 +36,7 @@ export const MIGRATIONS: readonly Migration[] = [
       ) STRICT;
 
       CREATE TABLE vms (
-        id         INTEGER PRIMARY KEY,
+        cid        INTEGER PRIMARY KEY CHECK (cid >= 3 AND cid < 4294967295),
         name       TEXT NOT NULL UNIQUE,
         plugin     TEXT NOT NULL REFERENCES plugins(name) ON DELETE RESTRICT,
         state      TEXT NOT NULL CHECK (state IN ('creating','starting','running','stopping','stopped','failed')),
@@ -43,7 +44,6 @@ export const MIGRATIONS: readonly Migration[] = [
         ip         TEXT,
         mac        TEXT NOT NULL,
         tap        TEXT UNIQUE,
-        cid        INTEGER NOT NULL UNIQUE CHECK (cid >= 3 AND cid < 4294967295),
         pid        INTEGER,
         vmm        TEXT CHECK (vmm IS NULL OR vmm IN ('cloud-hypervisor','qemu')),
         config     TEXT NOT NULL CHECK (json_valid(config)),

@@ -21,7 +21,6 @@ export const NETWORK_MODES: readonly NetworkMode[] = ['bridged', 'dhcp', 'vsock'
 export const MAX_VM_ERROR_CHARS = 4096;
 
 export interface VmRecord {
-  id: number;
   name: string;
   plugin: string;
   state: VmState;
@@ -31,6 +30,7 @@ export interface VmRecord {
   mac: string;
   /** null for vsock VMs (no network device). */
   tap: string | null;
+  /** The vsock CID (lowest free ≥ 3), also the row's key. */
   cid: number;
   pid: number | null;
   vmm: VmmKind | null;
@@ -63,7 +63,6 @@ export interface VmPatch {
 }
 
 interface VmRow {
-  id: number;
   name: string;
   plugin: string;
   state: VmState;
@@ -82,7 +81,6 @@ interface VmRow {
 
 function toRecord(r: VmRow): VmRecord {
   return {
-    id: r.id,
     name: r.name,
     plugin: r.plugin,
     state: r.state,

@@ -39,7 +39,7 @@ function code(fn: () => unknown): string {
 }
 
 function snapshot(store: Store): string {
-  return JSON.stringify([store.db.prepare('SELECT * FROM vms ORDER BY id').all(), store.db.prepare('SELECT * FROM ip_leases ORDER BY ip_num').all()]);
+  return JSON.stringify([store.db.prepare('SELECT * FROM vms ORDER BY cid').all(), store.db.prepare('SELECT * FROM ip_leases ORDER BY ip_num').all()]);
 }
 
 describe('lease order', () => {

@@ -2,6 +2,7 @@
 // namespace each test creates: what setup builds, that a second run adds nothing, that
 // --dry-run changes nothing, that teardown leaves nothing, and that bad flags write nothing.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -139,10 +140,7 @@ describe('volar debug ipam', () => {
     store.vms.createWithLease({ name: 'side', plugin: 'hello', config: {} }, { mode: 'vsock' });
     store.vms.deleteWithRelease('db');
     store.close();
-    const cli = (args: string[]) =>
-      import('node:child_process').then(({ execFileSync }) =>
-        execFileSync(process.execPath, ['--import', 'tsx', CLI, 'debug', 'ipam', '--config', '/dev/null', '--state-dir', state, ...args], { encoding: 'utf8' }),
-      );
+    const cli = async (args: string[]) => execFileSync(process.execPath, ['--import', 'tsx', CLI, 'debug', 'ipam', '--config', '/dev/null', '--state-dir', state, ...args], { encoding: 'utf8' });
     const report = JSON.parse(await cli(['--json']));
     assert.equal(report.size, 155);
     assert.equal(report.free, 153);
@@ -153,6 +151,10 @@ describe('volar debug ipam', () => {
         ['192.168.127.102', 'cache'],
       ],
     );
+    const empty = stateDir();
+    const none = JSON.parse(execFileSync(process.execPath, ['--import', 'tsx', CLI, 'debug', 'ipam', '--json', '--config', '/dev/null', '--state-dir', empty], { encoding: 'utf8' }));
+    assert.deepEqual([none.size, none.free, none.leases], [155, 155, []]);
+    assert.equal(existsSync(empty), false, 'debug ipam creates nothing when there is no database yet');
     const text = await cli([]);
     assert.match(text, /^pool\s+192\.168\.127\.100 - 192\.168\.127\.254$/m);
     assert.match(text, /^free\s+153$/m);

@@ -29,6 +29,7 @@ import { type AllowedTarget, type Denial, decideAddresses, decideAllowlist, deci
 import { EgressLimits } from './limits.js';
 import { EgressMetrics } from './metrics.js';
 import { createDnsResolver, DNS_TIMEOUT_MS, type NameResolver } from './resolver.js';
+import { UpstreamReader } from './relay.js';
 import { readClientHello } from './sni.js';
 import { parseAbsoluteTarget, parseConnectTarget, type HttpTarget, type Target } from './target.js';
 
@@ -283,8 +284,9 @@ export async function startEgressProxy(opts: EgressProxyOptions): Promise<Egress
       return;
     }
     let upstream: Socket;
+    const reader = new UpstreamReader();
     try {
-      upstream = await dialFirst(r.dial, r.allowed.port, connectTimeoutMs, (a) => {
+      upstream = await dialFirst(r.dial, r.allowed.port, connectTimeoutMs, reader, (a) => {
         x.address = a;
       });
     } catch (e) {
@@ -337,7 +339,7 @@ export async function startEgressProxy(opts: EgressProxyOptions): Promise<Egress
     upstream.setTimeout(idleTimeoutMs, destroyBoth);
     client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
     // A rule naming the port admits server-speaks-first protocols: relay the server at once.
-    if (r.allowed.ruleNamesPort) upstream.pipe(client);
+    if (r.allowed.ruleNamesPort) reader.relay(upstream, client);
     let pending: Buffer = head;
     if (!r.allowed.ruleNamesPort) {
       helloTimer = setTimeout(
@@ -358,7 +360,7 @@ export async function startEgressProxy(opts: EgressProxyOptions): Promise<Egress
       client.pause();
       upstream.write(pending);
       client.pipe(upstream);
-      if (!r.allowed.ruleNamesPort) upstream.pipe(client);
+      if (!r.allowed.ruleNamesPort) reader.relay(upstream, client);
       client.resume();
       return true;
     };
@@ -594,7 +596,7 @@ function statusText(status: number): string {
 }
 
 /** Dials the checked addresses in order until one answers, within one overall budget. */
-function dialFirst(addresses: readonly string[], port: number, timeoutMs: number, onTry: (a: string) => void): Promise<Socket> {
+function dialFirst(addresses: readonly string[], port: number, timeoutMs: number, reader: UpstreamReader, onTry: (a: string) => void): Promise<Socket> {
   const deadline = performance.now() + timeoutMs;
   return new Promise((resolve, reject) => {
     let i = 0;
@@ -612,7 +614,8 @@ function dialFirst(addresses: readonly string[], port: number, timeoutMs: number
       }
       onTry(address);
       // highWaterMark reaches the Duplex constructor; @types/node omits it from the connect options.
-      const s = netConnect({ host: address, port, family: isIP(address), highWaterMark: TUNNEL_BUFFER_BYTES, allowHalfOpen: true } as NetConnectOpts);
+      const s = netConnect({ host: address, port, family: isIP(address), highWaterMark: TUNNEL_BUFFER_BYTES, allowHalfOpen: true, onread: reader.onread } as NetConnectOpts);
+      reader.attach(s);
       const timer = setTimeout(() => {
         s.destroy();
         lastError = new Error('timeout');

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import { connect, createServer, type NetConnectOpts, type Server, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { MAX_READ_BYTES, UpstreamReader } from '../../host/egress/relay.js';
 
@@ -16,7 +16,7 @@ after(() => server.close());
 
 async function pair(reader: UpstreamReader): Promise<{ near: Socket; far: Socket }> {
   const n = accepted.length;
-  const near = connect({ port, host: '127.0.0.1', allowHalfOpen: true, onread: reader.onread } as Parameters<typeof connect>[0]);
+  const near = connect({ port, host: '127.0.0.1', allowHalfOpen: true, onread: reader.onread } as NetConnectOpts);
   reader.attach(near);
   await new Promise<void>((r) => near.once('connect', () => r()));
   while (accepted.length === n) await new Promise((r) => setTimeout(r, 5));

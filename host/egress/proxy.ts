@@ -132,7 +132,37 @@ interface Exchange {
 
 const bracket = (a: string): string => (isIP(a) === 6 ? `[${a}]` : a);
 
+const POSITIVE_OPTIONS = [
+  'dnsTimeoutMs',
+  'connectTimeoutMs',
+  'idleTimeoutMs',
+  'clientHelloTimeoutMs',
+  'maxTunnelsPerVm',
+  'requestsPerSecondPerVm',
+  'requestBurstPerVm',
+  'maxConcurrent',
+  'maxHeaderBytes',
+  'maxRequestBodyBytes',
+] as const;
+
+/** Refuses nonsensical limits before anything listens. */
+function checkOptions(opts: EgressProxyOptions): void {
+  for (const k of POSITIVE_OPTIONS) {
+    const v = opts[k];
+    if (v !== undefined && !(typeof v === 'number' && Number.isFinite(v) && v > 0)) {
+      throw new VolantError('INVALID_ARGUMENT', `egress option ${k} must be a positive number, got ${JSON.stringify(v)}`, { option: k });
+    }
+  }
+  if (typeof opts.policyFor !== 'function') throw new VolantError('INVALID_ARGUMENT', 'egress option policyFor must be a function');
+  const l = opts.listen as { path?: unknown; host?: unknown; port?: unknown } | undefined;
+  const validPath = typeof l?.path === 'string' && l.path.length > 0;
+  const validTcp = typeof l?.host === 'string' && Number.isInteger(l.port) && (l.port as number) >= 0 && (l.port as number) <= 65535;
+  if (!validPath && !validTcp) throw new VolantError('INVALID_ARGUMENT', 'egress option listen must be { path } or { host, port (0-65535) }');
+}
+
+/** Starts an egress proxy; rejects with VolantError INVALID_ARGUMENT for bad options (nothing listens then). */
 export async function startEgressProxy(opts: EgressProxyOptions): Promise<EgressProxy> {
+  checkOptions(opts);
   const resolver: NameResolver =
     opts.resolver && 'resolve' in opts.resolver
       ? opts.resolver

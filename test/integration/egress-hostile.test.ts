@@ -737,6 +737,25 @@ describe('egress proxy: limits', () => {
   });
 });
 
+describe('egress proxy: options', () => {
+  const base = { listen: { host: '127.0.0.1', port: 0 }, policyFor: () => undefined };
+  const bad: [string, Record<string, unknown>][] = [
+    ['negative tunnel limit', { maxTunnelsPerVm: -1 }],
+    ['zero rate', { requestsPerSecondPerVm: 0 }],
+    ['NaN timeout', { connectTimeoutMs: Number.NaN }],
+    ['string limit', { maxHeaderBytes: '16k' }],
+    ['bad CIDR', { allowPrivate: ['127.0.0.0/40'] }],
+    ['bad DNS server', { resolver: { servers: ['dns.example'] } }],
+    ['no listener', { listen: {} }],
+    ['port out of range', { listen: { host: '127.0.0.1', port: 70000 } }],
+  ];
+  for (const [name, patch] of bad) {
+    it(`refuses ${name} with INVALID_ARGUMENT`, async () => {
+      await assert.rejects(startEgressProxy({ ...base, ...patch } as Parameters<typeof startEgressProxy>[0]), (e: Error & { code?: string }) => e.code === 'INVALID_ARGUMENT');
+    });
+  }
+});
+
 describe('egress proxy: listeners and upgrade_to_https', () => {
   it('a changed allowlist applies to the next request; a fresh array with the same rules is not recompiled wrongly', async () => {
     let rules: string[] = ['allowed.test'];

@@ -40,19 +40,23 @@ const REPO = join(import.meta.dirname, '..', '..');
 
 const skip = !isRoot() ? 'needs root (network namespaces and taps)' : !qemuAvailable() ? 'qemu-system-x86_64 is not installed' : false;
 
-/** GET url from inside the namespace until it answers or the deadline passes. */
-async function getFromNetns(net: TapNetwork, url: string, deadline: number, alive: () => boolean): Promise<string> {
+/**
+ * GET url from inside the namespace until it answers (with `wantStatus`, when given: a workload
+ * still starting answers 502 through kestrel) or the deadline passes. Returns "<status> <body>".
+ */
+async function getFromNetns(net: TapNetwork, url: string, deadline: number, alive: () => boolean, wantStatus?: number): Promise<string> {
   const script = `fetch(${JSON.stringify(url)},{signal:AbortSignal.timeout(3000)}).then(async r=>{process.stdout.write(r.status+' '+await r.text())}).catch(e=>{process.stderr.write(String(e));process.exit(1)})`;
   let last = '';
   while (Date.now() < deadline && alive()) {
     try {
-      return net.exec(['node', '-e', script], 10_000);
+      last = net.exec(['node', '-e', script], 10_000);
+      if (wantStatus === undefined || last.startsWith(`${wantStatus} `)) return last;
     } catch (e) {
       last = String((e as { stderr?: string }).stderr ?? e);
-      await new Promise((r) => setTimeout(r, HTTP_RETRY_MS));
     }
+    await new Promise((r) => setTimeout(r, HTTP_RETRY_MS));
   }
-  throw new Error(`no answer from ${url}: ${last}`);
+  throw new Error(`no${wantStatus ? ` ${wantStatus}` : ''} answer from ${url}: ${last}`);
 }
 
 describe('image boot under QEMU', { skip, timeout: 2 * BOOT_TIMEOUT_MS + 120_000 }, () => {
@@ -152,9 +156,14 @@ describe('image boot under QEMU', { skip, timeout: 2 * BOOT_TIMEOUT_MS + 120_000
       assert.match(guest.console(), /kestrel: /);
 
       // Past kestrel, the example workload from /app answers on the forwarded path.
-      const hello = await getFromNetns(net, `http://${GUEST_IP}:8080/hello?from=e2e`, Date.now() + 60_000, () => alive);
+      const hello = await getFromNetns(net, `http://${GUEST_IP}:8080/hello?from=e2e`, Date.now() + 60_000, () => alive, 200);
       assert.equal(hello.split(' ')[0], '200', hello);
       assert.deepEqual(JSON.parse(hello.slice(4)), { message: 'hello', path: '/hello', query: { from: 'e2e' } });
+
+      // A streamed body crosses kestrel intact: every byte follows the app's documented pattern.
+      const n = 3_000_017;
+      const verify = `fetch('http://${GUEST_IP}:8080/bytes?n=${n}').then(r=>r.arrayBuffer()).then(b=>{const u=new Uint8Array(b);let bad=-1;for(let i=0;i<u.length;i++)if(u[i]!==((i*31+7)&255)){bad=i;break}process.stdout.write(u.length+' '+bad)})`;
+      assert.equal(net.exec(['node', '-e', verify], 60_000), `${n} -1`);
     } finally {
       await guest.stop();
     }

@@ -186,6 +186,7 @@ describe('plugin image build', { timeout: 600_000 }, () => {
   describe('bad input: a clear error naming the file, nothing left behind', () => {
     const cases: { name: string; prepare: (dir: string) => void; error: RegExp; extra?: Partial<BuildOptions> }[] = [
       { name: 'missing plugin.json', prepare: (d) => rmSync(join(d, 'plugin.json')), error: /plugin manifest .*plugin\.json cannot be read: ENOENT/ },
+      { name: 'plugin.json over 1 MiB', prepare: (d) => writeFileSync(join(d, 'plugin.json'), `{"x":"${'a'.repeat(2 * 1024 * 1024)}"}`), error: /plugin\.json is \d+ bytes; plugin manifest may be at most 1048576/ },
       { name: 'plugin.json not JSON', prepare: (d) => writeFileSync(join(d, 'plugin.json'), '{"name": '), error: /invalid plugin manifest .*plugin\.json: \/: not valid JSON/ },
       {
         name: 'manifest fails validation',
@@ -226,6 +227,15 @@ describe('plugin image build', { timeout: 600_000 }, () => {
         assertClean(out);
       });
     }
+
+    test('a plugin folder that is a file or missing', async () => {
+      const file = join(work, 'not-a-folder');
+      writeFileSync(file, 'x');
+      await assert.rejects(buildPlugin(opts(file, join(work, 'bad-file'))), /plugin folder .*not-a-folder cannot be read: not a directory/);
+      await assert.rejects(buildPlugin(opts(join(work, 'missing'), join(work, 'bad-missing'))), /plugin folder .*missing cannot be read/);
+      assertClean(join(work, 'bad-file'));
+      assertClean(join(work, 'bad-missing'));
+    });
 
     test('a failed rebuild leaves the previous good image untouched', async () => {
       const dir = copyHello('keep-previous');

@@ -48,6 +48,11 @@ function zstdStream(): Duplex {
     if (code === 0) out.end();
     else out.destroy(new VolantError('SYSTEM_COMMAND_FAILED', `zstd exited with ${code}: ${stderr.trim()}`));
   });
-  // Writes go to zstd's stdin, reads come from its stdout.
-  return Duplex.from({ writable: input, readable: out });
+  // Writes go to zstd's stdin, reads come from its stdout. A pipeline torn down by an error
+  // upstream must not leave zstd waiting on its stdin.
+  const duplex = Duplex.from({ writable: input, readable: out });
+  duplex.once('close', () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  });
+  return duplex;
 }

@@ -24,7 +24,7 @@ export type ErrorBody = Static<typeof ErrorBody>;
 export const VmNameParams = Type.Object({ name: Type.String({ pattern: VM_NAME_PATTERN, description: 'VM name' }) });
 export const PluginNameParams = Type.Object({ name: Type.String({ pattern: PLUGIN_NAME_PATTERN, description: 'plugin name' }) });
 
-export const VmState = Type.Union(
+export const VmStateSchema = Type.Union(
   VM_STATES.map((s) => Type.Literal(s)),
   { description: 'creating → starting → running → stopping → stopped; failed (see error)' },
 );
@@ -32,7 +32,7 @@ export const VmState = Type.Union(
 export const VmView = Type.Object({
   name: Type.String(),
   plugin: Type.String(),
-  state: VmState,
+  state: VmStateSchema,
   error: Type.Optional(Type.String({ description: 'why the VM failed' })),
   network_mode: NetworkMode,
   ip: Type.Optional(Type.String()),

@@ -19,7 +19,6 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { nativeAvailable } from '../native/index.js';
-import { AGENT_VSOCK_PORT } from '../shared/vsock.js';
 import { workloadBaseUrl } from '../shared/schema/manifest.js';
 import { type BootConfig, bootConfigFromCmdline, DEFAULT_HOSTNAME } from './boot/cmdline.js';
 import { IMAGE_MANIFEST_PATH, loadManifestFile } from './boot/manifest.js';
@@ -33,14 +32,12 @@ import { type NetworkPlan, planNetwork } from './network/plan.js';
 import { endKestrel, fatal, isPid1, onShutdownSignals, reapedCount, startReaper } from './pid1.js';
 import { runVsockSelftest } from './selftest.js';
 import { createAgentServer } from './server/agent.js';
-import { type Endpoint, formatEndpoint, parseEndpoint } from './server/endpoint.js';
+import { agentEndpoints, type Endpoint, formatEndpoint, parseEndpoint, VSOCK_CID_ANY } from './server/endpoint.js';
 import { createWorkloadProxy } from './server/proxy.js';
-import { type Listener, listen, VSOCK_CID_ANY } from './server/transports.js';
+import { type Listener, listen } from './server/transports.js';
 import { workloadEnv, DEFAULT_PATH } from './workload/env.js';
 import { Supervisor } from './workload/supervisor.js';
 import { KESTREL_VERSION } from './version.js';
-
-export const AGENT_TCP_PORT = 8080;
 
 interface Flags {
   listen: Endpoint[];
@@ -95,6 +92,9 @@ async function boot(): Promise<void> {
   const manifest = config.manifestOverride ?? loadManifestFile(flags.manifest ?? IMAGE_MANIFEST_PATH);
   say(`plugin ${manifest.name} ${manifest.version}, network ${config.mode}, hostname ${config.hostname}`);
 
+  const wanted = pid1 ? agentEndpoints(config.mode, nativeAvailable()) : flags.listen;
+  if (wanted.length === 0) throw new Error('nothing to listen on: give --listen unix:PATH, tcp:HOST:PORT or vsock:PORT');
+
   // 4: network.
   let eth0: NetworkPlan['eth0'] = null;
   if (pid1) eth0 = await applyNetworkPlan(planNetwork(config));
@@ -126,6 +126,8 @@ async function boot(): Promise<void> {
     logs,
   );
   supervisor.on('finished', (status) => endKestrel(`workload finished`, status.code ?? 1));
+  // However kestrel ends, the workload's process group does not outlive it.
+  process.once('exit', () => supervisor.killNow());
   supervisor.start();
 
   // 6: agent servers.
@@ -148,12 +150,15 @@ async function boot(): Promise<void> {
     };
   };
   const server = createAgentServer({ health, logs, proxy });
-  const wanted: Endpoint[] = pid1 ? [] : flags.listen;
-  if (pid1) {
-    if (nativeAvailable()) wanted.push({ kind: 'vsock', cid: VSOCK_CID_ANY, port: AGENT_VSOCK_PORT });
-    if (config.mode !== 'vsock') wanted.push({ kind: 'tcp', host: '0.0.0.0', port: AGENT_TCP_PORT });
-  }
-  if (wanted.length === 0) throw new Error('nothing to listen on: give --listen unix:PATH, tcp:HOST:PORT or vsock:PORT');
+  onShutdownSignals(async () => {
+    await supervisor.stop();
+    // Stop accepting, then cut what is still open (keep-alive clients, log followers, tunnels).
+    const closing = [...listeners, ...(egressListener ? [egressListener] : [])].map((l) => l.close());
+    server.closeAllConnections();
+    forwarder?.closeAll();
+    await Promise.all(closing);
+    await proxy?.close();
+  });
   for (const endpoint of wanted) {
     try {
       const l = await listen(endpoint, (socket) => server.emit('connection', socket));
@@ -172,15 +177,6 @@ async function boot(): Promise<void> {
 
   // 8: PID-1 duties and a clean stop.
   if (pid1 || flags.reapOrphans) startReaper();
-  onShutdownSignals(async () => {
-    await supervisor.stop();
-    // Stop accepting, then cut what is still open (keep-alive clients, log followers, tunnels).
-    const closing = [...listeners, ...(egressListener ? [egressListener] : [])].map((l) => l.close());
-    server.closeAllConnections();
-    forwarder?.closeAll();
-    await Promise.all(closing);
-    await proxy?.close();
-  });
 }
 
 // The kernel starts init with almost no environment; busybox applets (mount, udhcpc, sync) need PATH.

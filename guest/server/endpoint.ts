@@ -12,7 +12,8 @@
 
 import { VolantError } from '../../shared/errors.js';
 import { tryParseIPv4 } from '../../shared/ipv4.js';
-import { HOST_CID, MAX_UNIX_SOCKET_PATH_BYTES } from '../../shared/vsock.js';
+import type { NetworkMode } from '../../shared/schema/manifest.js';
+import { AGENT_VSOCK_PORT, HOST_CID, MAX_UNIX_SOCKET_PATH_BYTES } from '../../shared/vsock.js';
 
 export type Endpoint =
   | { kind: 'vsock'; cid: number; port: number }
@@ -66,4 +67,19 @@ export function formatEndpoint(e: Endpoint): string {
   if (e.kind === 'vsock') return `vsock:${e.cid}:${e.port}`;
   if (e.kind === 'tcp') return `tcp:${e.host}:${e.port}`;
   return `unix:${e.path}`;
+}
+
+/** VMADDR_CID_ANY: a vsock listener accepts on every CID. */
+export const VSOCK_CID_ANY = 0xffffffff;
+export const AGENT_TCP_PORT = 8080;
+
+/**
+ * Where the agent listens in a VM: vsock port 8080 whenever the VM has vsock (the host's way in
+ * for every mode), and TCP :8080 when the VM has a network interface (bridged, dhcp).
+ */
+export function agentEndpoints(mode: NetworkMode, vsockAvailable: boolean): Endpoint[] {
+  const out: Endpoint[] = [];
+  if (vsockAvailable) out.push({ kind: 'vsock', cid: VSOCK_CID_ANY, port: AGENT_VSOCK_PORT });
+  if (mode !== 'vsock') out.push({ kind: 'tcp', host: '0.0.0.0', port: AGENT_TCP_PORT });
+  return out;
 }

@@ -12,11 +12,9 @@ import { rmSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
 import { vsockConnect, vsockListen } from '../../native/index.js';
 import { VolantError } from '../../shared/errors.js';
-import { type Endpoint, formatEndpoint } from './endpoint.js';
+import { type Endpoint, formatEndpoint, VSOCK_CID_ANY } from './endpoint.js';
 
 export const DIAL_TIMEOUT_MS = 10_000;
-/** VMADDR_CID_ANY: a vsock listener accepts on every CID. */
-export const VSOCK_CID_ANY = 0xffffffff;
 
 export interface Listener {
   endpoint: Endpoint;

@@ -117,6 +117,12 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     return this.stopping;
   }
 
+  /** Synchronous last resort (process exit): SIGKILL to the workload's process group. */
+  killNow(): void {
+    clearTimeout(this.restartTimer);
+    if (this.child) signalGroup(this.child, 'SIGKILL');
+  }
+
   private setState(s: WorkloadState): void {
     if (this.stateValue === s) return;
     this.stateValue = s;

@@ -6,7 +6,7 @@
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -200,6 +200,21 @@ describe('kestrel workload life cycle', () => {
         assert.equal((r.output.match(/kestrel: fatal:/g) ?? []).length, 1);
       });
     }
+    test('a fatal error after the workload started takes the workload down too', async () => {
+      const pidFile = path.join(dir, 'workload.pid');
+      const m = path.join(dir, 'pidfile.json');
+      writeFileSync(m, JSON.stringify(manifestRunning(`require('fs').writeFileSync(${JSON.stringify(pidFile)}, String(process.pid)); setInterval(() => {}, 1000);`)));
+      // Listening fails (no such directory), after the workload has been started.
+      const r = await runToEnd(['--listen', `unix:${dir}/missing-dir/a.sock`, '--manifest', m]);
+      assert.equal(r.code, 1, r.output);
+      assert.match(r.output, /kestrel: fatal: listen E[A-Z]+/);
+      const deadline = Date.now() + 5000;
+      while (!existsSync(pidFile) && Date.now() < deadline) await new Promise((res) => setTimeout(res, 50));
+      if (!existsSync(pidFile)) return; // the workload never got as far as writing: nothing can be left
+      const pid = Number(readFileSync(pidFile, 'utf8'));
+      await new Promise((res) => setTimeout(res, 300));
+      assert.throws(() => process.kill(pid, 0), /ESRCH/, `workload ${pid} outlived kestrel`);
+    });
     after(() => rmSync(dir, { recursive: true, force: true }));
   });
 });

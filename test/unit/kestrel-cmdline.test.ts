@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import { type BootConfig, bootConfigFromCmdline, MAX_MANIFEST_OVERRIDE_BYTES } from '../../guest/boot/cmdline.js';
-import { parseEndpoint } from '../../guest/server/endpoint.js';
+import { agentEndpoints, parseEndpoint } from '../../guest/server/endpoint.js';
 import { VolantError } from '../../shared/index.js';
 
 const b64 = (s: string | Buffer): string => Buffer.from(s).toString('base64url');
@@ -87,4 +87,17 @@ describe('endpoint specs', () => {
   for (const [spec, expected] of ok) test(spec, () => assert.deepEqual(parseEndpoint(spec), expected));
   const bad = ['', 'vsock:', 'vsock:-1', 'vsock:1:2:3', 'vsock:08080', 'tcp:127.0.0.1', 'tcp:example.com:80', 'tcp:127.0.0.1:65536', 'unix:relative', `unix:/${'x'.repeat(200)}`, 'udp:1.2.3.4:5', 'unix:/a\u0000b'];
   for (const spec of bad) test(`refuses ${JSON.stringify(spec.slice(0, 30))}`, () => assert.throws(() => parseEndpoint(spec), VolantError));
+});
+
+describe('where the agent listens in a VM', () => {
+  const vsock8080 = { kind: 'vsock', cid: 0xffffffff, port: 8080 };
+  const tcp8080 = { kind: 'tcp', host: '0.0.0.0', port: 8080 };
+  const cases: [Parameters<typeof agentEndpoints>, unknown[]][] = [
+    [['bridged', true], [vsock8080, tcp8080]],
+    [['dhcp', true], [vsock8080, tcp8080]],
+    [['vsock', true], [vsock8080]],
+    [['bridged', false], [tcp8080]],
+    [['vsock', false], []],
+  ];
+  for (const [args, expected] of cases) test(args.join(', '), () => assert.deepEqual(agentEndpoints(...args), expected));
 });

@@ -6,6 +6,9 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { MetricsRegistry } from '../../host/api/metrics.js';
+import { createApiServer } from '../../host/api/server.js';
+import { PluginImages } from '../../host/orchestrator/plugin-images.js';
 import { type Harness, startHarness } from '../support/volantd-harness.js';
 
 async function errorOf(res: Response): Promise<{ code: string; message: string; details?: unknown }> {
@@ -214,5 +217,30 @@ describe('API routes (real store, fake VMM double)', () => {
     assert.match(text, /event: vm\.state\ndata: \{[^\n]*"vm":"ev1"[^\n]*"state":"creating"/);
     assert.doesNotMatch(text, /"vm":"ev1","state":"starting"/, "a create goes creating → running");
     await h.api('/api/v1/vms/ev1?force=true', { method: 'DELETE' });
+  });
+
+  it('without ingress, the proxy route exists and answers 501 NOT_SUPPORTED (after auth and the VM lookup)', async () => {
+    await h.api('/api/v1/vms', { method: 'POST', json: { name: 'seam', plugin: 'web' } });
+    const api = await createApiServer({
+      orchestrator: h.daemon.orchestrator,
+      plugins: new PluginImages(h.daemon.store.plugins, `${h.stateDir}/plugins`),
+      ipamReport: () => ({}),
+      metrics: new MetricsRegistry(),
+      version: 'test',
+      startedAt: Date.now(),
+      token: 'seam-token-0123456789',
+    });
+    try {
+      const address = await api.listen({ kind: 'tcp', host: '127.0.0.1', port: 0 });
+      const get = (path: string, token?: string) => fetch(`http://${address}${path}`, { headers: token ? { authorization: `Bearer ${token}` } : {} });
+      assert.equal((await get('/api/v1/vms/seam/proxy/x')).status, 401);
+      const res = await get('/api/v1/vms/seam/proxy/x', 'seam-token-0123456789');
+      assert.equal(res.status, 501);
+      assert.equal(((await res.json()) as { error: { code: string } }).error.code, 'NOT_SUPPORTED');
+      assert.equal((await get('/api/v1/vms/ghost/proxy/x', 'seam-token-0123456789')).status, 404);
+    } finally {
+      await api.close();
+      await h.api('/api/v1/vms/seam?force=1', { method: 'DELETE' });
+    }
   });
 });

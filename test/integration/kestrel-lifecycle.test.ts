@@ -101,26 +101,32 @@ describe('kestrel workload life cycle', () => {
   test('SIGTERM stops the workload with SIGTERM first, then kestrel exits 0', async () => {
     const script = "process.on('SIGTERM', () => { console.log('workload got SIGTERM'); process.exit(0); }); console.log('armed'); setInterval(() => {}, 1000);";
     const k = await startKestrel({ name: 'term', manifest: () => manifestRunning(script) });
-    await k.waitForOutput(/^armed$/m);
-    await waitForWorkloadState(k, 'running');
-    k.child.kill('SIGTERM');
-    assert.equal(await exited(k), 0);
-    assert.match(k.output(), /workload got SIGTERM/);
-    assert.match(k.output(), /kestrel: stopped on SIGTERM/);
-    await k.stop();
+    try {
+      await k.waitForOutput(/^armed$/m);
+      await waitForWorkloadState(k, 'running');
+      k.child.kill('SIGTERM');
+      assert.equal(await exited(k), 0);
+      assert.match(k.output(), /workload got SIGTERM/);
+      assert.match(k.output(), /kestrel: stopped on SIGTERM/);
+    } finally {
+      await k.stop();
+    }
   });
 
   test('a workload that ignores SIGTERM is killed after the grace period', async () => {
     const script = "process.on('SIGTERM', () => console.log('ignoring SIGTERM')); console.log('armed'); setInterval(() => {}, 1000);";
     const k = await startKestrel({ name: 'kill', manifest: () => manifestRunning(script) });
-    await k.waitForOutput(/^armed$/m);
-    const h = (await waitForWorkloadState(k, 'running')) as { workload: { pid: number } };
-    k.child.kill('SIGTERM');
-    assert.equal(await exited(k), 0);
-    assert.match(k.output(), /ignoring SIGTERM/);
-    assert.match(k.output(), /kestrel: workload: exited \(signal SIGKILL\)/);
-    assert.throws(() => process.kill(h.workload.pid, 0), /ESRCH/);
-    await k.stop();
+    try {
+      await k.waitForOutput(/^armed$/m);
+      const h = (await waitForWorkloadState(k, 'running')) as { workload: { pid: number } };
+      k.child.kill('SIGTERM');
+      assert.equal(await exited(k), 0);
+      assert.match(k.output(), /ignoring SIGTERM/);
+      assert.match(k.output(), /kestrel: workload: exited \(signal SIGKILL\)/);
+      assert.throws(() => process.kill(h.workload.pid, 0), /ESRCH/);
+    } finally {
+      await k.stop();
+    }
   });
 
   test('volant.env from the command line wins over the manifest env', async () => {

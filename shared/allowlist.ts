@@ -21,6 +21,7 @@ import { VolantError } from './errors.js';
 const ANY_PORT = -1;
 const LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
 const PLAIN_ASCII_HOST = /^[a-z0-9.-]+$/;
+const CANONICAL_NAME = /^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 const MAX_RULES = 100_000;
 const MAX_HOST_LENGTH = 253;
 
@@ -203,6 +204,11 @@ export class Allowlist {
   }
 
   allows(host: string, port?: number): boolean {
+    // Fast path: an already-canonical name (lower-case LDH labels, last label starting with a
+    // letter, so it cannot be a numeric IPv4 spelling) needs neither the URL parser nor IDN.
+    if (typeof host === 'string' && CANONICAL_NAME.test(host) && (port === undefined || (Number.isInteger(port) && port >= 1 && port <= 65535))) {
+      return this.matchName(host, port) !== undefined;
+    }
     return this.decide(host, port).allowed;
   }
 
@@ -217,16 +223,24 @@ export class Allowlist {
     }
     const name = normalizeHostName(host);
     if (name === undefined) return { allowed: false, reason: 'not a valid host name' };
+    const m = this.matchName(name, port);
+    if (m) return { allowed: true, rule: this.describeName(m.host, m.ports, port, m.viaSuffix) };
+    return { allowed: false, reason: `${name}${port === undefined ? '' : `:${port}`} matches no allowlist rule` };
+  }
+
+  /** The rule entry admitting a normalised name: exact first, then each parent domain. */
+  private matchName(name: string, port: number | undefined): { host: string; ports: PortSet; viaSuffix: boolean } | undefined {
     const e = this.exact.get(name);
-    if (portAllowed(e, port)) return { allowed: true, rule: this.describeName(name, e!, port, false) };
+    if (portAllowed(e, port)) return { host: name, ports: e!, viaSuffix: false };
+    if (this.suffix.size === 0) return undefined;
     let dot = name.indexOf('.');
     while (dot >= 0) {
       const parent = name.slice(dot + 1);
       const s = this.suffix.get(parent);
-      if (portAllowed(s, port)) return { allowed: true, rule: this.describeName(parent, s!, port, true) };
+      if (portAllowed(s, port)) return { host: parent, ports: s!, viaSuffix: true };
       dot = name.indexOf('.', dot + 1);
     }
-    return { allowed: false, reason: `${name}${port === undefined ? '' : `:${port}`} matches no allowlist rule` };
+    return undefined;
   }
 
   private describe(kind: ParsedRule['kind'], host: string, s: PortSet, port: number | undefined): string {

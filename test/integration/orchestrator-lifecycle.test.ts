@@ -16,15 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { isVolantError } from '../../shared/errors.js';
 import type { VmEvent } from '../../host/orchestrator/events.js';
 import { type Harness, startHarness, writePluginBuild } from '../support/volantd-harness.js';
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
+import { isAlive } from '../support/vmm-procs.js';
 
 async function until(what: string, cond: () => boolean, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -66,7 +58,7 @@ describe('orchestrator life cycle (real store, real processes, fake VMM double)'
     await assert.rejects(h.daemon.orchestrator.create({ name: 'nh', plugin: 'web' }), (e: unknown) => isVolantError(e) && e.code === 'TIMEOUT' && /wait for kestrel \/healthz/.test(e.message));
     assert.ok(Date.now() - started >= 3000, 'waited the configured health timeout');
     const launched = h.launcher.launched.find((l) => l.vmName === 'nh')!;
-    assert.equal(alive(launched.pid), false, 'the VMM process was stopped');
+    assert.equal(isAlive(launched.pid), false, 'the VMM process was stopped');
     assert.equal(leaseCount(h), 0);
     assert.equal(existsSync(launched.spec.vsock.socketPath), false, 'run directory removed');
   });
@@ -94,7 +86,7 @@ describe('orchestrator life cycle (real store, real processes, fake VMM double)'
     assert.equal(again.state, 'running');
     assert.notEqual(again.pid, vm.pid);
     await h.daemon.orchestrator.delete('k1', { force: true });
-    assert.equal(alive(again.pid!), false);
+    assert.equal(isAlive(again.pid!), false);
     assert.equal(leaseCount(h), 0);
   });
 
@@ -142,7 +134,7 @@ describe('volantd killed mid-create, then restarted', () => {
   });
   after(() => {
     if (child && child.exitCode === null) child.kill('SIGKILL');
-    for (const pid of strays) if (alive(pid)) process.kill(pid, 'SIGKILL');
+    for (const pid of strays) if (isAlive(pid)) process.kill(pid, 'SIGKILL');
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -170,7 +162,7 @@ describe('volantd killed mid-create, then restarted', () => {
     strays.push(keep.pid);
     child!.kill('SIGTERM');
     await new Promise((r) => child!.once('exit', r));
-    assert.ok(alive(keep.pid), 'a graceful volantd shutdown leaves VMs running');
+    assert.ok(isAlive(keep.pid), 'a graceful volantd shutdown leaves VMs running');
 
     address = await startChild('never-healthy');
     url = `http://${address}`;
@@ -187,12 +179,12 @@ describe('volantd killed mid-create, then restarted', () => {
     strays.push(doomedPid);
     child!.kill('SIGKILL');
     await new Promise((r) => child!.once('exit', r));
-    assert.ok(alive(doomedPid), 'the VMM outlives the killed daemon (that is the leak to clean)');
+    assert.ok(isAlive(doomedPid), 'the VMM outlives the killed daemon (that is the leak to clean)');
 
     // Restart in-process on the same state dir: reconcile must clean up.
     const h = await startHarness({ tag: 'orch-restart', stateDir: join(dir, 'state') });
     try {
-      await until('doomed VMM stopped', () => !alive(doomedPid!));
+      await until('doomed VMM stopped', () => !isAlive(doomedPid!));
       const names = h.daemon.orchestrator.list().map((v) => `${v.name}:${v.state}`);
       assert.deepEqual(names, ['keep:running'], 'the interrupted create is rolled back, the running VM adopted');
       const leases = h.daemon.store.db.prepare('SELECT vm_name FROM ip_leases').all();

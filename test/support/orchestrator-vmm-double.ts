@@ -11,19 +11,11 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { VolantError } from '../../shared/errors.js';
 import type { LaunchSpec, Launcher, VmmExit, VmProcess } from '../../host/vmm/launcher.js';
+import { isAlive } from './vmm-procs.js';
 
 export const FAKE_VMM_PROGRAM = fileURLToPath(new URL('./orchestrator-fake-vmm.mjs', import.meta.url));
 
 export type FakeBehaviour = 'healthy' | 'never-healthy' | 'crash-after-boot' | 'exit-clean-after-boot' | 'launch-fails';
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 function processFor(pid: number, exited: Promise<VmmExit>): VmProcess {
   return {
@@ -32,9 +24,9 @@ function processFor(pid: number, exited: Promise<VmmExit>): VmProcess {
     capabilities: { accel: 'tcg', vsock: true },
     exited,
     async stop(options?: { timeoutMs?: number }): Promise<VmmExit> {
-      if (!alive(pid)) return exited;
+      if (!isAlive(pid)) return exited;
       process.kill(pid, 'SIGTERM');
-      const timer = setTimeout(() => alive(pid) && process.kill(pid, 'SIGKILL'), options?.timeoutMs ?? 5000);
+      const timer = setTimeout(() => isAlive(pid) && process.kill(pid, 'SIGKILL'), options?.timeoutMs ?? 5000);
       try {
         return await exited;
       } finally {
@@ -75,7 +67,7 @@ export class FakeVmmLauncher implements Launcher {
     if (!cmdline.includes(FAKE_VMM_PROGRAM) || !cmdline.includes(spec.vsock.socketPath)) return undefined;
     const exited = new Promise<VmmExit>((resolve) => {
       const t = setInterval(() => {
-        if (!alive(pid)) {
+        if (!isAlive(pid)) {
           clearInterval(t);
           resolve({ code: null, signal: null });
         }

@@ -7,6 +7,16 @@
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 
+/** Whether a process with this PID exists (signal 0 probes without touching it). */
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** PIDs of live processes whose argv mentions `fragment` (excluding this process). */
 export function pidsMentioning(fragment: string): number[] {
   const out: number[] = [];

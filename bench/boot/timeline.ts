@@ -1,0 +1,35 @@
+/**
+ * Where a Volant boot spends its time, read from the guest's serial console. kestrel's console
+ * lines carry no timestamps, so the bench polls the serial log while the VM boots and notes the
+ * host time (ms since the create request) at which each milestone first appears. Pure: the
+ * poller feeds text in, this decides which milestones are now visible.
+ */
+
+export interface Milestone {
+  name: string;
+  pattern: RegExp;
+}
+
+/** In boot order. The kernel line is Linux's `run_init_process` message; the rest are kestrel's. */
+export const MILESTONES: readonly Milestone[] = [
+  { name: 'kernel runs /init', pattern: /Run \/init as init process/ },
+  { name: 'kestrel starting', pattern: /kestrel: starting/ },
+  { name: 'kestrel ready', pattern: /kestrel: ready/ },
+];
+
+/** Records, into `seen`, each milestone present in `serial` that was not seen before, at `atMs`. */
+export function noteMilestones(serial: string, atMs: number, seen: Map<string, number>): void {
+  for (const m of MILESTONES) if (!seen.has(m.name) && m.pattern.test(serial)) seen.set(m.name, atMs);
+}
+
+/** The guest clock (printk timestamp, seconds) on the kernel's `Run /init` line, if printed. */
+export function guestSecondsAtInit(serial: string): number | undefined {
+  const m = /\[\s*(\d+\.\d+)\]\s+Run \/init as init process/.exec(serial);
+  return m ? Number(m[1]) : undefined;
+}
+
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}

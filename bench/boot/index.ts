@@ -14,7 +14,7 @@
  * Usage: node --import tsx bench/boot/index.ts [--runs N]   (root and qemu-system-x86_64 needed)
  */
 
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -23,8 +23,8 @@ import { createQemuLauncher } from '../../host/vmm/qemu.js';
 import { type E2eEnv, startE2eEnv } from '../../test/support/e2e-env.js';
 import { REPO_ROOT } from '../../test/support/kernel.js';
 import { isRoot, qemuAvailable } from '../../test/support/qemu.js';
-import { INIT_MARKER, makeTestInitramfs, waitForSerial } from '../../test/support/vmm-initramfs.js';
-import { guestSecondsAtInit, MILESTONES, median, noteMilestones } from './timeline.js';
+import { GUEST_BOOT_TIMEOUT_MS, INIT_MARKER, makeTestInitramfs } from '../../test/support/vmm-initramfs.js';
+import { guestSecondsAtInit, intervals, KERNEL_INIT, MILESTONES, median, noteMilestones } from './timeline.js';
 
 const DEFAULT_RUNS = 3;
 const MEMORY_MB = 1024;
@@ -56,14 +56,32 @@ const runs = parseRuns(process.argv.slice(2));
 const work = mkdtempSync(join(tmpdir(), `volant-bench-boot-${process.pid}-`));
 const launcher = createQemuLauncher({ accel: 'tcg' });
 
-interface OursRun {
+interface BootRun {
+  /** ms from the start to the end point (baseline: marker; ours: first proxied 200). */
   totalMs: number;
-  createMs: number;
-  milestones: Map<string, number>;
+  /** Named points in time, ms since the start, in order. */
+  points: { name: string; at: number }[];
+  /** The guest clock (s) on the kernel's `Run /init` line. */
   guestInitS?: number;
 }
 
-async function bootBaseline(i: number, kernel: string, initramfs: string): Promise<number> {
+/**
+ * Polls a serial log every SERIAL_POLL_MS, noting milestones at their host time since `started`,
+ * until `done()` says stop; resolves with the last text read.
+ */
+async function watchSerial(path: string, started: number, seen: Map<string, number>, done: (text: string) => boolean): Promise<string> {
+  for (;;) {
+    const text = existsSync(path) ? readFileSync(path, 'utf8') : '';
+    noteMilestones(text, performance.now() - started, seen);
+    if (done(text)) return text;
+    await sleep(SERIAL_POLL_MS);
+  }
+}
+
+const pointsOf = (seen: Map<string, number>): { name: string; at: number }[] =>
+  MILESTONES.filter((m) => seen.has(m.name)).map((m) => ({ name: m.name, at: seen.get(m.name)! }));
+
+async function bootBaseline(i: number, kernel: string, initramfs: string): Promise<BootRun> {
   const vmName = `bench-boot-base-${i}`;
   const dir = join(work, vmName);
   mkdirSync(dir, { recursive: true });
@@ -79,28 +97,31 @@ async function bootBaseline(i: number, kernel: string, initramfs: string): Promi
     serialLogPath: serial,
     runDir: join(dir, 'run'),
   };
+  const seen = new Map<string, number>();
   const started = performance.now();
   const vm = await launcher.launch(spec);
+  let exited = false;
+  void vm.exited.then(() => {
+    exited = true;
+  });
   try {
-    await waitForSerial(serial, new RegExp(INIT_MARKER), vm);
-    return performance.now() - started;
+    const deadline = Date.now() + GUEST_BOOT_TIMEOUT_MS;
+    const text = await watchSerial(serial, started, seen, (t) => t.includes(INIT_MARKER) || exited || Date.now() > deadline);
+    if (!text.includes(INIT_MARKER)) throw new Error(`baseline ${vmName}: no ${INIT_MARKER} on the console (${exited ? 'QEMU exited' : 'timed out'}): ${text.slice(-1500)}`);
+    const totalMs = performance.now() - started;
+    return { totalMs, points: [{ name: 'launch', at: 0 }, ...pointsOf(seen), { name: '/init marker', at: totalMs }], guestInitS: guestSecondsAtInit(text) };
   } finally {
     await vm.stop({ timeoutMs: BASELINE_STOP_TIMEOUT_MS });
   }
 }
 
-async function bootOurs(env: E2eEnv, i: number): Promise<OursRun> {
+async function bootOurs(env: E2eEnv, i: number): Promise<BootRun> {
   const name = `bench-boot-${i}`;
   const serialPath = join(env.stateDir, 'vms', name, 'serial.log');
-  const milestones = new Map<string, number>();
+  const seen = new Map<string, number>();
   const started = performance.now();
   let creating = true;
-  const watcher = (async () => {
-    while (creating) {
-      if (existsSync(serialPath)) noteMilestones(readFileSync(serialPath, 'utf8'), performance.now() - started, milestones);
-      await sleep(SERIAL_POLL_MS);
-    }
-  })();
+  const watcher = watchSerial(serialPath, started, seen, () => !creating);
   let created: Awaited<ReturnType<E2eEnv['api']>>;
   try {
     created = await Promise.race([
@@ -119,18 +140,17 @@ async function bootOurs(env: E2eEnv, i: number): Promise<OursRun> {
   try {
     if (created.status !== 201) throw new Error(`POST /api/v1/vms ${name} answered ${created.status}: ${created.text}`);
     const deadline = Date.now() + FIRST_200_TIMEOUT_MS;
-    let last = '';
     for (;;) {
       const r = await env.api('GET', `/api/v1/vms/${name}/proxy/hello`).catch((e: Error) => ({ status: 0, text: e.message }));
       if (r.status === 200) break;
-      last = `${r.status} ${r.text.slice(0, 300)}`;
-      if (Date.now() > deadline) throw new Error(`no 200 from /api/v1/vms/${name}/proxy/hello within ${FIRST_200_TIMEOUT_MS} ms after create (last: ${last})`);
+      if (Date.now() > deadline) throw new Error(`no 200 from /api/v1/vms/${name}/proxy/hello within ${FIRST_200_TIMEOUT_MS} ms after create (last: ${r.status} ${r.text.slice(0, 300)})`);
       await sleep(PROXY_RETRY_MS);
     }
     const totalMs = performance.now() - started;
     const serial = existsSync(serialPath) ? readFileSync(serialPath, 'utf8') : '';
-    noteMilestones(serial, createMs, milestones);
-    return { totalMs, createMs, milestones, guestInitS: guestSecondsAtInit(serial) };
+    noteMilestones(serial, createMs, seen);
+    const points = [{ name: 'POST /vms', at: 0 }, ...pointsOf(seen), { name: 'POST answered', at: createMs }, { name: 'first proxied 200', at: totalMs }];
+    return { totalMs, points, guestInitS: guestSecondsAtInit(serial) };
   } finally {
     const d = await env.api('DELETE', `/api/v1/vms/${name}?force=1`);
     if (d.status !== 204) console.error(`warning: DELETE ${name} answered ${d.status}: ${d.text}`);
@@ -152,47 +172,66 @@ try {
   const baselineImage = join(work, 'baseline-initramfs.cpio');
   makeTestInitramfs(baselineImage, work);
 
-  const base: number[] = [];
-  const ours: OursRun[] = [];
+  const base: BootRun[] = [];
+  const ours: BootRun[] = [];
   for (let i = 0; i < runs; i++) {
     base.push(await bootBaseline(i, env.kernel.vmlinuz, baselineImage));
     ours.push(await bootOurs(env, i));
-    console.error(`run ${i + 1}/${runs}: baseline ${s(base[i]!)} s, ours ${s(ours[i]!.totalMs)} s`);
+    console.error(`run ${i + 1}/${runs}: baseline ${s(base[i]!.totalMs)} s, ours ${s(ours[i]!.totalMs)} s`);
   }
 
-  const oursTotal = ours.map((r) => r.totalMs);
-  const ratioMedian = median(oursTotal) / median(base);
-  const ratioMin = Math.min(...oursTotal) / Math.min(...base);
-  const w = [44, 10, 10];
-  console.log(`bench/boot: kernel ${env.kernel.version}, QEMU q35 TCG, ${MEMORY_MB} MiB, -smp ${CPUS}, ${runs} runs each, alternating`);
+  const stat = (xs: number[]): { median: number; min: number } => ({ median: median(xs), min: Math.min(...xs) });
+  const baseTotal = stat(base.map((r) => r.totalMs));
+  const oursTotal = stat(ours.map((r) => r.totalMs));
+  const ratioMedian = oursTotal.median / baseTotal.median;
+  const ratioMin = oursTotal.min / baseTotal.min;
+  /** Median and min of each named interval over the runs that saw both ends. */
+  const phaseStats = (rs: BootRun[]): { name: string; median: number; min: number }[] => {
+    const byName = new Map<string, number[]>();
+    for (const r of rs) for (const iv of intervals(r.points)) byName.set(iv.name, [...(byName.get(iv.name) ?? []), iv.ms]);
+    return [...byName].map(([name, xs]) => ({ name, ...stat(xs) }));
+  };
+  const guestInit = (rs: BootRun[]): number | undefined => {
+    const xs = rs.map((r) => r.guestInitS).filter((x): x is number => x !== undefined);
+    return xs.length > 0 ? median(xs) : undefined;
+  };
+  const oursImage = statSync(join(buildDir, 'initramfs.img')).size;
+  const baseImage = statSync(baselineImage).size;
+  const mib = (n: number): string => (n / (1 << 20)).toFixed(1);
+
+  const w = [52, 10, 10];
+  console.log(`bench/boot: kernel ${env.kernel.version}, QEMU q35 TCG -cpu max, ${MEMORY_MB} MiB, -smp ${CPUS}, ${runs} runs each, alternating`);
+  console.log(`images: ours ${mib(oursImage)} MiB (examples/hello), baseline ${mib(baseImage)} MiB (busybox only)`);
   console.log(pad(['', 'median s', 'min s'], w));
-  console.log(pad(['baseline: launch → busybox /init marker', s(median(base)), s(Math.min(...base))], w));
-  console.log(pad(['ours: POST /vms → first proxied 200', s(median(oursTotal)), s(Math.min(...oursTotal))], w));
-  console.log(pad(['  of which POST /vms answered (kestrel healthy)', s(median(ours.map((r) => r.createMs))), s(Math.min(...ours.map((r) => r.createMs)))], w));
+  console.log(pad(['baseline: launch → busybox /init marker', s(baseTotal.median), s(baseTotal.min)], w));
+  console.log(pad(['ours: POST /api/v1/vms → first proxied 200', s(oursTotal.median), s(oursTotal.min)], w));
   console.log(pad([`ratio ours ÷ baseline (goal ≤ ${GOAL_RATIO}×)`, `${ratioMedian.toFixed(2)}×`, `${ratioMin.toFixed(2)}×`], w));
-  console.log('ours, where the time goes (median s since POST, noted on the serial console):');
-  const phases: Record<string, number> = {};
-  for (const m of MILESTONES) {
-    const at = ours.map((r) => r.milestones.get(m.name)).filter((x): x is number => x !== undefined);
-    if (at.length === 0) continue;
-    phases[m.name] = median(at);
-    console.log(pad([`  ${m.name}`, s(median(at)), s(Math.min(...at))], w));
+  const oursPhases = phaseStats(ours);
+  const basePhases = phaseStats(base);
+  console.log('where the time goes (host time at first sight on the serial console, polled every 25 ms):');
+  for (const [label, phases, rs] of [['baseline', basePhases, base], ['ours', oursPhases, ours]] as const) {
+    console.log(`  ${label}:`);
+    for (const p of phases) console.log(pad([`    ${p.name}`, s(p.median), s(p.min)], w));
+    const g = guestInit(rs);
+    if (g !== undefined) console.log(pad([`    (guest clock at ${KERNEL_INIT}, printk)`, g.toFixed(2), ''], w));
   }
-  const guestInit = ours.map((r) => r.guestInitS).filter((x): x is number => x !== undefined);
-  if (guestInit.length > 0) console.log(pad(['  guest clock at Run /init (printk)', median(guestInit).toFixed(2), Math.min(...guestInit).toFixed(2)], w));
 
+  const ms = (x: { median: number; min: number }) => ({ median: Math.round(x.median), min: Math.round(x.min) });
   console.log(
     JSON.stringify({
       bench: 'boot',
       runs,
-      baseline_ms: { median: Math.round(median(base)), min: Math.round(Math.min(...base)), all: base.map(Math.round) },
-      ours_ms: { median: Math.round(median(oursTotal)), min: Math.round(Math.min(...oursTotal)), all: oursTotal.map(Math.round) },
-      create_ms: { median: Math.round(median(ours.map((r) => r.createMs))) },
-      phases_ms: Object.fromEntries(Object.entries(phases).map(([k, v]) => [k, Math.round(v)])),
+      memory_mb: MEMORY_MB,
+      cpus: CPUS,
+      baseline_ms: { ...ms(baseTotal), all: base.map((r) => Math.round(r.totalMs)) },
+      ours_ms: { ...ms(oursTotal), all: ours.map((r) => Math.round(r.totalMs)) },
       ratio_median: Number(ratioMedian.toFixed(3)),
       ratio_min: Number(ratioMin.toFixed(3)),
       goal: GOAL_RATIO,
       met: ratioMedian <= GOAL_RATIO,
+      phases_ms: { baseline: Object.fromEntries(basePhases.map((p) => [p.name, Math.round(p.median)])), ours: Object.fromEntries(oursPhases.map((p) => [p.name, Math.round(p.median)])) },
+      guest_init_s: { baseline: guestInit(base), ours: guestInit(ours) },
+      image_bytes: { baseline: baseImage, ours: oursImage },
     }),
   );
 } catch (e) {
@@ -201,3 +240,5 @@ try {
 } finally {
   await env?.dispose();
 }
+// A keep-alive client socket or a finished child's pipe must not keep the bench from ending.
+process.exit();

@@ -11,11 +11,17 @@ export interface Milestone {
 }
 
 /** In boot order. The kernel line is Linux's `run_init_process` message; the rest are kestrel's. */
+export const KERNEL_INIT = 'kernel runs /init';
 export const MILESTONES: readonly Milestone[] = [
-  { name: 'kernel runs /init', pattern: /Run \/init as init process/ },
+  { name: KERNEL_INIT, pattern: /Run \/init as init process/ },
   { name: 'kestrel starting', pattern: /kestrel: starting/ },
   { name: 'kestrel ready', pattern: /kestrel: ready/ },
 ];
+
+/** Consecutive points in time (ms) as named intervals: `a → b` lasted `b.at - a.at`. */
+export function intervals(points: { name: string; at: number }[]): { name: string; ms: number }[] {
+  return points.slice(1).map((p, k) => ({ name: `${points[k]!.name} → ${p.name}`, ms: p.at - points[k]!.at }));
+}
 
 /** Records, into `seen`, each milestone present in `serial` that was not seen before, at `atMs`. */
 export function noteMilestones(serial: string, atMs: number, seen: Map<string, number>): void {

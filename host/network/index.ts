@@ -7,6 +7,7 @@ import { type CommandRunner, ExecRunner } from './runner.js';
 export * from './ifname.js';
 export * from './linux.js';
 export * from './manager.js';
+export * from './neighbours.js';
 export * from './rules.js';
 export * from './runner.js';
 

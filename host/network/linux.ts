@@ -29,6 +29,7 @@ import {
   VM_CHAINS,
   vmChainJumps,
 } from './rules.js';
+import { addressForMac, parseNeighbours } from './neighbours.js';
 import type { CommandResult, CommandRunner } from './runner.js';
 
 /** A rule is deleted at most this many times per remove (duplicates left by older tools). */
@@ -187,6 +188,13 @@ export class LinuxNetworkManager implements NetworkManager {
       if (listing.code !== 0) continue;
       for (const r of rulesForTap(c, listing.stdout, tap)) await this.removeRule(r);
     }
+  }
+
+  async neighbourAddress(bridge: string, mac: string): Promise<string | undefined> {
+    const name = assertInterfaceName(bridge, 'bridge name');
+    const r = await this.probe(['ip', '-j', '-4', 'neigh', 'show', 'dev', name]);
+    if (r.code !== 0) return undefined;
+    return addressForMac(parseNeighbours(r.stdout), mac);
   }
 
   private async ensureVmChains(): Promise<void> {

@@ -53,6 +53,8 @@ export interface NetworkManager {
   lockdownVm(spec: LockdownSpec): Promise<void>;
   /** Removes every firewall rule of this tap; idempotent. */
   unlockVm(spec: { tap: string }): Promise<void>;
+  /** The IPv4 address the bridge's neighbour table holds for `mac` (see neighbours.ts); undefined if none yet. */
+  neighbourAddress(bridge: string, mac: string): Promise<string | undefined>;
 }
 
 export class NoopNetworkManager implements NetworkManager {
@@ -70,4 +72,7 @@ export class NoopNetworkManager implements NetworkManager {
   async removeNat(_spec: NatSpec): Promise<void> {}
   async lockdownVm(_spec: LockdownSpec): Promise<void> {}
   async unlockVm(_spec: { tap: string }): Promise<void> {}
+  async neighbourAddress(_bridge: string, _mac: string): Promise<string | undefined> {
+    return undefined;
+  }
 }

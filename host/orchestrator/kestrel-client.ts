@@ -77,19 +77,34 @@ export function agentGet(t: AgentTransport, path: string, options: { timeoutMs: 
   });
 }
 
-/** One /healthz probe: true when kestrel answers 200. */
+/** The largest /healthz body we read; kestrel's is well under 1 KiB. */
+const HEALTH_BODY_MAX_BYTES = 64 * 1024;
+
+/**
+ * One /healthz probe: true when kestrel answers 200 with `status: "ok"`, i.e. the workload runs
+ * and passes its health check. Kestrel answers 200 `degraded` while the workload is still
+ * starting; "running" must mean a user's first proxied request succeeds, so that is not enough.
+ */
 export async function probeHealth(t: AgentTransport, timeoutMs = HEALTH_PROBE_TIMEOUT_MS): Promise<boolean> {
   try {
     const res = await agentGet(t, '/healthz', { timeoutMs });
-    res.resume();
-    return res.statusCode === 200;
+    if (res.statusCode !== 200) {
+      res.resume();
+      return false;
+    }
+    let body = '';
+    for await (const chunk of res) {
+      body += chunk;
+      if (body.length > HEALTH_BODY_MAX_BYTES) return false;
+    }
+    return (JSON.parse(body) as { status?: unknown }).status === 'ok';
   } catch {
     return false;
   }
 }
 
 /**
- * Polls /healthz until it answers 200, the deadline passes (TIMEOUT), or `abandon` settles first
+ * Polls /healthz until kestrel reports the workload ok, the deadline passes (TIMEOUT), or `abandon` settles first
  * (the VMM exited: VMM_FAILED from the caller's promise).
  */
 export async function waitForHealthy(t: AgentTransport, options: { timeoutMs: number; abandon?: Promise<never> }): Promise<void> {

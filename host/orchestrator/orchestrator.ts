@@ -15,6 +15,10 @@
  *    `creating` is a create that never answered, so it is rolled back like a failed create (row,
  *    lease and CID gone); `starting`/`stopping` rows and running rows whose VMM is gone become
  *    `failed`; their VMMs are stopped; Volant taps no live VM owns are deleted.
+ *  - A dhcp VM holds no IPAM lease; where the VMM has no vsock its kestrel is reached at the
+ *    address the guest announced on the bridge, found by MAC in the neighbour table while it
+ *    boots (same deadline as the health wait) and kept in memory only (looked up again when a
+ *    restarted volantd re-adopts the VM).
  */
 
 import { mkdir, rm } from 'node:fs/promises';
@@ -40,6 +44,8 @@ export const BOOT_HEALTH_TIMEOUT_MS = 120_000;
 export const VMM_STOP_TIMEOUT_MS = 10_000;
 export const DEFAULT_CPUS = 1;
 export const DEFAULT_MEMORY_MB = 512;
+/** Pause between neighbour-table lookups while a dhcp guest boots and leases. */
+export const ADDRESS_POLL_INTERVAL_MS = 500;
 
 export interface OrchestratorOptions {
   store: Pick<Store, 'vms'>;
@@ -69,6 +75,8 @@ export interface OrchestratorOptions {
 interface LiveVm {
   proc: VmProcess;
   egress?: EgressHandle;
+  /** A dhcp guest's address as discovered on the bridge (bridged VMs use the row's `ip`). */
+  address?: string;
 }
 
 interface Undo {
@@ -139,7 +147,12 @@ export class Orchestrator {
     const vm = this.get(name);
     const live = this.live.get(name);
     if (!live || vm.state !== 'running') return undefined;
-    return agentTransport({ ip: vm.ip ?? undefined, vsockSocketPath: this.vsockSocketPath(name), vmmHasVsock: live.proc.capabilities.vsock });
+    return agentTransport({ ip: vm.ip ?? live.address, vsockSocketPath: this.vsockSocketPath(name), vmmHasVsock: live.proc.capabilities.vsock });
+  }
+
+  /** The address a running dhcp VM got from its DHCP server, when this volantd knows it. */
+  discoveredAddress(name: string): string | undefined {
+    return this.live.get(name)?.address;
   }
 
   /** Validates, records, brings up; resolves when kestrel answers, rejects after rolling back. */
@@ -220,7 +233,8 @@ export class Orchestrator {
           const net = resolveNetworkConfig(plugin!.manifest, requestOf(vm));
           try {
             const egress = net.allowOutbound && this.opts.egress ? await this.startEgress(vm, net) : undefined;
-            this.live.set(vm.name, { proc, egress });
+            const address = vm.mode === 'dhcp' ? await this.lookUpGuestAddress(vm) : undefined;
+            this.live.set(vm.name, { proc, egress, address });
             this.watchExit(vm.name, proc);
             adopted.push(vm.name);
             return;
@@ -319,7 +333,9 @@ export class Orchestrator {
         undos.push({ what: 'egress proxy', run: () => e.close() });
       }
 
-      if (tap !== null && vm.ip !== null && needsTapDevice(net)) {
+      // A VM with an allowlist may reach nothing but its egress listener (and may not spoof
+      // another lease); one without keeps plain NAT, as the seed documents describe.
+      if (tap !== null && vm.ip !== null && needsTapDevice(net) && net.allowedDomains.length > 0) {
         step = 'lock down the tap';
         const egressPort = egress?.route.kind === 'tcp' ? egress.route.port : this.opts.closedEgressPort;
         undos.push({ what: 'firewall lockdown', run: () => this.opts.network!.unlock(tap) });
@@ -331,19 +347,27 @@ export class Orchestrator {
       undos.push({ what: 'VMM process', run: () => proc.stop({ timeoutMs: this.stopTimeoutMs }) });
       vm = this.vms.update(name, { pid: proc.pid, vmm: proc.kind });
 
-      step = 'wait for kestrel /healthz';
-      const transport = agentTransport({ ip: vm.ip ?? undefined, vsockSocketPath: this.vsockSocketPath(name), vmmHasVsock: proc.capabilities.vsock });
-      if (!transport) throw new VolantError('NOT_SUPPORTED', `the ${proc.kind} VMM gives this ${vm.mode} VM neither vsock nor an address: kestrel is unreachable`);
+      const deadline = Date.now() + this.healthTimeoutMs;
       const exitedEarly = proc.exited.then((x) => {
         throw new VolantError('VMM_FAILED', `the ${proc.kind} VMM exited during boot (code ${x.code}, signal ${x.signal}); see ${this.serialLogPath(name)}`);
       });
-      await waitForHealthy(transport, { timeoutMs: this.healthTimeoutMs, abandon: exitedEarly });
+      let address: string | undefined;
+      if (vm.mode === 'dhcp' && !proc.capabilities.vsock && this.opts.network?.guestAddress) {
+        step = 'discover the DHCP address';
+        address = await this.waitForGuestAddress(vm, deadline, exitedEarly);
+      }
+
+      step = 'wait for kestrel /healthz';
+      const transport = agentTransport({ ip: vm.ip ?? address, vsockSocketPath: this.vsockSocketPath(name), vmmHasVsock: proc.capabilities.vsock });
+      if (!transport) throw new VolantError('NOT_SUPPORTED', `the ${proc.kind} VMM gives this ${vm.mode} VM neither vsock nor an address: kestrel is unreachable`);
+      await waitForHealthy(transport, { timeoutMs: Math.max(0, deadline - Date.now()), abandon: exitedEarly });
 
       step = 'record running';
       assertTransition(name, this.get(name).state, 'running');
       vm = this.vms.update(name, { state: 'running' });
-      this.live.set(name, { proc, egress });
+      this.live.set(name, { proc, egress, address });
       this.watchExit(name, proc);
+      if (address) this.log(`VM ${name}: dhcp address ${address}`);
       this.publishState(vm);
       return vm;
     } catch (e) {
@@ -367,6 +391,35 @@ export class Orchestrator {
       }
       const code = isVolantError(e) ? e.code : 'VMM_FAILED';
       throw new VolantError(code, `VM ${name}: ${why}`, isVolantError(e) ? e.details : undefined, { cause: e });
+    }
+  }
+
+  /** One neighbour-table lookup by the VM's MAC; undefined when not there (or no host networking). */
+  private async lookUpGuestAddress(vm: VmRecord): Promise<string | undefined> {
+    try {
+      return await this.opts.network?.guestAddress?.(vm.mac);
+    } catch (e) {
+      this.log(`VM ${vm.name}: neighbour lookup: ${message(e)}`);
+      return undefined;
+    }
+  }
+
+  /** Polls the neighbour table until the guest announced itself, the deadline passes (TIMEOUT) or the VMM exits. */
+  private async waitForGuestAddress(vm: VmRecord, deadline: number, abandon: Promise<never>): Promise<string> {
+    let abandoned: unknown;
+    abandon.catch((e: unknown) => {
+      abandoned = e;
+    });
+    for (;;) {
+      if (abandoned !== undefined) throw abandoned;
+      const address = await this.lookUpGuestAddress(vm);
+      if (address) return address;
+      if (abandoned !== undefined) throw abandoned;
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        throw new VolantError('TIMEOUT', `no address for MAC ${vm.mac} appeared on the bridge within ${this.healthTimeoutMs} ms (is a DHCP server answering there?); see ${this.serialLogPath(vm.name)}`);
+      }
+      await new Promise((r) => setTimeout(r, Math.min(ADDRESS_POLL_INTERVAL_MS, left)));
     }
   }
 

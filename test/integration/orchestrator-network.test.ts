@@ -19,6 +19,8 @@ import { type Harness, startHarness } from '../support/volantd-harness.js';
 const skip = netnsSkipReason();
 const BRIDGE = 'vbr0';
 const HOST_CIDR = '192.168.127.1/24';
+/** A per-VM allowlist (outbound itself stays off, so no egress proxy is needed): the tap is locked down. */
+const LOCKED = { proxy: { allowed_domains: ['example.com'] } };
 
 describe('orchestrator with real taps and firewall rules in a netns', { skip }, () => {
   let ns: NetNs;
@@ -50,7 +52,7 @@ describe('orchestrator with real taps and firewall rules in a netns', { skip }, 
   });
 
   it('a bridged VM gets a leased address, its tap on the bridge and lockdown rules; all released on stop and delete', async () => {
-    const res = await h.api('/api/v1/vms', { method: 'POST', json: { name: 'b1', plugin: 'br', ip: '192.168.127.150' } });
+    const res = await h.api('/api/v1/vms', { method: 'POST', json: { name: 'b1', plugin: 'br', ip: '192.168.127.150', network: LOCKED } });
     assert.equal(res.status, 201, await res.clone().text());
     const vm = (await res.json()) as { ip: string; tap: string; state: string };
     assert.equal(vm.ip, '192.168.127.150');
@@ -74,8 +76,17 @@ describe('orchestrator with real taps and firewall rules in a netns', { skip }, 
     assert.equal((h.daemon.store.db.prepare('SELECT count(*) AS n FROM ip_leases').get() as { n: number }).n, 0);
   });
 
+  it('a bridged VM without allowed_domains keeps plain NAT: no lockdown rules for its tap', async () => {
+    const res = await h.api('/api/v1/vms', { method: 'POST', json: { name: 'open1', plugin: 'br' } });
+    assert.equal(res.status, 201, await res.clone().text());
+    const vm = (await res.json()) as { tap: string };
+    assert.match(await ns.run(['ip', '-o', 'link', 'show', vm.tap]), new RegExp(`master ${BRIDGE}`));
+    assert.doesNotMatch(await rules(), new RegExp(vmTag(vm.tap)));
+    assert.equal((await h.api('/api/v1/vms/open1?force=1', { method: 'DELETE' })).status, 204);
+  });
+
   it('VMM SIGKILLed: tap and rules released, state failed', async () => {
-    const vm = (await (await h.api('/api/v1/vms', { method: 'POST', json: { name: 'b3', plugin: 'br' } })).json()) as { pid: number; tap: string; ip: string };
+    const vm = (await (await h.api('/api/v1/vms', { method: 'POST', json: { name: 'b3', plugin: 'br', network: LOCKED } })).json()) as { pid: number; tap: string; ip: string };
     assert.ok(vm.ip.startsWith('192.168.127.'));
     process.kill(vm.pid, 'SIGKILL');
     const deadline = Date.now() + 10_000;

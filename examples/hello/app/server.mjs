@@ -99,6 +99,8 @@ async function fetchVia(target) {
 
 const server = http.createServer(async (req, res) => {
   const url = new URL(req.url ?? '/', 'http://workload');
+  // One line per request (health probes aside): the operator sees it in `volar vms logs`.
+  if (url.pathname !== '/healthz') console.log(`${req.method} ${req.url}`);
   if (req.method !== 'GET') return json(res, 405, { error: 'only GET' });
   switch (url.pathname) {
     case '/healthz':

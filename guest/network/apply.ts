@@ -3,8 +3,13 @@
  * (links, addresses, routes, hostname) and files. DHCP runs busybox `udhcpc` in the
  * foreground with our script; a DHCP failure is reported but does not stop the boot, because
  * the agent stays reachable over vsock and /healthz says eth0 has no address.
+ *
+ * Once leased, kestrel announces itself with one UDP datagram to the gateway's discard port:
+ * the ARP request that precedes it is what lets the host find this guest's address by MAC in
+ * the bridge's neighbour table (host/network/neighbours.ts), since only the DHCP server knows it.
  */
 
+import { createSocket } from 'node:dgram';
 import { spawnTracked } from '../children.js';
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -14,6 +19,26 @@ import { DHCP_LEASE_PATH, DHCP_SCRIPT_PATH, type DhcpLease, dhcpScript, parseLea
 import type { NetworkPlan, NetworkStep } from './plan.js';
 
 export const DHCP_TIMEOUT_MS = 30_000;
+/** The discard service (RFC 863): nothing needs to listen there for the announcement to work. */
+export const ANNOUNCE_PORT = 9;
+export const ANNOUNCE_PAYLOAD = 'volant kestrel leased\n';
+
+/** Sends the announcement datagram; failures are reported on the console, never thrown. */
+export function announceLease(gateway: string): Promise<void> {
+  return new Promise((resolve) => {
+    const socket = createSocket('udp4');
+    let finished = false;
+    const finish = (e?: Error | null) => {
+      if (finished) return;
+      finished = true;
+      if (e) say(`dhcp: announcing to ${gateway}: ${e.message}`);
+      socket.close();
+      resolve();
+    };
+    socket.once('error', finish);
+    socket.send(ANNOUNCE_PAYLOAD, ANNOUNCE_PORT, gateway, finish);
+  });
+}
 
 function writeFile(path: string, content: string): void {
   mkdirSync(dirname(path), { recursive: true });
@@ -39,7 +64,8 @@ function runDhcp(step: Extract<NetworkStep, { op: 'dhcp' }>): Promise<DhcpLease 
       }
       if (!lease) say(`dhcp: no lease on ${step.device} (udhcpc exited ${signal ?? code})`);
       else say(`dhcp: ${step.device} ${lease.address}/${lease.prefix} via ${lease.gateway ?? 'no gateway'}`);
-      resolve(lease ?? null);
+      if (lease?.gateway) void announceLease(lease.gateway).then(() => resolve(lease));
+      else resolve(lease ?? null);
     });
   });
 }

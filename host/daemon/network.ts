@@ -21,5 +21,6 @@ export function tapNetwork(manager: NetworkManager, bridge: string, hostCidr: Ci
     listTaps: async () => (await manager.listTaps(VOLANT_TAP_PREFIX)).filter((t) => VOLANT_TAP_NAME.test(t)),
     lockdown: (vm) => manager.lockdownVm({ tap: vm.tap, ip: vm.ip, mac: vm.mac, bridge, hostIp, egressPort: vm.egressPort }),
     unlock: (tap) => manager.unlockVm({ tap }),
+    guestAddress: (mac) => manager.neighbourAddress(bridge, mac),
   };
 }

@@ -23,6 +23,11 @@ export interface TapNetwork {
   lockdown(vm: { tap: string; ip: string; mac: string; egressPort: number }): Promise<void>;
   /** Removes every rule `lockdown` added for the tap. Idempotent. */
   unlock(tap: string): Promise<void>;
+  /**
+   * The address a dhcp-mode guest with this MAC announced on the bridge (neighbour table), or
+   * undefined while it has not. Absent: dhcp VMs are reachable only over vsock.
+   */
+  guestAddress?(mac: string): Promise<string | undefined>;
 }
 
 /** A running per-VM egress listener, and how the guest's forwarder reaches it (`volant.egress=`). */

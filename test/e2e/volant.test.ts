@@ -102,7 +102,7 @@ describe('volant end to end (QEMU, real kernel)', { skip, timeout: SUITE_TIMEOUT
     assert.equal(body.path, '/hello');
     assert.deepEqual(body.query, { x: '1', y: 'two' });
 
-    const res = await request(`http://localhost/api/v1/vms/web/proxy/bytes?n=${BYTES_20MB}`, { socketPath: env.apiSocket } as Parameters<typeof request>[1]);
+    const res = await request(`http://localhost/api/v1/vms/web/proxy/bytes?n=${BYTES_20MB}`, { dispatcher: env.dispatcher });
     assert.equal(res.statusCode, 200);
     const hash = createHash('sha256');
     let n = 0;
@@ -132,6 +132,7 @@ describe('volant end to end (QEMU, real kernel)', { skip, timeout: SUITE_TIMEOUT
     for (const url of [`http://${DENIED_NAME}/`, `http://${WORLD_IP}/`, `http://${PRIVATE_NAME}/`, `https://${DENIED_NAME}/`]) {
       const denied = await fetchVia(url);
       assert.equal(denied.status, 403, `${url}: ${JSON.stringify(denied)}`);
+      if (url.includes(PRIVATE_NAME)) assert.match(denied.body ?? '', /10\.99\.1\.5/, 'refused for the private address it resolved to, not for its name');
     }
   });
 
@@ -157,7 +158,7 @@ describe('volant end to end (QEMU, real kernel)', { skip, timeout: SUITE_TIMEOUT
 
   test('6. life cycle: delete releases the address and the tap; kill -9 of QEMU is noticed; volantd restart re-adopts', { timeout: 2 * CREATE_TIMEOUT_MS }, async () => {
     const before = await vm('web');
-    const del = await env.volar(['vms', 'delete', 'web']);
+    const del = await env.volar(['vms', 'delete', 'web', '--force']);
     assert.equal(del.code, 0, del.stderr);
     assert.equal((await env.api('GET', '/api/v1/vms/web')).status, 404);
     const taps = await env.inHost(['ip', '-j', 'link', 'show']);
@@ -189,7 +190,7 @@ describe('volant end to end (QEMU, real kernel)', { skip, timeout: SUITE_TIMEOUT
     assert.ok(state === 'failed' || state === 'stopped', `state after kill -9: ${state}`);
     const links = await env.inHost(['ip', '-j', 'link', 'show']);
     assert.ok(!links.stdout.includes(`"${web2.tap}"`), 'tap removed after the VMM died');
-    const d = await env.volar(['vms', 'delete', 'web2']);
+    const d = await env.volar(['vms', 'delete', 'web2', '--force']);
     assert.equal(d.code, 0, d.stderr);
   });
 });

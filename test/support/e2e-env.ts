@@ -17,12 +17,13 @@ import { execFile } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { request } from 'undici';
+import { Agent, request } from 'undici';
 import { stringify as toYaml } from 'yaml';
 import type { DnsRecords } from './dns-server.js';
 import { REPO_ROOT, testKernel } from './kernel.js';
 import { createNetns, linkNamespaces, type NetNs } from './netns.js';
 import { createTestCa, type TestCa } from './tls-ca.js';
+import { isAlive } from './vmm-procs.js';
 
 export const WORLD_IP = '10.99.0.2';
 export const UPLINK_IP = '10.99.0.1';
@@ -31,7 +32,8 @@ export const WORLD_CIDR = '10.99.0.0/24';
 export const PRIVATE_TARGET_IP = '10.99.1.5';
 export const ALLOWED_NAME = 'allowed.test';
 export const DENIED_NAME = 'denied.test';
-export const PRIVATE_NAME = 'private.test';
+/** Allowed by the example plugin's `*.allowed.test` rule, but resolves to a private address. */
+export const PRIVATE_NAME = 'private.allowed.test';
 
 const LEFTOVERS_DIR = join(tmpdir(), 'volant-e2e');
 const API_READY_TIMEOUT_MS = 30_000;
@@ -42,15 +44,6 @@ interface Leftovers {
   pids: number[];
   netns: string[];
   dirs: string[];
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 function run(argv: string[], opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -67,11 +60,11 @@ export async function cleanLeftovers(): Promise<void> {
   if (!existsSync(LEFTOVERS_DIR)) return;
   for (const name of readdirSync(LEFTOVERS_DIR)) {
     const owner = Number(name.replace(/\.json$/, ''));
-    if (!Number.isInteger(owner) || alive(owner)) continue;
+    if (!Number.isInteger(owner) || isAlive(owner)) continue;
     const file = join(LEFTOVERS_DIR, name);
     try {
       const left = JSON.parse(readFileSync(file, 'utf8')) as Leftovers;
-      for (const pid of left.pids) if (alive(pid)) process.kill(pid, 'SIGKILL');
+      for (const pid of left.pids) if (isAlive(pid)) process.kill(pid, 'SIGKILL');
       for (const ns of left.netns) await run(['ip', 'netns', 'del', ns]);
       for (const dir of left.dirs) rmSync(dir, { recursive: true, force: true });
     } catch {
@@ -89,6 +82,8 @@ export interface E2eEnv {
   configFile: string;
   ca: TestCa;
   kernel: { vmlinuz: string; modulesDir: string; version: string };
+  /** An undici dispatcher that reaches the API's Unix socket. */
+  dispatcher: Agent;
   /** Calls the API over its Unix socket. */
   api(method: string, path: string, body?: unknown): Promise<{ status: number; json: unknown; text: string }>;
   /** Runs `volar` as a user would (outside the namespace; the API is a Unix socket). */
@@ -127,7 +122,7 @@ export async function startE2eEnv(opts: { extraConfig?: Record<string, unknown>;
     if (disposed) return;
     disposed = true;
     await stopVolantd('SIGTERM').catch(() => undefined);
-    for (const pid of leftovers.pids) if (alive(pid)) process.kill(pid, 'SIGKILL');
+    for (const pid of leftovers.pids) if (isAlive(pid)) process.kill(pid, 'SIGKILL');
     await hostNs.dispose();
     await worldNs.dispose();
     ca.cleanup();
@@ -174,7 +169,9 @@ export async function startE2eEnv(opts: { extraConfig?: Record<string, unknown>;
     };
     writeFileSync(configFile, toYaml(config));
 
+    const dispatcher = new Agent({ connect: { socketPath: apiSocket } });
     const env: E2eEnv = {
+      dispatcher,
       hostNs,
       worldNs,
       stateDir,
@@ -185,10 +182,10 @@ export async function startE2eEnv(opts: { extraConfig?: Record<string, unknown>;
       async api(method, path, body) {
         const res = await request(`http://localhost${path}`, {
           method: method as 'GET',
-          socketPath: apiSocket,
+          dispatcher,
           headers: body === undefined ? {} : { 'content-type': 'application/json' },
           body: body === undefined ? undefined : JSON.stringify(body),
-        } as Parameters<typeof request>[1]);
+        });
         const text = await res.body.text();
         let json: unknown;
         try {

@@ -136,9 +136,10 @@ export async function runDaemon(opts: DaemonOptions): Promise<Daemon> {
     log(`reconciled: adopted [${r.adopted.join(', ')}], failed [${r.failed.join(', ')}], removed [${r.removed.join(', ')}], taps removed [${r.tapsRemoved.join(', ')}]`);
     ingress = createIngress({
       timeoutMs: config.ingress.timeout_ms,
-      lookup: (name) => {
+      lookup: async (name) => {
         const vm = orchestrator.get(name);
-        const transport = orchestrator.agentFor(name);
+        const transport = await orchestrator.reachAgent(name);
+        if (!transport && vm.state === 'running') throw new VolantError('UPSTREAM_UNREACHABLE', `VM ${name} runs, but its ${vm.mode} address has not been seen on the bridge`);
         if (!transport) throw new VolantError('INVALID_STATE', `VM ${name} is ${vm.state}, not running`, { state: vm.state });
         return { vmName: name, transport };
       },

@@ -150,6 +150,19 @@ export class Orchestrator {
     return agentTransport({ ip: vm.ip ?? live.address, vsockSocketPath: this.vsockSocketPath(name), vmmHasVsock: live.proc.capabilities.vsock });
   }
 
+  /**
+   * `agentFor`, except that a running dhcp VM whose address this volantd has not seen (re-adopted
+   * after its neighbour entry was gone) is looked up on the bridge once more first.
+   */
+  async reachAgent(name: string): Promise<AgentTransport | undefined> {
+    const vm = this.get(name);
+    const live = this.live.get(name);
+    if (live && vm.state === 'running' && vm.mode === 'dhcp' && live.address === undefined && !live.proc.capabilities.vsock) {
+      live.address = await this.lookUpGuestAddress(vm);
+    }
+    return this.agentFor(name);
+  }
+
   /** The address a running dhcp VM got from its DHCP server, when this volantd knows it. */
   discoveredAddress(name: string): string | undefined {
     return this.live.get(name)?.address;

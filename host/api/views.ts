@@ -7,7 +7,8 @@ import type { InstalledPlugin } from '../orchestrator/plugin-images.js';
 import type { VmRecord } from '../store/vms.js';
 import type { PluginView, VmView } from './schemas.js';
 
-export function vmView(vm: VmRecord): VmView {
+/** `discovered` is a dhcp guest's address as seen on the bridge (no lease exists for it). */
+export function vmView(vm: VmRecord, discovered?: string): VmView {
   const v: VmView = {
     name: vm.name,
     plugin: vm.plugin,
@@ -21,6 +22,8 @@ export function vmView(vm: VmRecord): VmView {
   v.mac = vm.mac;
   if (vm.error !== null) v.error = vm.error;
   if (vm.ip !== null) v.ip = vm.ip;
+  const guestIp = vm.ip ?? discovered;
+  if (guestIp !== undefined) v.guest_ip = guestIp;
   if (vm.tap !== null) v.tap = vm.tap;
   if (vm.pid !== null) v.pid = vm.pid;
   if (vm.vmm !== null) v.vmm = vm.vmm;

@@ -132,6 +132,8 @@ describe('dhcp-mode VM end to end (QEMU, real kernel, dnsmasq on the bridge)', {
     assert.equal(h.network?.eth0?.prefix, 24);
     assert.equal(h.network?.eth0?.gateway, '192.168.127.1', 'dnsmasq hands out the bridge address as router');
     console.log(`  leased ${address}`);
+    const seen = (await env.api('GET', `/api/v1/vms/${VM}`)).json as { guest_ip?: string };
+    assert.equal(seen.guest_ip, address, 'the API shows the address the guest got from DHCP');
 
     // The workload answers through the same route.
     const hello = await env.api('GET', `/api/v1/vms/${VM}/proxy/hello?via=dhcp`);

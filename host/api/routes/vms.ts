@@ -7,6 +7,7 @@ import { VolantError } from '../../../shared/errors.js';
 import { CreateVmRequest } from '../../../shared/schema/vm-config.js';
 import type { ApiContext } from '../context.js';
 import { DeleteVmQuery, ErrorBody, VmList, VmNameParams, VmView } from '../schemas.js';
+import type { VmRecord } from '../../store/vms.js';
 import { vmView } from '../views.js';
 
 const truthy = (v: string | undefined): boolean => v === '1' || v === 'true';
@@ -18,7 +19,8 @@ export function vmRoutes(base: FastifyInstance, ctx: ApiContext): void {
   const app = base.withTypeProvider<TypeBoxTypeProvider>();
   const tags = ['vms'];
   const o = ctx.orchestrator;
-  app.get('/api/v1/vms', { schema: { tags, response: { 200: VmList } } }, async () => ({ vms: o.list().map(vmView) }));
+  const view = (vm: VmRecord): VmView => vmView(vm, o.discoveredAddress(vm.name));
+  app.get('/api/v1/vms', { schema: { tags, response: { 200: VmList } } }, async () => ({ vms: o.list().map(view) }));
   app.post(
     '/api/v1/vms',
     {
@@ -33,10 +35,10 @@ export function vmRoutes(base: FastifyInstance, ctx: ApiContext): void {
     async (req, reply) => {
       const vm = await o.create(req.body);
       reply.code(201);
-      return vmView(vm);
+      return view(vm);
     },
   );
-  app.get('/api/v1/vms/:name', { schema: { tags, params: VmNameParams, response: { 200: VmView, 404: ErrorBody } } }, async (req) => vmView(o.get(req.params.name)));
+  app.get('/api/v1/vms/:name', { schema: { tags, params: VmNameParams, response: { 200: VmView, 404: ErrorBody } } }, async (req) => view(o.get(req.params.name)));
   app.delete(
     '/api/v1/vms/:name',
     { schema: { tags, params: VmNameParams, querystring: DeleteVmQuery, response: { 204: Type.Null(), 404: ErrorBody, 409: ErrorBody } } },
@@ -47,10 +49,10 @@ export function vmRoutes(base: FastifyInstance, ctx: ApiContext): void {
     },
   );
   app.post('/api/v1/vms/:name/start', { schema: { tags, params: VmNameParams, response: { 200: VmView, 404: ErrorBody, 409: ErrorBody, 502: ErrorBody } } }, async (req) =>
-    vmView(await o.start(req.params.name)),
+    view(await o.start(req.params.name)),
   );
   app.post('/api/v1/vms/:name/stop', { schema: { tags, params: VmNameParams, response: { 200: VmView, 404: ErrorBody, 409: ErrorBody } } }, async (req) =>
-    vmView(await o.stop(req.params.name)),
+    view(await o.stop(req.params.name)),
   );
   app.all(
     '/api/v1/vms/:name/proxy/*',

@@ -51,10 +51,11 @@ async function main(): Promise<number> {
     step('What a user would type next');
     console.log(`  volar vms logs web --follow       # serial console and workload output
   volar vms get web --json          # state, address, tap, CID
-  curl http://127.0.0.1:8080/api/v1/vms/web/proxy/hello
+  curl http://127.0.0.1:8080/api/v1/vms/web/proxy/hello   # volantd's default listen address
   volar debug ipam                  # the address pool and its leases
-  volar vms delete web`);
-    await env.volar(['vms', 'delete', 'web']);
+  volar vms delete web --force`);
+    const del = await env.volar(['vms', 'delete', 'web', '--force']);
+    if (del.code !== 0) throw new Error(`vms delete failed: ${del.stderr}`);
     return 0;
   } finally {
     step('Cleaning up (VMs, namespaces, bridge, taps, files)');

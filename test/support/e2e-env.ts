@@ -23,7 +23,7 @@ import type { DnsRecords } from './dns-server.js';
 import { REPO_ROOT, testKernel } from './kernel.js';
 import { createNetns, linkNamespaces, type NetNs } from './netns.js';
 import { createTestCa, type TestCa } from './tls-ca.js';
-import { isAlive } from './vmm-procs.js';
+import { isAlive, pidsMentioning } from './vmm-procs.js';
 
 export const WORLD_IP = '10.99.0.2';
 export const UPLINK_IP = '10.99.0.1';
@@ -121,7 +121,11 @@ export async function startE2eEnv(opts: { extraConfig?: Record<string, unknown>;
   const dispose = async (): Promise<void> => {
     if (disposed) return;
     disposed = true;
+    // volantd leaves VMs running when it stops (for re-adoption), so delete them first, and then
+    // end any VMM that still names our state dir (one a failed delete or a crash left behind).
+    await deleteAllVms().catch(() => undefined);
     await stopVolantd('SIGTERM').catch(() => undefined);
+    for (const pid of pidsMentioning(stateDir)) leftovers.pids.push(pid);
     for (const pid of leftovers.pids) if (isAlive(pid)) process.kill(pid, 'SIGKILL');
     await hostNs.dispose();
     await worldNs.dispose();
@@ -247,6 +251,18 @@ export async function startE2eEnv(opts: { extraConfig?: Record<string, unknown>;
   } catch (e) {
     await dispose();
     throw e;
+  }
+
+  async function deleteAllVms(): Promise<void> {
+    if (!volantd || volantd.exitCode !== null) return;
+    const dispatcher = new Agent({ connect: { socketPath: join(stateDir, 'api.sock') } });
+    try {
+      const list = await request('http://localhost/api/v1/vms', { dispatcher });
+      const { vms } = (await list.body.json()) as { vms: { name: string }[] };
+      for (const vm of vms) await (await request(`http://localhost/api/v1/vms/${vm.name}?force=1`, { method: 'DELETE', dispatcher })).body.dump();
+    } finally {
+      await dispatcher.close();
+    }
   }
 
   async function stopVolantd(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {

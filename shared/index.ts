@@ -6,6 +6,7 @@
 export * from './allowlist.js';
 export * from './cmdline.js';
 export * from './errors.js';
+export * from './http-headers.js';
 export * from './ip-param.js';
 export * from './ipv4.js';
 export * from './names.js';

@@ -11,17 +11,9 @@
  */
 
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
-
-const ALWAYS_HOP_BY_HOP = new Set(['connection', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'http2-settings']);
+import { connectionTokens, isHopByHop } from '../../shared/http-headers.js';
 
 export type HeaderMap = Record<string, string | string[] | undefined>;
-
-function connectionTokens(value: string | string[] | undefined): Set<string> {
-  const out = new Set<string>();
-  const values = value === undefined ? [] : Array.isArray(value) ? value : [value];
-  for (const v of values) for (const t of v.split(',')) if (t.trim() !== '') out.add(t.trim().toLowerCase());
-  return out;
-}
 
 /** Removes hop-by-hop headers; with `keepUpgrade` the Upgrade header and `Connection: upgrade` stay. */
 export function stripHopByHop(headers: HeaderMap, opts: { keepUpgrade?: boolean } = {}): OutgoingHttpHeaders {
@@ -34,7 +26,7 @@ export function stripHopByHop(headers: HeaderMap, opts: { keepUpgrade?: boolean 
       out[name] = value;
       continue;
     }
-    if (ALWAYS_HOP_BY_HOP.has(name) || name.startsWith('proxy-') || named.has(name)) continue;
+    if (isHopByHop(name, named)) continue;
     out[name] = value;
   }
   if (opts.keepUpgrade && out.upgrade !== undefined) out.connection = 'upgrade';

@@ -32,6 +32,7 @@ import { createDnsResolver, DNS_TIMEOUT_MS, type NameResolver } from './resolver
 import { UpstreamReader } from './relay.js';
 import { readClientHello } from './sni.js';
 import { parseAbsoluteTarget, parseConnectTarget, type HttpTarget, type Target } from './target.js';
+import { connectionTokens, isHopByHop } from '../../shared/http-headers.js';
 
 export const CONNECT_TIMEOUT_MS = 10_000;
 export const IDLE_TIMEOUT_MS = 300_000;
@@ -104,18 +105,16 @@ export interface EgressProxy {
   close(): Promise<void>;
 }
 
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'expect', 'http2-settings']);
-
-/** Header pairs to forward: hop-by-hop, Proxy-* and Connection-listed headers removed. */
+/** Header pairs to forward: hop-by-hop, Proxy-* and Connection-listed headers removed, and Expect (we answer it). */
 export function forwardableHeaders(raw: readonly string[]): string[] {
-  const listed = new Set<string>();
+  const listed = new Set<string>(['expect']);
   for (let i = 0; i < raw.length; i += 2) {
-    if (raw[i]!.toLowerCase() === 'connection') for (const t of raw[i + 1]!.split(',')) listed.add(t.trim().toLowerCase());
+    if (raw[i]!.toLowerCase() === 'connection') for (const t of connectionTokens(raw[i + 1]!)) listed.add(t);
   }
   const out: string[] = [];
   for (let i = 0; i < raw.length; i += 2) {
     const k = raw[i]!.toLowerCase();
-    if (HOP_BY_HOP.has(k) || k.startsWith('proxy-') || listed.has(k)) continue;
+    if (isHopByHop(k, listed)) continue;
     out.push(raw[i]!, raw[i + 1]!);
   }
   return out;
@@ -487,10 +486,9 @@ export async function startEgressProxy(opts: EgressProxyOptions): Promise<Egress
       });
       const resHeaders: string[] = [];
       const raw = up.headers;
-      const listed = new Set(String(raw.connection ?? '').split(',').map((t) => t.trim().toLowerCase()));
+      const listed = connectionTokens(raw.connection);
       for (const [k, v] of Object.entries(raw)) {
-        const lk = k.toLowerCase();
-        if (HOP_BY_HOP.has(lk) || lk.startsWith('proxy-') || listed.has(lk) || v === undefined) continue;
+        if (v === undefined || isHopByHop(k.toLowerCase(), listed)) continue;
         for (const one of Array.isArray(v) ? v : [v]) resHeaders.push(k, one);
       }
       res.writeHead(up.statusCode, resHeaders);

@@ -79,14 +79,3 @@ describe('guest-initiated socket path', () => {
     assert.throws(() => guestInitiatedSocketPath(`/${'x'.repeat(120)}`, 3128), /sun_path/);
   });
 });
-
-describe('hop-by-hop headers', () => {
-  test('the RFC 9110 set, Proxy-* and whatever Connection names', async () => {
-    const { connectionTokens, isHopByHop } = await import('../../shared/index.js');
-    const listed = connectionTokens(['close, X-Secret', ' keep-alive ,,']);
-    assert.deepEqual([...listed], ['close', 'x-secret', 'keep-alive']);
-    for (const h of ['connection', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-authorization', 'proxy-connection', 'x-secret']) assert.equal(isHopByHop(h, listed), true, h);
-    for (const h of ['content-type', 'content-length', 'authorization', 'host', 'x-forwarded-for']) assert.equal(isHopByHop(h, listed), false, h);
-    assert.equal(connectionTokens(undefined).size, 0);
-  });
-});

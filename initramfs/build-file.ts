@@ -5,7 +5,7 @@
  *   { "files": [{ "from": "app", "to": "/app" }],   plugin-relative source → absolute image path
  *     "binaries": ["/usr/bin/curl"],                 host ELF programs, added with their libraries
  *     "modules": ["virtio_pci", ...],                extra kernel modules (defaults always included)
- *     "compression": "gzip" | "zstd" | "none" }
+ *     "compression": "gzip" | "zstd" | "lz4" | "none" }
  *
  * What must hold: every path is normalized and free of `..`; `from` stays inside the plugin
  * folder (checked again on disk, through symlinks, by the builder); `to` never overwrites what
@@ -19,7 +19,7 @@ import { structuralProblems } from '../shared/schema/validate.js';
 export const BUILD_FILE_NAME = 'volant.build.json';
 export const MAX_BUILD_ENTRIES = 10_000;
 
-export const Compression = Type.Union([Type.Literal('gzip'), Type.Literal('zstd'), Type.Literal('none')]);
+export const Compression = Type.Union([Type.Literal('gzip'), Type.Literal('zstd'), Type.Literal('lz4'), Type.Literal('none')]);
 export type Compression = Static<typeof Compression>;
 
 const RelPath = Type.String({ minLength: 1, maxLength: 4095 });

@@ -11,7 +11,7 @@ import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
 import type { Compression } from './build-file.js';
-import { compressor, GZIP_LEVEL, ZSTD_LEVEL, ZSTD_WORKERS } from './compress.js';
+import { compressor, compressorCommand, GZIP_LEVEL } from './compress.js';
 import { type CpioEntry, writeCpio } from './cpio.js';
 
 const execFileP = promisify(execFile);
@@ -52,8 +52,9 @@ export async function writeMember(
 export async function compressorIdentity(c: Compression): Promise<string> {
   if (c === 'gzip') return `gzip-zlib-${process.versions.zlib}-${GZIP_LEVEL}`;
   if (c === 'none') return 'none';
-  const { stdout } = await execFileP('zstd', ['--version']).catch(() => ({ stdout: 'zstd-missing' }));
-  return `${stdout.trim()}-${ZSTD_LEVEL}-T${ZSTD_WORKERS}`;
+  const { program, args } = compressorCommand(c);
+  const { stdout } = await execFileP(program, ['--version']).catch(() => ({ stdout: `${program}-missing` }));
+  return `${stdout.trim()} ${args.join(' ')}`;
 }
 
 export async function concatInto(target: string, parts: string[]): Promise<void> {

@@ -53,6 +53,7 @@ function members(r: BuildResult): Buffer[] {
   return r.members.map((m) => {
     const part = img.subarray(at, at + m.bytes);
     at += m.bytes;
+    if (r.compression === 'lz4') return execFileSync('lz4', ['-dc'], { input: part, maxBuffer: 512 * 1024 * 1024 });
     return r.compression === 'gzip' ? gunzipSync(part) : part;
   });
 }
@@ -183,6 +184,21 @@ describe('plugin image build', { timeout: 600_000 }, () => {
     assert.equal(plain.subarray(0, 6).toString(), '070701');
   });
 
+  test('lz4 images are two legacy lz4 members the kernel can take, also reproducible', async () => {
+    const a = await buildPlugin(opts(HELLO, join(work, 'out-lz4'), { compression: 'lz4' }));
+    const b = await buildPlugin(opts(HELLO, join(work, 'out-lz4-2'), { compression: 'lz4', cacheDir: join(work, 'cold-cache-lz4') }));
+    assert.equal(b.runtimeCached, false);
+    assert.equal(a.sha256, b.sha256);
+    assert.equal(a.members.length, 2);
+    const img = readFileSync(a.image);
+    const legacyMagic = Buffer.from([0x02, 0x21, 0x4c, 0x18]);
+    assert.deepEqual(img.subarray(0, 4), legacyMagic);
+    assert.deepEqual(img.subarray(a.members[0]!.bytes, a.members[0]!.bytes + 4), legacyMagic);
+    const [runtime, plugin] = members(a);
+    assert.equal(list(runtime!).get('usr/bin/node'), '-rwxr-xr-x');
+    assert.equal(list(plugin!).get('init'), '-rwxr-xr-x');
+  });
+
   describe('bad input: a clear error naming the file, nothing left behind', () => {
     const cases: { name: string; prepare: (dir: string) => void; error: RegExp; extra?: Partial<BuildOptions> }[] = [
       { name: 'missing plugin.json', prepare: (d) => rmSync(join(d, 'plugin.json')), error: /plugin manifest .*plugin\.json cannot be read: ENOENT/ },
@@ -261,6 +277,6 @@ describe('plugin image build', { timeout: 600_000 }, () => {
     assert.deepEqual(readdirSync(join(work, 'out-cli')).sort(), ['initramfs.img', 'plugin.json']);
     const bad = spawnSync(process.execPath, ['--import', 'tsx', cli, 'plugins', 'build', HELLO, '--compression', 'brotli'], { encoding: 'utf8' });
     assert.equal(bad.status, 1);
-    assert.match(bad.stderr, /INVALID_ARGUMENT: --compression "brotli": must be one of gzip, zstd, none/);
+    assert.match(bad.stderr, /INVALID_ARGUMENT: --compression "brotli": must be one of gzip, zstd, lz4, none/);
   });
 });

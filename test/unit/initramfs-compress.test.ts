@@ -38,6 +38,7 @@ describe('compressors', () => {
   for (const [c, tool] of [
     ['gzip', 'gzip'],
     ['zstd', 'zstd'],
+    ['lz4', 'lz4'],
   ] as const) {
     test(`${c}: decompresses with ${tool} and does not depend on input chunking`, async () => {
       const a = await compress(c, [input]);
@@ -46,6 +47,11 @@ describe('compressors', () => {
       assert.deepEqual(execFileSync(tool, ['-dc'], { input: a, maxBuffer: 1 << 24 }), input);
     });
   }
+
+  test('lz4 writes the legacy frame format, the only one the kernel unpacks', async () => {
+    const out = await compress('lz4', [input]);
+    assert.deepEqual(out.subarray(0, 4), Buffer.from([0x02, 0x21, 0x4c, 0x18]));
+  });
 
   test('none passes bytes through', async () => {
     assert.deepEqual(await compress('none', split(input, 1000)), input);

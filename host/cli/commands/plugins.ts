@@ -15,7 +15,7 @@ import { defaultKernelDir } from './kernel.js';
 
 /** What `uname -r` looks like: 6.1.0-56-cloud-amd64. */
 const KERNEL_RELEASE = /^\d+\.\d+[\w.+-]*$/;
-const COMPRESSIONS: readonly Compression[] = ['gzip', 'zstd', 'none'];
+const COMPRESSIONS: readonly Compression[] = ['gzip', 'zstd', 'lz4', 'none'];
 
 function mb(bytes: number): string {
   return `${(bytes / 1e6).toFixed(1)} MB`;

@@ -23,6 +23,7 @@ import { workloadBaseUrl } from '../shared/schema/manifest.js';
 import { type BootConfig, bootConfigFromCmdline, DEFAULT_HOSTNAME } from './boot/cmdline.js';
 import { IMAGE_MANIFEST_PATH, loadManifestFile } from './boot/manifest.js';
 import { loadImageModules } from './boot/modules.js';
+import { watchPowerButton } from './boot/power-button.js';
 import { mountEarlyFileSystems } from './boot/mounts.js';
 import { say } from './console.js';
 import { createEgressForwarder, DEFAULT_EGRESS_LISTEN, type EgressForwarder } from './egress/forwarder.js';
@@ -159,6 +160,8 @@ async function boot(): Promise<void> {
     await Promise.all(closing);
     await proxy?.close();
   });
+  // The VMM's graceful shutdown arrives as an ACPI power-button press: treat it like SIGTERM.
+  if (pid1 && watchPowerButton(() => process.kill(process.pid, 'SIGTERM')) === 0) say('no ACPI power button: graceful shutdown only by signal');
   for (const endpoint of wanted) {
     try {
       const l = await listen(endpoint, (socket) => server.emit('connection', socket));

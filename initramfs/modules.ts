@@ -22,7 +22,8 @@ import { VolantError } from '../shared/errors.js';
 const execFileP = promisify(execFile);
 
 /** What virtio networking and vsock need; dependencies are added from `.modinfo`. */
-export const DEFAULT_MODULES = ['virtio_pci', 'virtio_net', 'vsock', 'vmw_vsock_virtio_transport', 'vsock_loopback'];
+/** virtio networking, vsock, and the ACPI power button (button + evdev) kestrel stops on. */
+export const DEFAULT_MODULES = ['virtio_pci', 'virtio_net', 'vsock', 'vmw_vsock_virtio_transport', 'vsock_loopback', 'button', 'evdev'];
 const MODULE_SUFFIXES = ['.ko', '.ko.xz', '.ko.zst', '.ko.gz'] as const;
 const MAX_MODULE_BYTES = 64 * 1024 * 1024;
 

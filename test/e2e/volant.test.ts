@@ -13,7 +13,7 @@
 
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { request } from 'undici';
@@ -178,8 +178,19 @@ describe('volant end to end (QEMU, real kernel)', { skip, timeout: SUITE_TIMEOUT
     assert.equal(again.pid, web2.pid);
     assert.equal((await proxy('web2', '/hello')).status, 200);
 
+    // A graceful stop reaches kestrel as an ACPI power-button press: the workload is stopped and
+    // the guest powers off by itself (not killed by the VMM's timeout).
+    const stop = await env.volar(['vms', 'stop', 'web2']);
+    assert.equal(stop.code, 0, stop.stderr);
+    const serial = readFileSync(join(env.stateDir, 'vms', 'web2', 'serial.log'), 'utf8');
+    assert.match(serial, /kestrel: [^\n]*stopped on SIGTERM/, 'kestrel shut down cleanly on the power button');
+    const restarted = await env.volar(['vms', 'start', 'web2'], { timeoutMs: CREATE_TIMEOUT_MS });
+    assert.equal(restarted.code, 0, restarted.stderr);
+    const running = await vm('web2');
+    if (running.pid) env.track(running.pid);
+
     // kill -9 of the VMM: volantd notices, the VM is no longer running, its tap goes.
-    process.kill(web2.pid!, 'SIGKILL');
+    process.kill(running.pid!, 'SIGKILL');
     const deadline = Date.now() + 30_000;
     let state = 'running';
     while (Date.now() < deadline) {

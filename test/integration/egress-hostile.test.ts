@@ -23,6 +23,7 @@ import { connect as tlsConnect } from 'node:tls';
 import { type AuditRecord, type EgressProxy, startEgressProxy } from '../../host/egress/index.js';
 import { type DnsRecords, type DnsServer, startDnsServer } from '../support/dns-server.js';
 import { createTestCa, type TestCa } from '../support/tls-ca.js';
+import { captureClientHello } from '../support/client-hello.js';
 
 const VM = 'web-1';
 
@@ -828,30 +829,6 @@ describe('egress proxy: listeners and upgrade_to_https', () => {
     }
   });
 });
-
-/** A real ClientHello from node:tls for `servername`, captured from a socket pair. */
-async function captureClientHello(servername: string): Promise<Buffer> {
-  const srv = createTcpServer();
-  const port = await listenPort(srv);
-  const got = new Promise<Buffer>((resolve) => {
-    srv.once('connection', (s) => {
-      let buf = Buffer.alloc(0);
-      s.on('data', (d: Buffer) => {
-        buf = Buffer.concat([buf, d]);
-        if (buf.length >= 5 && buf.length >= 5 + buf.readUInt16BE(3)) {
-          resolve(buf.subarray(0, 5 + buf.readUInt16BE(3)));
-          s.destroy();
-        }
-      });
-    });
-  });
-  const t = tlsConnect({ port, host: '127.0.0.1', servername });
-  t.on('error', () => {});
-  const hello = await got;
-  t.destroy();
-  srv.close();
-  return hello;
-}
 
 function recordOf(payload: Buffer): Buffer {
   const h = Buffer.from([0x16, 0x03, 0x01, 0, 0]);

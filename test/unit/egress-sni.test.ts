@@ -1,33 +1,7 @@
 import assert from 'node:assert/strict';
-import { createServer } from 'node:net';
 import { before, describe, it } from 'node:test';
-import { connect as tlsConnect } from 'node:tls';
 import { MAX_CLIENT_HELLO_BYTES, readClientHello } from '../../host/egress/sni.js';
-
-/** A real ClientHello as node:tls sends it, captured on a loopback socket. */
-async function capture(servername?: string): Promise<Buffer> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as { port: number }).port;
-  const got = new Promise<Buffer>((resolve) => {
-    srv.once('connection', (s) => {
-      let buf = Buffer.alloc(0);
-      s.on('data', (d: Buffer) => {
-        buf = Buffer.concat([buf, d]);
-        if (buf.length >= 5 && buf.length >= 5 + buf.readUInt16BE(3)) {
-          resolve(buf.subarray(0, 5 + buf.readUInt16BE(3)));
-          s.destroy();
-        }
-      });
-    });
-  });
-  const t = tlsConnect({ port, host: '127.0.0.1', servername });
-  t.on('error', () => {});
-  const hello = await got;
-  t.destroy();
-  srv.close();
-  return hello;
-}
+import { captureClientHello as capture } from '../support/client-hello.js';
 
 const record = (payload: Buffer, type = 0x16): Buffer => {
   const h = Buffer.from([type, 0x03, 0x01, 0, 0]);

@@ -8,7 +8,6 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "  run: sudo npm run demo" >&2
   exit 1
 fi
-bash scripts/install-deps.sh
-if [ ! -d node_modules ] || [ ! -f native/build/Release/volant_native.node ]; then npm ci; fi
+bash scripts/prepare-env.sh
 npm run --silent build
 exec node --import tsx scripts/demo.ts

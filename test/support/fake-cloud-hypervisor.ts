@@ -35,8 +35,11 @@ import { Ajv, type ValidateFunction } from 'ajv';
 import { parse as parseYaml } from 'yaml';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
+/** The reference copy handed to the project (beside the repository), when present. */
 export const CH_OPENAPI_PATH = resolve(HERE, '..', '..', '..', 'shared', 'reference', 'cloud-hypervisor-openapi.yaml');
-const OPENAPI_CANDIDATES = [process.env.VOLANT_CH_OPENAPI, CH_OPENAPI_PATH];
+/** The same spec (v0.3.0) kept in the repository, so a clone without the reference folder tests too. */
+const CH_OPENAPI_FIXTURE = resolve(HERE, '..', 'fixtures', 'cloud-hypervisor-openapi.yaml');
+const OPENAPI_CANDIDATES = [process.env.VOLANT_CH_OPENAPI, CH_OPENAPI_PATH, CH_OPENAPI_FIXTURE];
 
 const INT_RANGES: Record<string, [number, number]> = {
   int8: [-128, 127],

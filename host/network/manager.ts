@@ -26,9 +26,12 @@ export interface NatSpec {
 
 export interface LockdownSpec {
   tap: string;
+  /** The VM's leased address. */
   ip: string;
+  /** The guest's MAC; when given, frames with any other source MAC are dropped. */
   mac?: string;
   bridge: string;
+  /** The host's address on the bridge, where the egress proxy listens. */
   hostIp: string;
   egressPort: number;
 }

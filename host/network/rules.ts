@@ -16,6 +16,7 @@
 
 import { formatCidr, parseCidr } from '../../shared/ipv4.js';
 import { assertCidr, assertInterfaceName, assertIPv4, assertMac, assertPort } from './ifname.js';
+import type { LockdownSpec } from './manager.js';
 
 export type FirewallTool = 'iptables' | 'ebtables';
 
@@ -88,19 +89,7 @@ export function vmChainJumps(): Rule[] {
   ];
 }
 
-export interface LockdownParams {
-  tap: string;
-  /** The VM's leased address. */
-  ip: string;
-  /** The guest's MAC; when given, frames with any other source MAC are dropped. */
-  mac?: string;
-  bridge: string;
-  /** The host's address on the bridge, where the egress proxy listens. */
-  hostIp: string;
-  egressPort: number;
-}
-
-export function lockdownRules(p: LockdownParams): Rule[] {
+export function lockdownRules(p: LockdownSpec): Rule[] {
   const tap = assertInterfaceName(p.tap, 'tap name');
   const bridge = assertInterfaceName(p.bridge, 'bridge name');
   const ip = assertIPv4(p.ip, 'VM address');

@@ -13,7 +13,6 @@
  * interrupted run left behind (its processes by PID, its namespaces, its files).
  */
 
-import { execFile } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,7 +20,7 @@ import { Agent, request } from 'undici';
 import { stringify as toYaml } from 'yaml';
 import type { DnsRecords } from './dns-server.js';
 import { REPO_ROOT, testKernel } from './kernel.js';
-import { createNetns, linkNamespaces, type NetNs } from './netns.js';
+import { createNetns, linkNamespaces, type NetNs, runCommand } from './netns.js';
 import { createTestCa, type TestCa } from './tls-ca.js';
 import { isAlive, pidsMentioning } from './vmm-procs.js';
 
@@ -39,20 +38,12 @@ const LEFTOVERS_DIR = join(tmpdir(), 'volant-e2e');
 const API_READY_TIMEOUT_MS = 30_000;
 const WORLD_READY_TIMEOUT_MS = 30_000;
 const VOLANTD_STOP_TIMEOUT_MS = 15_000;
+const VOLAR_TIMEOUT_MS = 120_000;
 
 interface Leftovers {
   pids: number[];
   netns: string[];
   dirs: string[];
-}
-
-function run(argv: string[], opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(argv[0]!, argv.slice(1), { timeout: opts.timeoutMs ?? 120_000, encoding: 'utf8', maxBuffer: 64 << 20, env: opts.env ?? process.env }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-  });
 }
 
 /** Removes what earlier, interrupted runs recorded and did not clean (their owner is gone). */
@@ -65,7 +56,7 @@ export async function cleanLeftovers(): Promise<void> {
     try {
       const left = JSON.parse(readFileSync(file, 'utf8')) as Leftovers;
       for (const pid of left.pids) if (isAlive(pid)) process.kill(pid, 'SIGKILL');
-      for (const ns of left.netns) await run(['ip', 'netns', 'del', ns]);
+      for (const ns of left.netns) await runCommand(['ip', 'netns', 'del', ns]);
       for (const dir of left.dirs) rmSync(dir, { recursive: true, force: true });
     } catch {
       // unreadable record: nothing we can safely act on
@@ -200,7 +191,7 @@ export async function startE2eEnv(opts: { extraConfig?: Record<string, unknown>;
         return { status: res.statusCode, json, text };
       },
       volar(args, o = {}) {
-        return run([process.execPath, join(REPO_ROOT, 'bin', 'volar.js'), '--api', `unix:${apiSocket}`, ...args], { timeoutMs: o.timeoutMs });
+        return runCommand([process.execPath, join(REPO_ROOT, 'bin', 'volar.js'), '--api', `unix:${apiSocket}`, ...args], { timeoutMs: o.timeoutMs ?? VOLAR_TIMEOUT_MS });
       },
       inHost(argv) {
         return hostNs.exec(argv);

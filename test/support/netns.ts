@@ -25,9 +25,10 @@ export function netnsSkipReason(): string | false {
   return false;
 }
 
-function exec(argv: string[]): Promise<ExecResult> {
+/** Runs argv (no shell); never throws on a non-zero exit (127 when it could not run or timed out). */
+export function runCommand(argv: string[], opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<ExecResult> {
   return new Promise((resolve) => {
-    execFile(argv[0]!, argv.slice(1), { timeout: NETNS_COMMAND_TIMEOUT_MS, encoding: 'utf8' }, (err, stdout, stderr) => {
+    execFile(argv[0]!, argv.slice(1), { timeout: opts.timeoutMs ?? NETNS_COMMAND_TIMEOUT_MS, encoding: 'utf8', maxBuffer: 64 << 20, env: opts.env ?? process.env }, (err, stdout, stderr) => {
       const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 127) : 0;
       resolve({ code, stdout, stderr: stderr || (err && code === 127 ? String(err.message) : '') });
     });
@@ -48,7 +49,7 @@ export class NetNs {
 
   /** Runs argv inside the namespace; never throws on a non-zero exit. */
   exec(argv: string[]): Promise<ExecResult> {
-    return exec([...this.prefix, ...argv]);
+    return runCommand([...this.prefix, ...argv]);
   }
 
   /** Runs argv inside the namespace and returns stdout; throws with stderr on failure. */
@@ -71,14 +72,14 @@ export class NetNs {
       child.kill('SIGKILL');
       await new Promise((r) => (child.exitCode !== null || child.signalCode !== null ? r(undefined) : child.once('exit', r)));
     }
-    await exec(['ip', 'netns', 'del', this.name]);
+    await runCommand(['ip', 'netns', 'del', this.name]);
   }
 }
 
 /** Creates `vt-<area>-<pid>-<n>` with `lo` up. */
 export async function createNetns(area: string): Promise<NetNs> {
   const name = `vt-${area}-${process.pid}-${counter++}`;
-  const r = await exec(['ip', 'netns', 'add', name]);
+  const r = await runCommand(['ip', 'netns', 'add', name]);
   if (r.code !== 0) throw new Error(`ip netns add ${name} failed: ${r.stderr.trim()}`);
   const ns = new NetNs(name);
   try {

@@ -152,6 +152,11 @@ function addPort(map: Map<string, PortSet>, key: string, port: number): void {
   s.add(port);
 }
 
+/** No port (any) or an integer 1-65535. */
+function portIsValid(port: number | undefined): boolean {
+  return port === undefined || (Number.isInteger(port) && port >= 1 && port <= 65535);
+}
+
 function portAllowed(s: PortSet | undefined, port: number | undefined): boolean {
   if (!s) return false;
   return s.has(ANY_PORT) || (port !== undefined && s.has(port));
@@ -206,7 +211,7 @@ export class Allowlist {
   allows(host: string, port?: number): boolean {
     // Fast path: an already-canonical name (lower-case LDH labels, last label starting with a
     // letter, so it cannot be a numeric IPv4 spelling) needs neither the URL parser nor IDN.
-    if (typeof host === 'string' && CANONICAL_NAME.test(host) && (port === undefined || (Number.isInteger(port) && port >= 1 && port <= 65535))) {
+    if (typeof host === 'string' && CANONICAL_NAME.test(host) && portIsValid(port)) {
       return this.matchName(host, port) !== undefined;
     }
     return this.decide(host, port).allowed;
@@ -214,7 +219,7 @@ export class Allowlist {
 
   decide(host: string, port?: number): Decision {
     if (typeof host !== 'string' || host.length === 0) return { allowed: false, reason: 'empty host' };
-    if (port !== undefined && (!Number.isInteger(port) || port < 1 || port > 65535)) return { allowed: false, reason: `invalid port ${port}` };
+    if (!portIsValid(port)) return { allowed: false, reason: `invalid port ${port}` };
     const ip = canonicalIpLiteral(host);
     if (ip !== undefined) {
       const s = this.ips.get(ip);

@@ -364,6 +364,9 @@ export class Orchestrator {
       const exitedEarly = proc.exited.then((x) => {
         throw new VolantError('VMM_FAILED', `the ${proc.kind} VMM exited during boot (code ${x.code}, signal ${x.signal}); see ${this.serialLogPath(name)}`);
       });
+      // Owned here, at once: the waits below race it, but a step that fails first (or a VMM that
+      // exits after the create was rolled back) must not leave it rejecting with no handler.
+      exitedEarly.catch(() => undefined);
       let address: string | undefined;
       if (vm.mode === 'dhcp' && !proc.capabilities.vsock && this.opts.network?.guestAddress) {
         step = 'discover the DHCP address';

@@ -9,8 +9,12 @@
  *
  * IPv6 is checked the allowlist way: only global unicast 2000::/3 can pass, so ranges assigned
  * after this was written stay refused. Operator exceptions (`allow_private` CIDRs) are checked
- * against the address exactly as resolved; configured host/bridge addresses are refused like
- * private ones (and also when embedded).
+ * against the address exactly as resolved.
+ *
+ * The host itself is never an exception: `deniedAddresses` (every address of every host
+ * interface, and `HOST_RANGES`, which always mean this host) are refused whatever
+ * `allow_private` covers, directly and when embedded. An operator who allows the bridge subnet
+ * lets VMs reach other machines there, never volantd's host.
  *
  * Everything here is pure: addresses are numbers (IPv4) or bigints (IPv6).
  */
@@ -130,8 +134,7 @@ function formatV4(n: number): string {
   return `${(n >>> 24) & 255}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
 }
 
-function classifyV4(n: number, hostAddresses: ReadonlySet<string>): AddressClass {
-  if (hostAddresses.has(formatV4(n))) return 'host-address';
+function classifyV4(n: number): AddressClass {
   const v = BigInt(n);
   for (const r of V4) if (inCidr(r.cidr, 4, v)) return r.cls;
   return 'public';
@@ -164,48 +167,61 @@ function classifyV6(v: bigint): V6Class {
   return { cls: 'public' };
 }
 
+/** Ranges that always reach this host, whatever its interfaces: loopback and "this host" (0.0.0.0 dials the local host). */
+export const HOST_RANGES: readonly string[] = ['127.0.0.0/8', '0.0.0.0/8', '::1/128', '::/128'];
+
+/** What the egress proxy must refuse as "the host": the given interface addresses plus `HOST_RANGES` (pure). */
+export function hostDeniedAddresses(interfaceAddresses: readonly string[]): string[] {
+  return [...new Set([...interfaceAddresses.filter((a) => !a.includes('%')), ...HOST_RANGES])];
+}
+
 export interface AddressPolicyOptions {
   /** CIDRs the operator allows even though they are private/loopback/...; checked on the address as resolved. */
   allowPrivate?: readonly string[];
-  /** Addresses of the host itself (bridge address, API address) that are refused like private ones. */
+  /**
+   * The host itself: addresses or CIDRs (every interface address, `HOST_RANGES`) refused as
+   * `host-address`, also when `allowPrivate` covers them and when embedded.
+   */
   deniedAddresses?: readonly string[];
 }
 
 /** The compiled address policy: `check(address)` is pure and cheap. */
 export class AddressPolicy {
   private readonly allow: AnyCidr[];
-  private readonly hostV4 = new Set<string>();
-  private readonly hostV6 = new Set<bigint>();
+  private readonly host: AnyCidr[];
 
   /** @throws VolantError INVALID_ARGUMENT for a malformed CIDR or address. */
   constructor(opts: AddressPolicyOptions = {}) {
     this.allow = (opts.allowPrivate ?? []).map(parseAnyCidr);
-    for (const a of opts.deniedAddresses ?? []) {
-      const c = parseAnyCidr(a);
-      if (c.prefix !== (c.family === 4 ? 32 : 128)) throw new VolantError('INVALID_ARGUMENT', `denied address ${JSON.stringify(a)} must be a single address`);
-      if (c.family === 4) this.hostV4.add(formatV4(Number(c.network)));
-      else this.hostV6.add(c.network);
-    }
+    this.host = (opts.deniedAddresses ?? []).map(parseAnyCidr);
+  }
+
+  private isHost(family: 4 | 6, value: bigint): boolean {
+    return this.host.some((c) => inCidr(c, family, value));
   }
 
   check(address: string): AddressVerdict {
     const v4 = tryParseIPv4(address);
     if (v4 !== undefined) {
+      if (this.isHost(4, BigInt(v4))) return { allowed: false, class: 'host-address' };
       if (this.allow.some((c) => inCidr(c, 4, BigInt(v4)))) return { allowed: true, class: 'public' };
-      const cls = classifyV4(v4, this.hostV4);
+      const cls = classifyV4(v4);
       return { allowed: cls === 'public', class: cls };
     }
     const v6 = ipv6ToBigInt(address);
     if (v6 === undefined) return { allowed: false, class: 'reserved' };
-    if (this.allow.some((c) => inCidr(c, 6, v6))) return { allowed: true, class: 'public' };
-    if (this.hostV6.has(v6)) return { allowed: false, class: 'host-address' };
+    if (this.isHost(6, v6)) return { allowed: false, class: 'host-address' };
     const r = classifyV6(v6);
     if (r.embedded !== undefined) {
       const embedded = formatV4(r.embedded);
       // Mapped/compatible addresses are dialled as the IPv4 address inside: always refused.
       if (r.cls === 'ipv4-mapped' || r.cls === 'ipv4-compatible') return { allowed: false, class: r.cls, embedded };
-      const inner = classifyV4(r.embedded, this.hostV4);
-      return inner === 'public' ? { allowed: true, class: 'public' } : { allowed: false, class: r.cls, embedded };
+      if (this.isHost(4, BigInt(r.embedded))) return { allowed: false, class: r.cls, embedded };
+    }
+    if (this.allow.some((c) => inCidr(c, 6, v6))) return { allowed: true, class: 'public' };
+    if (r.embedded !== undefined) {
+      const inner = classifyV4(r.embedded);
+      return inner === 'public' ? { allowed: true, class: 'public' } : { allowed: false, class: r.cls, embedded: formatV4(r.embedded) };
     }
     return { allowed: r.cls === 'public', class: r.cls };
   }

@@ -114,13 +114,11 @@ export function decideAddresses(policy: AddressPolicy, allowed: AllowedTarget, a
     const v = policy.check(address);
     if (!v.allowed) {
       const inner = v.embedded ? ` embedding ${v.embedded}` : '';
-      return deny(
-        403,
-        'EGRESS_DENIED',
-        'blocked-address',
-        `${allowed.host} resolves to ${address} (${v.class}${inner}), which egress never dials; an operator can allow a range with egress.allow_private`,
-        { rule: allowed.rule, address },
-      );
+      const hint = v.class === 'host-address' ? "the host's own addresses are never an exception" : 'an operator can allow a range with egress.allow_private';
+      return deny(403, 'EGRESS_DENIED', 'blocked-address', `${allowed.host} resolves to ${address} (${v.class}${inner}), which egress never dials; ${hint}`, {
+        rule: allowed.rule,
+        address,
+      });
     }
   }
   return [...addresses].sort((a, b) => (isIP(a) === isIP(b) ? 0 : isIP(a) === 4 ? -1 : 1));

@@ -84,7 +84,7 @@ export interface EgressProxyOptions {
   clientHelloTimeoutMs?: number;
   /** CIDRs that may be dialled although private/loopback/... (config egress.allow_private). */
   allowPrivate?: readonly string[];
-  /** Host addresses (bridge, API) that are never dialled unless allowPrivate covers them. */
+  /** The host's own addresses or ranges: never dialled, whatever allowPrivate covers (address-policy.ts). */
   deniedAddresses?: readonly string[];
   /** Re-issue plain http:// requests over https, verifying the certificate against the name. */
   upgradeToHttps?: boolean;

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { AddressPolicy, ipv6ToBigInt, parseAnyCidr } from '../../host/egress/address-policy.js';
+import { AddressPolicy, HOST_RANGES, hostDeniedAddresses, ipv6ToBigInt, parseAnyCidr } from '../../host/egress/address-policy.js';
 
 const strict = new AddressPolicy({ deniedAddresses: ['198.18.0.1', '192.168.127.1'] });
 
@@ -79,7 +79,7 @@ describe('allow_private exceptions', () => {
   const p = new AddressPolicy({ allowPrivate: ['127.0.0.0/8', '10.1.0.0/16', 'fd00:1::/32'], deniedAddresses: ['127.0.0.53'] });
   const table: [string, boolean][] = [
     ['127.0.0.1', true],
-    ['127.0.0.53', true],
+    ['127.0.0.53', false],
     ['10.1.2.3', true],
     ['10.2.0.1', false],
     ['fd00:1::5', true],
@@ -92,6 +92,37 @@ describe('allow_private exceptions', () => {
   for (const [addr, allowed] of table) {
     it(`${addr} → ${allowed}`, () => assert.equal(p.check(addr).allowed, allowed));
   }
+});
+
+describe('allow_private never re-opens the host', () => {
+  // The daemon passes every address of every host interface plus HOST_RANGES.
+  const host = hostDeniedAddresses(['192.168.127.1', '10.99.0.1', '127.0.0.1', '::1', 'fe80::5054:ff:fe12:3456%vbr0', '2001:db8:1::1']);
+  const everything = ['0.0.0.0/0', '::/0'];
+  const table: { name: string; allow: string[]; address: string; allowed: boolean; cls?: string }[] = [
+    { name: 'the bridge address, bridge subnet allowed', allow: ['192.168.127.0/24'], address: '192.168.127.1', allowed: false, cls: 'host-address' },
+    { name: 'another machine on the bridge subnet stays allowed', allow: ['192.168.127.0/24'], address: '192.168.127.50', allowed: true },
+    { name: 'the uplink address, its subnet allowed', allow: ['10.99.0.0/24'], address: '10.99.0.1', allowed: false, cls: 'host-address' },
+    { name: 'the world next door stays allowed', allow: ['10.99.0.0/24'], address: '10.99.0.2', allowed: true },
+    { name: 'every loopback address, 127/8 allowed', allow: ['127.0.0.0/8'], address: '127.0.0.2', allowed: false, cls: 'host-address' },
+    { name: '0.0.0.0 dials the host', allow: everything, address: '0.0.0.0', allowed: false, cls: 'host-address' },
+    { name: 'IPv6 loopback', allow: everything, address: '::1', allowed: false, cls: 'host-address' },
+    { name: 'a global IPv6 address of the host', allow: everything, address: '2001:db8:1::1', allowed: false, cls: 'host-address' },
+    { name: 'the host embedded in NAT64', allow: everything, address: '64:ff9b::c0a8:7f01', allowed: false, cls: 'nat64' },
+    { name: 'the host embedded in 6to4', allow: everything, address: '2002:c0a8:7f01::1', allowed: false, cls: '6to4' },
+    { name: 'the host as a mapped address', allow: everything, address: '::ffff:192.168.127.1', allowed: false, cls: 'ipv4-mapped' },
+  ];
+  for (const t of table) {
+    it(`${t.name}: ${t.address} → ${t.allowed ? 'allowed' : `refused (${t.cls})`}`, () => {
+      const v = new AddressPolicy({ allowPrivate: t.allow, deniedAddresses: host }).check(t.address);
+      assert.equal(v.allowed, t.allowed, JSON.stringify(v));
+      if (t.cls) assert.equal(v.class, t.cls);
+    });
+  }
+  it('HOST_RANGES are always part of the denial; zone-scoped addresses are skipped, duplicates merged', () => {
+    for (const r of HOST_RANGES) assert.ok(host.includes(r), r);
+    assert.ok(!host.some((a) => a.includes('%')));
+    assert.equal(hostDeniedAddresses(['127.0.0.0/8']).filter((a) => a === '127.0.0.0/8').length, 1);
+  });
 });
 
 describe('parsing', () => {
@@ -107,7 +138,7 @@ describe('parsing', () => {
     for (const bad of ['10.0.0.0/33', 'fd00::/129', '10.0.0/8', '0x7f.1/8', 'x/8', '10.0.0.0/-1', '10.0.0.0/ 8']) {
       assert.throws(() => parseAnyCidr(bad), (e: Error & { code?: string }) => e.code === 'INVALID_ARGUMENT' && e.message.includes(JSON.stringify(bad)));
     }
-    assert.throws(() => new AddressPolicy({ deniedAddresses: ['10.0.0.0/8'] }), /single address/);
+    assert.throws(() => new AddressPolicy({ deniedAddresses: ['10.0.0.0/33'] }), /not a CIDR/);
     assert.equal(parseAnyCidr('10.1.2.3/8').network, 10n << 24n);
   });
 });

@@ -51,3 +51,29 @@ export function addressForMac(entries: readonly NeighbourEntry[], mac: string): 
   const matching = entries.filter((e) => e.mac === wanted);
   return (matching.find((e) => e.states.some((s) => CONFIRMED_STATES.has(s))) ?? matching[0])?.address;
 }
+
+/** `/proc/net/arp`: the ARP flag that marks a complete entry (ATF_COM). */
+const ATF_COM = 0x2;
+
+/**
+ * The complete entries of `/proc/net/arp` (the kernel's IPv4 neighbour table as text), on
+ * `device` when given. Read synchronously where a decision cannot wait (an egress listener
+ * checking who connected); malformed lines are skipped.
+ */
+export function parseProcNetArp(text: string, device?: string): NeighbourEntry[] {
+  const entries: NeighbourEntry[] = [];
+  for (const line of text.split('\n').slice(1)) {
+    const [address, , flags, mac, , dev] = line.trim().split(/\s+/);
+    if (address === undefined || mac === undefined || flags === undefined || dev === undefined) continue;
+    if (device !== undefined && dev !== device) continue;
+    if (tryParseIPv4(address) === undefined || !MAC_PATTERN.test(mac.toLowerCase())) continue;
+    if ((Number.parseInt(flags, 16) & ATF_COM) === 0) continue;
+    entries.push({ address, mac: mac.toLowerCase(), states: ['REACHABLE'] });
+  }
+  return entries;
+}
+
+/** The MAC the neighbour table holds for `address`, if any. */
+export function macForAddress(entries: readonly NeighbourEntry[], address: string): string | undefined {
+  return entries.find((e) => e.address === address)?.mac;
+}

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { LinuxNetworkManager } from '../../host/network/linux.js';
-import { addressForMac, parseNeighbours } from '../../host/network/neighbours.js';
+import { addressForMac, macForAddress, parseNeighbours, parseProcNetArp } from '../../host/network/neighbours.js';
 import type { Command, CommandResult, CommandRunner } from '../../host/network/runner.js';
 
 const MAC = '52:54:00:ab:cd:ef';
@@ -81,5 +81,31 @@ describe('LinuxNetworkManager.neighbourAddress', () => {
     const runner = new Recorder({ code: 0, stdout: TABLE, stderr: '' });
     await assert.rejects(new LinuxNetworkManager(runner).neighbourAddress('vbr0; reboot', MAC), /bridge name/);
     assert.equal(runner.commands.length, 0);
+  });
+});
+
+describe('parseProcNetArp + macForAddress (what an egress listener reads to bind a peer to a MAC)', () => {
+  const ARP = [
+    'IP address       HW type     Flags       HW address            Mask     Device',
+    '192.168.127.20   0x1         0x2         02:aa:bb:cc:dd:ee     *        vbr0',
+    '192.168.127.21   0x1         0x0         00:00:00:00:00:00     *        vbr0',
+    '10.99.0.2        0x1         0x2         02:00:00:00:00:99     *        ve-up',
+    'garbage line',
+    '192.168.127.22   0x1         0x6         02:AA:BB:CC:DD:EF     *        vbr0',
+  ].join('\n');
+  test('complete entries only, MACs lower-cased, filtered by device', () => {
+    const on = parseProcNetArp(ARP, 'vbr0');
+    assert.deepEqual(
+      on.map((e) => [e.address, e.mac]),
+      [
+        ['192.168.127.20', '02:aa:bb:cc:dd:ee'],
+        ['192.168.127.22', '02:aa:bb:cc:dd:ef'],
+      ],
+    );
+    assert.equal(macForAddress(on, '192.168.127.20'), '02:aa:bb:cc:dd:ee');
+    assert.equal(macForAddress(on, '192.168.127.21'), undefined, 'an incomplete entry names no MAC');
+    assert.equal(macForAddress(on, '10.99.0.2'), undefined, 'another device');
+    assert.equal(parseProcNetArp(ARP).length, 3);
+    assert.deepEqual(parseProcNetArp(''), []);
   });
 });

@@ -10,7 +10,7 @@ export * from './http-headers.js';
 export * from './ip-param.js';
 export * from './ipv4.js';
 export * from './names.js';
-export * from './network-mode.js';
+export * from './network-policy.js';
 export * from './schema/manifest.js';
 export * from './schema/vm-config.js';
 export type { Validated } from './schema/validate.js';

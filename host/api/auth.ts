@@ -1,8 +1,14 @@
 /**
- * Bearer-token auth. A token is required for every route except health whenever volantd listens
- * beyond loopback or a token is configured; a Unix socket counts as local (its file mode guards
- * it). The token is made on first start (32 random bytes, base64url) and kept 0600 in the state
- * dir, so `volar` on the same host can read it. Comparison is constant-time over digests.
+ * Who may drive volantd. volantd runs as root and creates VMs and calls into workloads, so:
+ *  - every TCP listener needs the bearer token on every route but health, loopback included
+ *    (any local user, and any web page that rebinds a name to 127.0.0.1, can reach loopback);
+ *    only the explicit, documented-unsafe `api.unsafe_loopback_without_token` waives it, and
+ *    only for a loopback listener;
+ *  - the Unix socket needs no token: its file mode (0660) and group (`volant`, when that group
+ *    exists) say who may connect, like Docker's socket.
+ * The token is made on first start (32 random bytes, base64url) and kept 0600 in the state
+ * dir, so `volar` run by root on the same host can read it. Comparison is constant-time over
+ * digests.
  */
 
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
@@ -23,10 +29,22 @@ export function isLoopbackHost(host: string): boolean {
   return h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
 }
 
-/** Pure: does this listen address with this (maybe absent) configured token demand auth? */
-export function tokenRequired(listen: ListenAddress, configuredToken: string | undefined): boolean {
-  if (configuredToken !== undefined && configuredToken !== '') return true;
-  return listen.kind === 'tcp' && !isLoopbackHost(listen.host);
+/** The group whose members may use volantd's Unix socket (when it exists on the host). */
+export const SOCKET_GROUP = 'volant';
+
+/** Pure: does a listener at this address demand the bearer token? */
+export function tokenRequired(listen: ListenAddress, options: { unsafeLoopbackWithoutToken?: boolean } = {}): boolean {
+  if (listen.kind === 'unix') return false;
+  return !(options.unsafeLoopbackWithoutToken === true && isLoopbackHost(listen.host));
+}
+
+/** The numeric id of `name` in an /etc/group text, if listed (pure). */
+export function groupIdIn(etcGroup: string, name: string): number | undefined {
+  for (const line of etcGroup.split('\n')) {
+    const [group, , gid] = line.split(':');
+    if (group === name && gid !== undefined && /^[0-9]+$/.test(gid)) return Number(gid);
+  }
+  return undefined;
 }
 
 /** Reads the token file, creating it (0600, parent 0700) when absent. */
@@ -53,6 +71,6 @@ const digest = (s: string): Buffer => createHash('sha256').update(s).digest();
 /** Throws UNAUTHORIZED unless `authorization` is exactly `Bearer <token>`. */
 export function checkBearer(authorization: string | undefined, token: string): void {
   const m = /^Bearer ([\x21-\x7e]+)$/.exec(authorization ?? '');
-  if (!m) throw new VolantError('UNAUTHORIZED', 'this volantd needs a bearer token: pass --token or VOLANT_TOKEN (the token is in <state_dir>/api-token)');
+  if (!m) throw new VolantError('UNAUTHORIZED', "this volantd needs a bearer token over TCP: pass --token or VOLANT_TOKEN (the token is in <state_dir>/api-token), or use its Unix socket");
   if (!timingSafeEqual(digest(m[1]!), digest(token))) throw new VolantError('UNAUTHORIZED', 'the bearer token is not valid');
 }

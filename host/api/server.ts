@@ -6,12 +6,15 @@
  *
  * Auth is decided once (`tokenRequired`, pure) and enforced in two places that share
  * `checkBearer`: the raw handler (so ingress never sees an unauthenticated request) and a fastify
- * hook (every route except those marked `config.public`, i.e. health). Every error leaves
- * through `errorReply`, so all answers share one JSON shape and one code → status map.
+ * hook (every route except those marked `config.public`, i.e. health). Connections that arrive
+ * on a Unix socket (the primary listener when it is one, or `listenUnix`) need no token: they
+ * are marked when accepted, never by anything the client sends. Every error leaves through
+ * `errorReply`, so all answers share one JSON shape and one code → status map.
  */
 
+import { chmod, chown, unlink } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { chmod, unlink } from 'node:fs/promises';
+import { createServer as createNetServer, type Server as NetServer } from 'node:net';
 import type { Duplex } from 'node:stream';
 import swagger from '@fastify/swagger';
 import Fastify, { type FastifyInstance } from 'fastify';
@@ -30,7 +33,7 @@ import { vmRoutes } from './routes/vms.js';
 export const MAX_BODY_BYTES = 1024 * 1024;
 
 export interface ApiServerOptions extends ApiContext {
-  /** When set, every route except health requires `Authorization: Bearer <token>`. */
+  /** When set, every route except health requires `Authorization: Bearer <token>` on TCP connections. */
   token?: string;
   ingress?: IngressSeam;
   logger?: boolean;
@@ -39,12 +42,18 @@ export interface ApiServerOptions extends ApiContext {
 export interface ApiServer {
   app: FastifyInstance;
   server: Server;
+  /** The primary listener (TCP, or a Unix socket); returns its address. */
   listen(address: ListenAddress): Promise<string>;
+  /** A further Unix-socket listener (no token), mode 0660, group `gid` when given. */
+  listenUnix(path: string, options?: { gid?: number }): Promise<string>;
   close(): Promise<void>;
 }
 
+/** Sockets accepted on a Unix-socket listener: their requests need no token. */
+const localSockets = new WeakSet<object>();
+
 function authorized(token: string | undefined, req: IncomingMessage): boolean {
-  if (token === undefined) return true;
+  if (token === undefined || localSockets.has(req.socket)) return true;
   try {
     checkBearer(req.headers.authorization, token);
     return true;
@@ -80,7 +89,7 @@ export async function createApiServer(opts: ApiServerOptions): Promise<ApiServer
     serverFactory: (handler) => {
       server = createServer((req: IncomingMessage, res: ServerResponse) => {
         if (ingress && authorized(token, req)) {
-          const saved = token !== undefined ? { raw: [...req.rawHeaders], authorization: req.headers.authorization } : undefined;
+          const saved = token !== undefined && !localSockets.has(req.socket) ? { raw: [...req.rawHeaders], authorization: req.headers.authorization } : undefined;
           if (saved) consumeAuthorization(req);
           if (ingress.handleRequest(req, res)) return;
           if (saved) {
@@ -94,7 +103,7 @@ export async function createApiServer(opts: ApiServerOptions): Promise<ApiServer
       server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
         socket.on('error', () => socket.destroy());
         try {
-          if (token !== undefined) {
+          if (token !== undefined && !localSockets.has(req.socket)) {
             checkBearer(req.headers.authorization, token);
             consumeAuthorization(req);
           }
@@ -127,7 +136,7 @@ export async function createApiServer(opts: ApiServerOptions): Promise<ApiServer
 
   app.addHook('onRequest', async (req) => {
     const cfg = req.routeOptions.config as { public?: boolean } | undefined;
-    if (token !== undefined && !cfg?.public) checkBearer(req.headers.authorization, token);
+    if (token !== undefined && !cfg?.public && !localSockets.has(req.raw.socket)) checkBearer(req.headers.authorization, token);
   });
   app.setErrorHandler((err, req, reply) => {
     const { status, body } = errorReply(err);
@@ -154,14 +163,16 @@ export async function createApiServer(opts: ApiServerOptions): Promise<ApiServer
   eventRoutes(app, opts);
   await app.ready();
 
-  let unixPath: string | undefined;
+  const unixPaths: string[] = [];
+  const unixServers: NetServer[] = [];
   return {
     app,
     server,
     async listen(address: ListenAddress): Promise<string> {
       if (address.kind === 'unix') {
         await unlink(address.path).catch(() => undefined);
-        unixPath = address.path;
+        unixPaths.push(address.path);
+        server.on('connection', (socket) => localSockets.add(socket));
         await app.listen({ path: address.path });
         await chmod(address.path, 0o660);
         return `unix:${address.path}`;
@@ -170,12 +181,30 @@ export async function createApiServer(opts: ApiServerOptions): Promise<ApiServer
       const a = server.address();
       return typeof a === 'object' && a ? `${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}` : String(a);
     },
+    async listenUnix(path: string, options: { gid?: number } = {}): Promise<string> {
+      await unlink(path).catch(() => undefined);
+      const local = createNetServer((socket) => {
+        localSockets.add(socket);
+        server.emit('connection', socket);
+      });
+      await new Promise<void>((resolve, reject) => {
+        local.once('error', reject);
+        local.listen(path, () => {
+          local.off('error', reject);
+          resolve();
+        });
+      });
+      unixServers.push(local);
+      unixPaths.push(path);
+      await chmod(path, 0o660);
+      if (options.gid !== undefined) await chown(path, -1, options.gid);
+      return `unix:${path}`;
+    },
     async close(): Promise<void> {
+      for (const local of unixServers) local.close();
       server.closeIdleConnections?.();
       await app.close();
-      if (unixPath) await unlink(unixPath).catch(() => undefined);
+      for (const p of unixPaths) await unlink(p).catch(() => undefined);
     },
   };
 }
-
-

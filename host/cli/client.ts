@@ -1,12 +1,17 @@
 /**
- * volar's client for volantd's API. Addresses: `http://HOST:PORT` (from `--api` or `VOLANT_API`)
- * or `unix:/path`. The token comes from `--token`, `VOLANT_TOKEN`, or the daemon's token file
- * `<state_dir>/api-token` (`--state-dir`, `VOLANT_STATE_DIR`, default /var/lib/volant) when it is
- * readable. An API error becomes a `VolantError` with the API's code, message and details, so the
- * CLI prints `volar: CODE: message` and exits non-zero; an unreachable daemon says where it looked.
+ * volar's client for volantd's API, and how it connects and authenticates:
+ *  - `--api` / `VOLANT_API` (`http://HOST:PORT` or `unix:/path`) when given;
+ *  - else volantd's Unix socket when it is there (`VOLANT_API_SOCKET`, or `<state_dir>/run/
+ *    volantd.sock` for `--state-dir` runs, or /run/volant/volantd.sock): no token needed, the
+ *    socket's mode and group decide who may use it;
+ *  - else TCP at http://127.0.0.1:8080 with the bearer token from `--token`, `VOLANT_TOKEN`, or
+ *    the daemon's token file `<state_dir>/api-token` (`--state-dir`, `VOLANT_STATE_DIR`, default
+ *    /var/lib/volant) when it is readable. The token is sent over TCP only.
+ * An API error becomes a `VolantError` with the API's code, message and details, so the CLI
+ * prints `volar: CODE: message` and exits non-zero; an unreachable daemon says where it looked.
  */
 
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { Command } from 'commander';
@@ -14,10 +19,12 @@ import { Agent, type Dispatcher, request } from 'undici';
 import { type ErrorCode, ErrorCodes, VolantError } from '../../shared/errors.js';
 import type { CreateVmRequest } from '../../shared/schema/vm-config.js';
 import { TOKEN_FILE_NAME } from '../api/auth.js';
+import { API_SOCKET_NAME } from '../config/schema.js';
 import type { PluginView, VmView } from '../api/schemas.js';
 
 export const DEFAULT_API = 'http://127.0.0.1:8080';
 export const DEFAULT_STATE_DIR = '/var/lib/volant';
+export const DEFAULT_API_SOCKET = '/run/volant/volantd.sock';
 /** Bound for ordinary calls; create and start wait for the guest to boot, so they get longer. */
 export const REQUEST_TIMEOUT_MS = 30_000;
 export const BOOT_REQUEST_TIMEOUT_MS = 300_000;
@@ -26,6 +33,20 @@ export interface ClientOptions {
   api?: string;
   token?: string;
   stateDir?: string;
+  /** volantd's Unix socket (default: see `apiSocketPath`). */
+  socket?: string;
+}
+
+/** Where volantd's Unix socket is for these options (what the daemon's config defaults to). */
+export function apiSocketPath(opts: Pick<ClientOptions, 'socket' | 'stateDir'>): string {
+  return opts.socket || (opts.stateDir ? join(opts.stateDir, 'run', API_SOCKET_NAME) : DEFAULT_API_SOCKET);
+}
+
+/** The API address volar uses (pure but for `socketExists`): explicit, else the socket when it is there, else TCP. */
+export function chooseApi(opts: Pick<ClientOptions, 'api' | 'socket' | 'stateDir'>, socketExists: (path: string) => boolean): string {
+  if (opts.api) return opts.api;
+  const socket = apiSocketPath(opts);
+  return socketExists(socket) ? `unix:${socket}` : DEFAULT_API;
 }
 
 function tokenFromFile(stateDir: string): string | undefined {
@@ -48,10 +69,11 @@ export class ApiClient {
   private readonly token: string | undefined;
 
   constructor(opts: ClientOptions = {}) {
-    this.api = opts.api ?? DEFAULT_API;
+    this.api = chooseApi(opts, existsSync);
     if (this.api.startsWith('unix:')) {
       this.origin = 'http://localhost';
       this.dispatcher = new Agent({ connect: { socketPath: this.api.slice('unix:'.length) } });
+      this.token = undefined;
     } else {
       let url: URL;
       try {
@@ -61,8 +83,8 @@ export class ApiClient {
       }
       if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new VolantError('INVALID_ARGUMENT', `--api ${JSON.stringify(this.api)}: use http://HOST:PORT or unix:/path`);
       this.origin = url.origin;
+      this.token = opts.token || tokenFromFile(opts.stateDir ?? DEFAULT_STATE_DIR);
     }
-    this.token = opts.token || tokenFromFile(opts.stateDir ?? DEFAULT_STATE_DIR);
   }
 
   private async send(method: Dispatcher.HttpMethod, path: string, body?: unknown, timeoutMs = REQUEST_TIMEOUT_MS): Promise<Dispatcher.ResponseData> {
@@ -81,7 +103,7 @@ export class ApiClient {
       });
     } catch (e) {
       const err = e as NodeJS.ErrnoException;
-      throw new VolantError('UPSTREAM_UNREACHABLE', `cannot reach volantd at ${this.api}: ${err.code ?? err.message} (is it running? --api or VOLANT_API)`);
+      throw new VolantError('UPSTREAM_UNREACHABLE', `cannot reach volantd at ${this.api}: ${err.code ?? err.message} (is it running? --api or VOLANT_API; volar uses its Unix socket when that exists)`);
     }
     if (res.statusCode >= 400) {
       const text = await res.body.text();
@@ -150,7 +172,7 @@ export function withApiOptions(cmd: Command): Command {
 /** The client for a command, from its own and the program's global options. */
 export function clientFor(cmd: Command): ApiClient {
   const o = cmd.optsWithGlobals() as { api?: string; token?: string; stateDir?: string };
-  return new ApiClient({ api: o.api, token: o.token, stateDir: o.stateDir ?? process.env.VOLANT_STATE_DIR });
+  return new ApiClient({ api: o.api, token: o.token, stateDir: o.stateDir ?? process.env.VOLANT_STATE_DIR, socket: process.env.VOLANT_API_SOCKET });
 }
 
 /** Fixed-width text table; the last column is not padded. */

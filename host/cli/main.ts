@@ -14,7 +14,7 @@ import { register as registerVms } from './commands/vms.js';
 export function buildProgram(): Command {
   const program = new Command('volar')
     .description('Volant: microVMs whose networking just works and is secure by default')
-    .option('--api <url>', 'volantd API address (or VOLANT_API)', process.env.VOLANT_API ?? 'http://127.0.0.1:8080')
+    .option('--api <url>', 'volantd API address, http://HOST:PORT or unix:/path (or VOLANT_API; default: its Unix socket when there, else http://127.0.0.1:8080 with the token)', process.env.VOLANT_API)
     .option('--token <token>', 'API bearer token (or VOLANT_TOKEN)', process.env.VOLANT_TOKEN)
     .showHelpAfterError();
   registerSetup(program);

@@ -12,7 +12,7 @@ import { parse as parseYaml } from 'yaml';
 import { type Problem, ValidationError, VolantError } from '../../shared/errors.js';
 import { isPlainObject, structuralProblems } from '../../shared/schema/validate.js';
 import { configFromEnv } from './env.js';
-import { DEFAULT_CONFIG_FILE, defaultConfig, defaultPool, semanticProblems, VolantConfig } from './schema.js';
+import { API_SOCKET_NAME, DEFAULT_CONFIG_FILE, defaultConfig, defaultDhcpRange, defaultPool, semanticProblems, VolantConfig } from './schema.js';
 
 /** A config file bigger than this is not a config file. */
 export const MAX_CONFIG_FILE_BYTES = 1024 * 1024;
@@ -93,6 +93,15 @@ export function loadConfig(options: LoadConfigOptions = {}): VolantConfig {
     const v = merged[key];
     if (typeof v === 'string' && v !== '' && !isAbsolute(v)) merged[key] = resolve(v);
   }
+  // The API socket follows the runtime directory unless set; the DHCP range fits below the pool unless set.
+  const api = merged.api as Record<string, unknown> | undefined;
+  if (isPlainObject(api) && api.socket === undefined && typeof merged.runtime_dir === 'string') merged.api = { ...api, socket: join(merged.runtime_dir, API_SOCKET_NAME) };
+  const dhcp = merged.dhcp as Record<string, unknown> | undefined;
+  const pooled = merged.network as Record<string, unknown> | undefined;
+  if (isPlainObject(dhcp) && dhcp.range_start === undefined && dhcp.range_end === undefined && isPlainObject(pooled) && typeof pooled.host_cidr === 'string' && typeof pooled.pool_start === 'string') {
+    const range = defaultDhcpRange(pooled.host_cidr, pooled.pool_start);
+    if (range) merged.dhcp = { ...dhcp, ...range };
+  }
 
   const structural = structuralProblems(VolantConfig, merged);
   const net = merged.network as Record<string, unknown> | undefined;
@@ -127,6 +136,10 @@ export interface StatePaths {
   vms: string;
   /** The daemon's own sockets. */
   runtime: string;
+  /** Volant's DHCP server: its config (written by `volar setup --dhcp`), lease file and pid file. */
+  dhcpConfig: string;
+  dhcpLeases: string;
+  dhcpPid: string;
 }
 
 export function statePaths(cfg: Pick<VolantConfig, 'state_dir' | 'runtime_dir'>): StatePaths {
@@ -136,5 +149,8 @@ export function statePaths(cfg: Pick<VolantConfig, 'state_dir' | 'runtime_dir'>)
     images: join(cfg.state_dir, 'plugins'),
     vms: join(cfg.runtime_dir, 'vms'),
     runtime: cfg.runtime_dir,
+    dhcpConfig: join(cfg.state_dir, 'dhcp', 'dnsmasq.conf'),
+    dhcpLeases: join(cfg.state_dir, 'dhcp', 'dnsmasq.leases'),
+    dhcpPid: join(cfg.runtime_dir, 'dnsmasq.pid'),
   };
 }

@@ -32,12 +32,34 @@ export const NetworkSection = Type.Object(
   { additionalProperties: false },
 );
 
+export const DhcpSection = Type.Object(
+  {
+    server: Type.Union([Type.Literal('auto'), Type.Literal('volant'), Type.Literal('external')], {
+      description: "who answers DHCP on the bridge: volant (volar setup --dhcp), external (another server), auto (volant when setup --dhcp configured it)",
+    }),
+    range_start: Type.Optional(Ipv4),
+    range_end: Type.Optional(Ipv4),
+    lease_time_s: Type.Integer({ minimum: 120, maximum: 7 * 86_400 }),
+  },
+  { additionalProperties: false },
+);
+
+export const ApiSection = Type.Object(
+  {
+    socket: Type.String({ maxLength: 107, description: "volantd's Unix socket (no token; mode 0660, group volant); '' for none" }),
+    unsafe_loopback_without_token: Type.Boolean({ description: 'UNSAFE: serve a loopback TCP listener without the bearer token (every local user and any web page rebinding a name to 127.0.0.1 can drive volantd)' }),
+  },
+  { additionalProperties: false },
+);
+
 export const VolantConfig = Type.Object(
   {
     state_dir: Type.String({ minLength: 1, maxLength: 4096 }),
     runtime_dir: Type.String({ minLength: 1, maxLength: 4096 }),
     listen: Type.String({ minLength: 1, maxLength: 4096, description: 'HOST:PORT or unix:/path' }),
+    api: ApiSection,
     network: NetworkSection,
+    dhcp: DhcpSection,
     kernel: Type.Object({ path: Type.Optional(Type.String({ minLength: 1 })), modules_dir: Type.Optional(Type.String({ minLength: 1 })) }, { additionalProperties: false }),
     vmm: Type.Object(
       {
@@ -71,19 +93,26 @@ export const VolantConfig = Type.Object(
 );
 export type VolantConfig = Static<typeof VolantConfig>;
 export type NetworkConfig = Static<typeof NetworkSection>;
+export type DhcpConfig = Static<typeof DhcpSection>;
 
 export const DEFAULT_CONFIG_FILE = '/etc/volant/volantd.yaml';
 export const DEFAULT_HOST_CIDR = '192.168.127.1/24';
 /** The default pool starts this far into the subnet, leaving room for hand-assigned hosts. */
 export const DEFAULT_POOL_OFFSET = 100;
+/** The default DHCP range starts this far into the subnet and ends just below the pool. */
+export const DEFAULT_DHCP_RANGE_OFFSET = 10;
+/** volantd's Unix socket, under the runtime directory unless `api.socket` says otherwise. */
+export const API_SOCKET_NAME = 'volantd.sock';
 
-/** Defaults for every key except the pool bounds, which follow `host_cidr` (see `defaultPool`). */
-export function defaultConfig(): Omit<VolantConfig, 'network'> & { network: Omit<NetworkConfig, 'pool_start' | 'pool_end'> } {
+/** Defaults for every key except those that follow others: the pool (`defaultPool`), the DHCP range (`defaultDhcpRange`), the API socket (runtime_dir). */
+export function defaultConfig(): Omit<VolantConfig, 'network' | 'api'> & { network: Omit<NetworkConfig, 'pool_start' | 'pool_end'>; api: Omit<VolantConfig['api'], 'socket'> } {
   return {
     state_dir: '/var/lib/volant',
     runtime_dir: '/run/volant',
     listen: '127.0.0.1:8080',
+    api: { unsafe_loopback_without_token: false },
     network: { bridge: 'vbr0', host_cidr: DEFAULT_HOST_CIDR, reservations: {}, dns: [] },
+    dhcp: { server: 'auto', lease_time_s: 3600 },
     kernel: {},
     vmm: { prefer: 'auto', accel: 'auto' },
     egress: {
@@ -114,6 +143,21 @@ export function defaultPool(hostCidr: string): { pool_start: string; pool_end: s
   if (first === c.address) first += 1;
   if (first > last) return undefined;
   return { pool_start: formatIPv4(first), pool_end: formatIPv4(last) };
+}
+
+/**
+ * The DHCP range Volant's own server gets when none is configured: from network+10 (or just
+ * after the host's address) to the address before the pool, so it never overlaps the pool. For
+ * the defaults that is .10–.99. Undefined when there is no room below the pool.
+ */
+export function defaultDhcpRange(hostCidr: string, poolStart: string): { range_start: string; range_end: string } | undefined {
+  const c = tryParseCidr(hostCidr);
+  const start = tryParseIPv4(poolStart);
+  if (!c || start === undefined) return undefined;
+  const first = Math.max(c.network + DEFAULT_DHCP_RANGE_OFFSET, c.address + 1);
+  const last = start - 1;
+  if (first > last || c.address > first) return undefined;
+  return { range_start: formatIPv4(first), range_end: formatIPv4(last) };
 }
 
 function show(v: unknown): string {
@@ -174,5 +218,39 @@ export function semanticProblems(cfg: VolantConfig): Problem[] {
   cfg.egress.allow_private.forEach((c, i) => {
     if (tryParseCidr(c) === undefined) problems.push({ path: `/egress/allow_private/${i}`, message: `${show(c)} is not an IPv4 CIDR like 10.0.0.0/8` });
   });
+  problems.push(...dhcpRangeProblems(cfg, subnet, inUsable, usable));
+  return problems;
+}
+
+/** Volant's DHCP range: inside the subnet, without the host's address, never overlapping the IPAM pool. */
+function dhcpRangeProblems(cfg: VolantConfig, subnet: Cidr, inUsable: (ip: number) => boolean, usable: string): Problem[] {
+  const d = cfg.dhcp;
+  if (d.range_start === undefined && d.range_end === undefined) return [];
+  const problems: Problem[] = [];
+  if (d.range_start === undefined || d.range_end === undefined) {
+    return [{ path: d.range_start === undefined ? '/dhcp/range_start' : '/dhcp/range_end', message: 'give both range_start and range_end, or neither' }];
+  }
+  const first = tryParseIPv4(d.range_start);
+  const last = tryParseIPv4(d.range_end);
+  for (const [key, ip, text] of [
+    ['range_start', first, d.range_start],
+    ['range_end', last, d.range_end],
+  ] as const) {
+    if (ip === undefined) problems.push({ path: `/dhcp/${key}`, message: `${show(text)} is not a strict dotted-quad IPv4 address` });
+    else if (!inUsable(ip)) problems.push({ path: `/dhcp/${key}`, message: `${show(text)} is outside ${cfg.network.host_cidr}: the DHCP range must lie within ${usable}` });
+  }
+  if (problems.length > 0 || first === undefined || last === undefined) return problems;
+  if (first > last) return [{ path: '/dhcp/range_end', message: `${show(d.range_end)} comes before range_start ${show(d.range_start)}` }];
+  if (subnet.address >= first && subnet.address <= last) {
+    return [{ path: '/dhcp/range_start', message: `the DHCP range ${d.range_start}-${d.range_end} contains the host address ${formatIPv4(subnet.address)}` }];
+  }
+  const poolStart = tryParseIPv4(cfg.network.pool_start);
+  const poolEnd = tryParseIPv4(cfg.network.pool_end);
+  if (poolStart !== undefined && poolEnd !== undefined && first <= poolEnd && poolStart <= last) {
+    problems.push({
+      path: '/dhcp/range_start',
+      message: `the DHCP range ${d.range_start}-${d.range_end} overlaps the address pool ${cfg.network.pool_start}-${cfg.network.pool_end}: a DHCP lease could take a bridged VM's address; move one of them`,
+    });
+  }
   return problems;
 }

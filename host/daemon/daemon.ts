@@ -6,27 +6,34 @@
  * volantd re-adopts them in `reconcile()` (a daemon upgrade does not reboot workloads). To stop
  * VMs, stop them through the API first.
  *
- * Auth: a token is required (every route but health) when the API listens on a non-loopback
- * address, or a token is configured: `VOLANT_API_TOKEN` in volantd's environment, or an existing
- * `<state_dir>/api-token`. When required and none exists, one is generated into that file (0600)
- * on first start; `volar --state-dir D` reads it from there.
+ * Auth (host/api/auth.ts): volantd listens on `listen` and on its Unix socket `api.socket`
+ * (default `<runtime_dir>/volantd.sock`; mode 0660, group `volant` when that group exists). The
+ * socket needs no token; every TCP listener needs the bearer token on every route but health,
+ * loopback included, unless `api.unsafe_loopback_without_token` waives it for loopback. The
+ * token is `VOLANT_API_TOKEN` from volantd's environment, else `<state_dir>/api-token`, made
+ * (0600) on first start; `volar --state-dir D` reads it from there when it talks TCP.
+ *
+ * DHCP (host/dhcp): with Volant's own DHCP server (`volar setup --dhcp`, or `dhcp.server:
+ * volant`) volantd watches its lease file, so dhcp VMs are bound to their leases.
  */
 
-import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { VolantError } from '../../shared/errors.js';
 import { tryParseCidr } from '../../shared/ipv4.js';
-import { ensureTokenFile, tokenFilePath, tokenRequired } from '../api/auth.js';
+import { ensureTokenFile, groupIdIn, SOCKET_GROUP, tokenRequired } from '../api/auth.js';
 import { parseListenAddress } from '../api/listen.js';
 import { type MetricFamily, MetricsRegistry } from '../api/metrics.js';
 import { type ApiServer, createApiServer } from '../api/server.js';
 import { loadConfig, statePaths } from '../config/load.js';
 import type { VolantConfig } from '../config/schema.js';
+import { watchLeaseFile } from '../dhcp/leases.js';
+import { volantDhcpConfigured } from '../dhcp/server.js';
 import { createIngress, type Ingress } from '../ingress/index.js';
 import { ipamReport } from '../ipam/report.js';
 import { Orchestrator } from '../orchestrator/orchestrator.js';
 import { PluginImages } from '../orchestrator/plugin-images.js';
-import type { EgressStarter, TapNetwork } from '../orchestrator/ports.js';
+import type { DhcpLeaseSource, EgressStarter, TapNetwork } from '../orchestrator/ports.js';
 import { openStore, type Store } from '../store/store.js';
 import { addressPool } from '../ipam/pool.js';
 import type { Launcher } from '../vmm/launcher.js';
@@ -45,6 +52,8 @@ export interface DaemonOptions {
   network?: TapNetwork | null;
   /** Overrides the egress proxy wiring (null: no egress). */
   egress?: EgressStarter | null;
+  /** Overrides Volant's DHCP lease source (default: its lease file when Volant runs the DHCP server; null: none). */
+  dhcpLeases?: DhcpLeaseSource | null;
   /** Overrides the configured kernel path. */
   kernelPath?: string;
   healthTimeoutMs?: number;
@@ -53,7 +62,11 @@ export interface DaemonOptions {
 
 export interface Daemon {
   config: VolantConfig;
+  /** The primary listener (`listen`). */
   address: string;
+  /** The Unix socket that needs no token, unless `api.socket` is '' (or it is the primary listener). */
+  socket: string | undefined;
+  /** The token TCP listeners require, if any. */
   token: string | undefined;
   orchestrator: Orchestrator;
   store: Store;
@@ -112,15 +125,20 @@ export async function runDaemon(opts: DaemonOptions): Promise<Daemon> {
   const store = openStore({ path: paths.database, pool: addressPool(config.network) });
   const launcher = typeof opts.launcher === 'function' ? await opts.launcher(config) : opts.launcher;
   const plugins = new PluginImages(store.plugins, paths.images);
-  const defaultEgress = opts.egress === undefined ? createEgressStarter(config, hostCidr, log) : undefined;
+  const defaultEgress = opts.egress === undefined ? createEgressStarter(config, hostCidr, { bridge: config.network.bridge }, log) : undefined;
   const egress = opts.egress === null ? undefined : (opts.egress ?? defaultEgress?.start);
+  const network = opts.network === null ? undefined : (opts.network ?? tapNetwork(createNetworkManager(), config.network.bridge, hostCidr));
+  const volantDhcp = config.dhcp.server === 'volant' || (config.dhcp.server === 'auto' && volantDhcpConfigured(config));
+  const leaseFile = opts.dhcpLeases === undefined && volantDhcp && network ? watchLeaseFile(paths.dhcpLeases, { log }) : undefined;
+  const dhcpLeases = opts.dhcpLeases === null ? undefined : (opts.dhcpLeases ?? leaseFile);
+  if (leaseFile) log(`dhcp VMs are bound to the leases of Volant's DHCP server (${paths.dhcpLeases})`);
   const orchestrator = new Orchestrator({
     store,
     plugins,
     launcher,
-    network: opts.network === null ? undefined : (opts.network ?? tapNetwork(createNetworkManager(), config.network.bridge, hostCidr)),
+    network,
     egress,
-    closedEgressPort: config.egress.port,
+    dhcpLeases,
     kernelPath,
     runtimeDir: config.runtime_dir,
     stateDir: config.state_dir,
@@ -149,8 +167,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<Daemon> {
       if (e.type === 'vm.deleted' || e.state !== 'running') ing.forget(e.vm);
     });
     const env = opts.env ?? process.env;
-    const configured = env.VOLANT_API_TOKEN || (existsSync(tokenFilePath(config.state_dir)) ? ensureTokenFile(config.state_dir) : undefined);
-    const enforce = tokenRequired(listen, configured) ? (configured ?? ensureTokenFile(config.state_dir)) : undefined;
+    const enforce = tokenRequired(listen, { unsafeLoopbackWithoutToken: config.api.unsafe_loopback_without_token }) ? env.VOLANT_API_TOKEN || ensureTokenFile(config.state_dir) : undefined;
     const metrics = new MetricsRegistry();
     metrics.register(() => ingressFamilies(ing));
     if (defaultEgress) metrics.registerText(() => defaultEgress.renderMetrics());
@@ -165,11 +182,18 @@ export async function runDaemon(opts: DaemonOptions): Promise<Daemon> {
       ingress,
     });
     const address = await api.listen(listen);
-    log(`listening on ${address}${enforce ? ' (bearer token required)' : ''}`);
+    log(`listening on ${address}${enforce ? ' (bearer token required)' : listen.kind === 'tcp' ? ' WITHOUT a token (api.unsafe_loopback_without_token)' : ''}`);
+    const socketPath = config.api.socket === '' ? undefined : resolve(config.api.socket);
+    let socket: string | undefined;
+    if (socketPath !== undefined && !(listen.kind === 'unix' && resolve(listen.path) === socketPath)) {
+      socket = await api.listenUnix(socketPath, { gid: prepareSocketDir(socketPath, config.runtime_dir) });
+      log(`listening on ${socket} (no token; mode 0660)`);
+    }
     const apiServer = api;
     return {
       config,
       address,
+      socket,
       token: enforce,
       orchestrator,
       store,
@@ -177,6 +201,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<Daemon> {
         await apiServer.close();
         await ing.close();
         await orchestrator.close();
+        leaseFile?.close();
         store.close();
       },
     };
@@ -184,7 +209,29 @@ export async function runDaemon(opts: DaemonOptions): Promise<Daemon> {
     await api?.close().catch(() => undefined);
     await ingress?.close().catch(() => undefined);
     await orchestrator.close();
+    leaseFile?.close();
     store.close();
     throw e;
   }
+}
+
+/**
+ * Makes the socket's directory and returns the `volant` group's id when that group exists; then
+ * the runtime directory (only that one, never a system directory a socket was put in) lets the
+ * group traverse it (0750, group volant).
+ */
+function prepareSocketDir(socketPath: string, runtimeDir: string): number | undefined {
+  const dir = dirname(socketPath);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  let gid: number | undefined;
+  try {
+    gid = groupIdIn(readFileSync('/etc/group', 'utf8'), SOCKET_GROUP);
+  } catch {
+    gid = undefined;
+  }
+  if (gid !== undefined && dir === resolve(runtimeDir)) {
+    chownSync(dir, -1, gid);
+    chmodSync(dir, 0o750);
+  }
+  return gid;
 }

@@ -19,7 +19,7 @@ export function tapNetwork(manager: NetworkManager, bridge: string, hostCidr: Ci
     createTap: (tap, mac) => manager.createTap({ name: tap, mac, bridge }),
     deleteTap: (tap) => manager.deleteTap(tap),
     listTaps: async () => (await manager.listTaps(VOLANT_TAP_PREFIX)).filter((t) => VOLANT_TAP_NAME.test(t)),
-    lockdown: (vm) => manager.lockdownVm({ tap: vm.tap, ip: vm.ip, mac: vm.mac, bridge, hostIp, egressPort: vm.egressPort }),
+    lockdown: (vm) => manager.lockdownVm({ ...vm, bridge, hostIp }),
     unlock: (tap) => manager.unlockVm({ tap }),
     guestAddress: (mac) => manager.neighbourAddress(bridge, mac),
   };

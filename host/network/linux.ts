@@ -26,11 +26,14 @@ import {
   type Rule,
   rulesForTap,
   rulesTagged,
+  swapGuardRule,
   VM_CHAINS,
   vmChainJumps,
 } from './rules.js';
 import { addressForMac, parseNeighbours } from './neighbours.js';
 import type { CommandResult, CommandRunner } from './runner.js';
+
+const sameRule = (a: Rule, b: Rule): boolean => a.tool === b.tool && a.chain === b.chain && a.spec.join(' ') === b.spec.join(' ');
 
 /** A rule is deleted at most this many times per remove (duplicates left by older tools). */
 export const MAX_DUPLICATE_DELETES = 16;
@@ -178,16 +181,38 @@ export class LinuxNetworkManager implements NetworkManager {
   async lockdownVm(spec: LockdownSpec): Promise<void> {
     const rules = lockdownRules(spec);
     await this.ensureVmChains();
+    const present = await this.tapRules(spec.tap);
+    if (present.length === 0) {
+      for (const r of rules) await this.ensureRule(r);
+      return;
+    }
+    if (present.length === rules.length && (await this.allPresent(rules))) return;
+    // Replace fail-closed: cut the tap off, remove every old rule, add the new ones in order.
+    const guard = swapGuardRule(spec.tap);
+    await this.ensureRule(guard);
+    for (const r of present) if (!sameRule(r, guard)) await this.removeRule(r);
     for (const r of rules) await this.ensureRule(r);
+    await this.removeRule(guard);
   }
 
   async unlockVm(spec: { tap: string }): Promise<void> {
-    const tap = assertInterfaceName(spec.tap, 'tap name');
+    for (const r of await this.tapRules(spec.tap)) await this.removeRule(r);
+  }
+
+  /** Every rule in our VM chains that belongs to `tap`. */
+  private async tapRules(tapName: string): Promise<Rule[]> {
+    const tap = assertInterfaceName(tapName, 'tap name');
+    const out: Rule[] = [];
     for (const c of VM_CHAINS) {
       const listing = await this.probe(listChainArgv(c));
-      if (listing.code !== 0) continue;
-      for (const r of rulesForTap(c, listing.stdout, tap)) await this.removeRule(r);
+      if (listing.code === 0) out.push(...rulesForTap(c, listing.stdout, tap));
     }
+    return out;
+  }
+
+  private async allPresent(rules: readonly Rule[]): Promise<boolean> {
+    for (const r of rules) if ((await this.probe(checkArgv(r))).code !== 0) return false;
+    return true;
   }
 
   async neighbourAddress(bridge: string, mac: string): Promise<string | undefined> {

@@ -26,14 +26,25 @@ export interface NatSpec {
 
 export interface LockdownSpec {
   tap: string;
-  /** The VM's leased address. */
-  ip: string;
-  /** The guest's MAC; when given, frames with any other source MAC are dropped. */
-  mac?: string;
   bridge: string;
-  /** The host's address on the bridge, where the egress proxy listens. */
+  /** The guest's MAC: frames from the tap must carry it, and ARP must name it. */
+  mac: string;
+  /** The host's address on the bridge, where TCP egress listeners and Volant's DHCP server listen. */
   hostIp: string;
-  egressPort: number;
+  /**
+   * IPv4 source binding: the VM's address (its IPAM or DHCP lease); `awaiting-lease` before
+   * Volant's DHCP server has leased it one (only DHCP passes); `unbound` where no lease can be
+   * known (a DHCP server Volant does not run: the MAC is the binding).
+   */
+  address: string | 'awaiting-lease' | 'unbound';
+  /** DHCP client traffic passes (udp 68 → 67), so the lease can be taken and renewed. */
+  dhcp: boolean;
+  /**
+   * Confinement (a VM with an allowlist): from the VM the host accepts only `egressPort` on
+   * `hostIp` (when the VM has a TCP egress listener), DHCP, and replies; nothing reaches other
+   * VMs or leaves through NAT. Absent: the spoof guard alone, plain NAT.
+   */
+  confine?: { egressPort?: number };
 }
 
 export interface NetworkManager {
@@ -52,7 +63,11 @@ export interface NetworkManager {
   ensureNat(spec: NatSpec): Promise<void>;
   /** Removes the NAT rules and the VM firewall chains (teardown). */
   removeNat(spec: NatSpec): Promise<void>;
-  /** Restricts a bridged VM to the egress port on the host's bridge address (see rules.ts). */
+  /**
+   * Makes the tap's rules exactly `lockdownRules(spec)` (see rules.ts): nothing changes when they
+   * already are; otherwise the tap is cut off while its rules are replaced (fail-closed), so a
+   * lease change never leaves a moment without a binding.
+   */
   lockdownVm(spec: LockdownSpec): Promise<void>;
   /** Removes every firewall rule of this tap; idempotent. */
   unlockVm(spec: { tap: string }): Promise<void>;

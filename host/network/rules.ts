@@ -5,13 +5,18 @@
  * is how `unlockVm` and teardown find exactly ours.
  *
  * VM lockdown works in two layers that do not depend on br_netfilter settings:
- * - L2 (ebtables, bridge family): frames entering from a VM's tap must carry the VM's MAC and
- *   leased address (IPv4 and ARP), IPv6 is dropped, and IPv4 bridged straight to another port
- *   (VM to VM) is dropped. After this, an IPv4 source address on the bridge names one VM.
- * - L3 (iptables): from that address the host accepts only the egress proxy port on its bridge
- *   address (plus replies on connections the host opened, e.g. ingress to the guest agent);
- *   everything else to the host and everything routed through it (to the internet or other
- *   VMs) is dropped, in both directions.
+ * - L2 (ebtables, bridge family), the spoof guard every VM with a tap gets: frames entering from
+ *   its tap carry its MAC, ARP names only that MAC (and its address once known), IPv6 is
+ *   dropped, and IPv4 comes only from its address. A dhcp VM may also send DHCP from 0.0.0.0 to
+ *   the broadcast address; before Volant's DHCP server has leased it an address that is all its
+ *   IPv4 may be; with a DHCP server Volant does not run, no address can be bound (MAC only).
+ *   Every rule is a DROP with negations, so rules never depend on their order.
+ * - Confinement, for a VM with an allowlist: IPv4 bridged straight to another port (VM to VM) is
+ *   dropped (DHCP to a server on another port excepted where Volant does not run the server), and
+ *   at L3 (iptables, matched by the VM's MAC, which L2 made unforgeable) the host accepts only its
+ *   egress listener's port on the bridge address, DHCP, and replies on connections the host
+ *   opened (ingress to the guest agent); everything else to the host and everything routed
+ *   through it (to the internet or other VMs) is dropped, in both directions.
  */
 
 import { formatCidr, parseCidr } from '../../shared/ipv4.js';
@@ -89,30 +94,65 @@ export function vmChainJumps(): Rule[] {
   ];
 }
 
+const BROADCAST = '255.255.255.255';
+const DHCP_SERVER_PORT = '67';
+const DHCP_CLIENT_PORT = '68';
+
 export function lockdownRules(p: LockdownSpec): Rule[] {
   const tap = assertInterfaceName(p.tap, 'tap name');
   const bridge = assertInterfaceName(p.bridge, 'bridge name');
-  const ip = assertIPv4(p.ip, 'VM address');
+  const mac = assertMac(p.mac);
   const hostIp = assertIPv4(p.hostIp, 'host address');
-  const port = String(assertPort(p.egressPort, 'egress port'));
-  const mac = p.mac === undefined ? undefined : assertMac(p.mac);
+  const address = p.address === 'awaiting-lease' || p.address === 'unbound' ? p.address : assertIPv4(p.address, 'VM address');
+  const ip = address === 'awaiting-lease' || address === 'unbound' ? undefined : address;
+  const egressPort = p.confine?.egressPort === undefined ? undefined : String(assertPort(p.confine.egressPort, 'egress port'));
+  const dhcpOnHost = p.dhcp === true && address !== 'unbound';
+  const dhcpForwarded = p.dhcp === true && address === 'unbound';
+  const spoof = (...spec: string[]): Rule => ({ tool: 'ebtables', table: 'filter', chain: BRIDGE_SPOOF_CHAIN, spec: ['-i', tap, ...spec, '-j', 'DROP'] });
+  const isolate = (...spec: string[]): Rule => ({ tool: 'ebtables', table: 'filter', chain: BRIDGE_ISOLATE_CHAIN, spec: ['-i', tap, ...spec, '-j', 'DROP'] });
+  /** IPv4 from `source` (an ebtables match) must be a DHCP client broadcast, else it is dropped. */
+  const onlyDhcpBroadcast = (source: string[]): Rule[] => [
+    spoof('-p', 'IPv4', ...source, '--ip-dst', '!', BROADCAST),
+    spoof('-p', 'IPv4', ...source, '--ip-proto', '!', 'udp'),
+    spoof('-p', 'IPv4', ...source, '--ip-proto', 'udp', '--ip-dport', '!', DHCP_SERVER_PORT),
+  ];
+
+  const l2: Rule[] = [spoof('-s', '!', mac), spoof('-p', 'IPv6'), spoof('-p', 'ARP', '--arp-mac-src', '!', mac)];
+  if (ip !== undefined) {
+    l2.push(spoof('-p', 'ARP', '--arp-ip-src', '!', ip));
+    if (p.dhcp) l2.push(...onlyDhcpBroadcast(['--ip-src', '!', ip]));
+    else l2.push(spoof('-p', 'IPv4', '--ip-src', '!', ip));
+  } else if (address === 'awaiting-lease') {
+    l2.push(...onlyDhcpBroadcast([]));
+  }
+  if (!p.confine) return l2;
+
+  if (dhcpForwarded) l2.push(isolate('-p', 'IPv4', '--ip-proto', '!', 'udp'), isolate('-p', 'IPv4', '--ip-proto', 'udp', '--ip-dport', '!', DHCP_SERVER_PORT));
+  else l2.push(isolate('-p', 'IPv4'));
+
   const tag = comment(vmTag(tap));
-  const fromVm = ['-i', bridge, '-s', ip];
-  const l2: Rule[] = [
-    ...(mac ? [{ tool: 'ebtables', table: 'filter', chain: BRIDGE_SPOOF_CHAIN, spec: ['-i', tap, '-s', '!', mac, '-j', 'DROP'] } as Rule] : []),
-    { tool: 'ebtables', table: 'filter', chain: BRIDGE_SPOOF_CHAIN, spec: ['-i', tap, '-p', 'IPv4', '--ip-src', '!', ip, '-j', 'DROP'] },
-    { tool: 'ebtables', table: 'filter', chain: BRIDGE_SPOOF_CHAIN, spec: ['-i', tap, '-p', 'ARP', '--arp-ip-src', '!', ip, '-j', 'DROP'] },
-    { tool: 'ebtables', table: 'filter', chain: BRIDGE_SPOOF_CHAIN, spec: ['-i', tap, '-p', 'IPv6', '-j', 'DROP'] },
-    { tool: 'ebtables', table: 'filter', chain: BRIDGE_ISOLATE_CHAIN, spec: ['-i', tap, '-p', 'IPv4', '-j', 'DROP'] },
-  ];
-  const l3: Rule[] = [
-    { tool: 'iptables', table: 'filter', chain: VM_INPUT_CHAIN, spec: [...fromVm, '-d', `${hostIp}/32`, '-p', 'tcp', '--dport', port, ...tag, '-j', 'ACCEPT'] },
-    { tool: 'iptables', table: 'filter', chain: VM_INPUT_CHAIN, spec: [...fromVm, '-m', 'conntrack', '--ctstate', 'RELATED,ESTABLISHED', ...tag, '-j', 'ACCEPT'] },
-    { tool: 'iptables', table: 'filter', chain: VM_INPUT_CHAIN, spec: [...fromVm, ...tag, '-j', 'DROP'] },
-    { tool: 'iptables', table: 'filter', chain: VM_FORWARD_CHAIN, spec: [...fromVm, ...tag, '-j', 'DROP'] },
-    { tool: 'iptables', table: 'filter', chain: VM_FORWARD_CHAIN, spec: ['-d', ip, ...tag, '-j', 'DROP'] },
-  ];
+  const fromVm = ['-i', bridge, '-m', 'mac', '--mac-source', mac];
+  const dhcpIn = ['-p', 'udp', '--sport', DHCP_CLIENT_PORT, '--dport', DHCP_SERVER_PORT];
+  const l3: Rule[] = [];
+  const input = (spec: string[], target: 'ACCEPT' | 'DROP'): void => {
+    l3.push({ tool: 'iptables', table: 'filter', chain: VM_INPUT_CHAIN, spec: [...fromVm, ...spec, ...tag, '-j', target] });
+  };
+  if (egressPort !== undefined) input(['-d', `${hostIp}/32`, '-p', 'tcp', '--dport', egressPort], 'ACCEPT');
+  if (dhcpOnHost) input(dhcpIn, 'ACCEPT');
+  input(['-m', 'conntrack', '--ctstate', 'RELATED,ESTABLISHED'], 'ACCEPT');
+  input([], 'DROP');
+  if (dhcpForwarded) l3.push({ tool: 'iptables', table: 'filter', chain: VM_FORWARD_CHAIN, spec: [...fromVm, ...dhcpIn, ...tag, '-j', 'ACCEPT'] });
+  l3.push({ tool: 'iptables', table: 'filter', chain: VM_FORWARD_CHAIN, spec: [...fromVm, ...tag, '-j', 'DROP'] });
+  if (ip !== undefined) l3.push({ tool: 'iptables', table: 'filter', chain: VM_FORWARD_CHAIN, spec: ['-d', ip, ...tag, '-j', 'DROP'] });
   return [...l2, ...l3];
+}
+
+/**
+ * Cuts every frame from the tap while its rules are replaced (first in the spoof chain, which
+ * both INPUT and FORWARD jump to); `rulesForTap` finds it like any other rule of the tap.
+ */
+export function swapGuardRule(tap: string): Rule {
+  return { tool: 'ebtables', table: 'filter', chain: BRIDGE_SPOOF_CHAIN, spec: ['-i', assertInterfaceName(tap, 'tap name'), '-j', 'DROP'], position: 1 };
 }
 
 function base(tool: FirewallTool, table: string): string[] {

@@ -1,15 +1,14 @@
 /**
- * How the host reaches a VM's kestrel agent: over hybrid vsock (the VMM's Unix socket,
- * `CONNECT 8080`) when the VMM has a vsock device, else plain TCP to guest_ip:8080 on the
- * bridge. One transport choice (`agentTransport`, pure) serves the health wait and the log
- * stream alike.
+ * The host's HTTP client for a VM's kestrel agent (health and logs), over the transport the
+ * network policy chose (hybrid vsock, AF_VSOCK or TCP; ingress/dialer.ts dials all three).
  */
 
 import { request, type IncomingMessage } from 'node:http';
-import { connect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { VolantError } from '../../shared/errors.js';
-import { AGENT_VSOCK_PORT } from '../../shared/vsock.js';
-import { dialHybridVsock } from '../vsock/hybrid.js';
+import { type AfVsockConnect, type AgentTransport, dialAgent } from '../ingress/dialer.js';
+
+export type { AgentTransport } from '../ingress/dialer.js';
 
 export const AGENT_TCP_PORT = 8080;
 /** How long one /healthz probe may take before it counts as no answer. */
@@ -17,35 +16,8 @@ export const HEALTH_PROBE_TIMEOUT_MS = 2000;
 /** Pause between probes while the guest boots. */
 export const HEALTH_POLL_INTERVAL_MS = 200;
 
-export type AgentTransport = { kind: 'vsock'; socketPath: string } | { kind: 'tcp'; host: string; port: number };
-
-export function agentTransport(vm: { ip?: string; vsockSocketPath: string; vmmHasVsock: boolean }): AgentTransport | undefined {
-  if (vm.vmmHasVsock) return { kind: 'vsock', socketPath: vm.vsockSocketPath };
-  if (vm.ip) return { kind: 'tcp', host: vm.ip, port: AGENT_TCP_PORT };
-  return undefined;
-}
-
-function dial(t: AgentTransport, timeoutMs: number): Promise<Socket> {
-  if (t.kind === 'vsock') return dialHybridVsock(t.socketPath, AGENT_VSOCK_PORT, { timeoutMs });
-  return new Promise((resolve, reject) => {
-    const s = connect({ host: t.host, port: t.port });
-    const timer = setTimeout(() => {
-      s.destroy();
-      reject(new VolantError('TIMEOUT', `tcp ${t.host}:${t.port}: no connection within ${timeoutMs} ms`));
-    }, timeoutMs);
-    s.once('connect', () => {
-      clearTimeout(timer);
-      resolve(s);
-    });
-    s.once('error', (e: NodeJS.ErrnoException) => {
-      clearTimeout(timer);
-      reject(new VolantError('UPSTREAM_UNREACHABLE', `tcp ${t.host}:${t.port}: ${e.code ?? e.message}`));
-    });
-  });
-}
-
 /** Sends a GET to kestrel and resolves with the response (body unread). */
-export function agentGet(t: AgentTransport, path: string, options: { timeoutMs: number; signal?: AbortSignal }): Promise<IncomingMessage> {
+export function agentGet(t: AgentTransport, path: string, options: { timeoutMs: number; signal?: AbortSignal; afVsock?: AfVsockConnect }): Promise<IncomingMessage> {
   return new Promise((resolve, reject) => {
     const req = request({
       method: 'GET',
@@ -54,7 +26,7 @@ export function agentGet(t: AgentTransport, path: string, options: { timeoutMs: 
       headers: { connection: 'close' },
       signal: options.signal,
       createConnection: (_opts, cb) => {
-        dial(t, options.timeoutMs).then(
+        dialAgent(t, options.timeoutMs, options.afVsock).then(
           (s) => {
             cb(null, s);
             s.resume();
@@ -85,9 +57,9 @@ const HEALTH_BODY_MAX_BYTES = 64 * 1024;
  * and passes its health check. Kestrel answers 200 `degraded` while the workload is still
  * starting; "running" must mean a user's first proxied request succeeds, so that is not enough.
  */
-export async function probeHealth(t: AgentTransport, timeoutMs = HEALTH_PROBE_TIMEOUT_MS): Promise<boolean> {
+export async function probeHealth(t: AgentTransport, timeoutMs = HEALTH_PROBE_TIMEOUT_MS, afVsock?: AfVsockConnect): Promise<boolean> {
   try {
-    const res = await agentGet(t, '/healthz', { timeoutMs });
+    const res = await agentGet(t, '/healthz', { timeoutMs, afVsock });
     if (res.statusCode !== 200) {
       res.resume();
       return false;
@@ -107,7 +79,7 @@ export async function probeHealth(t: AgentTransport, timeoutMs = HEALTH_PROBE_TI
  * Polls /healthz until kestrel reports the workload ok, the deadline passes (TIMEOUT), or `abandon` settles first
  * (the VMM exited: VMM_FAILED from the caller's promise).
  */
-export async function waitForHealthy(t: AgentTransport, options: { timeoutMs: number; abandon?: Promise<never> }): Promise<void> {
+export async function waitForHealthy(t: AgentTransport, options: { timeoutMs: number; abandon?: Promise<never>; afVsock?: AfVsockConnect }): Promise<void> {
   const deadline = Date.now() + options.timeoutMs;
   let abandoned: unknown;
   let done = false;
@@ -119,7 +91,7 @@ export async function waitForHealthy(t: AgentTransport, options: { timeoutMs: nu
       if (abandoned !== undefined) throw abandoned;
       const left = deadline - Date.now();
       if (left <= 0) throw new VolantError('TIMEOUT', `kestrel did not answer /healthz within ${options.timeoutMs} ms`);
-      if (await probeHealth(t, Math.min(HEALTH_PROBE_TIMEOUT_MS, left))) return;
+      if (await probeHealth(t, Math.min(HEALTH_PROBE_TIMEOUT_MS, left), options.afVsock)) return;
       if (abandoned !== undefined) throw abandoned;
       await new Promise((r) => setTimeout(r, Math.min(HEALTH_POLL_INTERVAL_MS, Math.max(0, deadline - Date.now()))));
     }

@@ -15,27 +15,35 @@
  *    `creating` is a create that never answered, so it is rolled back like a failed create (row,
  *    lease and CID gone); `starting`/`stopping` rows and running rows whose VMM is gone become
  *    `failed`; their VMMs are stopped; Volant taps no live VM owns are deleted.
- *  - A dhcp VM holds no IPAM lease; where the VMM has no vsock its kestrel is reached at the
- *    address the guest announced on the bridge, found by MAC in the neighbour table while it
- *    boots (same deadline as the health wait) and kept in memory only (looked up again when a
- *    restarted volantd re-adopts the VM).
+ *  - What the network mode implies (tap, lease, `ip=`, how kestrel is reached, the egress
+ *    route and its peers, the lockdown) is the network policy's answer (shared/network-policy.ts),
+ *    asked with the launcher's vsock capability before anything is made; nothing here looks at
+ *    the mode itself. A policy the host cannot serve is refused before the row exists.
+ *  - A dhcp VM holds no IPAM lease. With Volant's DHCP server its address is the lease for its
+ *    MAC (`DhcpLeaseSource`): its tap passes only DHCP until that lease is known, then is bound
+ *    to it, and every lease change re-binds tap and egress listener. With another DHCP server
+ *    the address is the one the guest announced on the bridge (neighbour table, by MAC). Either
+ *    way it is kept in memory only (learnt again when a restarted volantd re-adopts the VM).
+ *  - Every promise a bring-up makes has an owner from the moment it exists, so a create that
+ *    fails at any step (or a VMM that exits at any moment) never becomes an unhandled rejection.
  */
 
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isVolantError, ValidationError, VolantError } from '../../shared/errors.js';
 import { type Cidr, formatIPv4 } from '../../shared/ipv4.js';
-import { effectiveMode, needsTapDevice, type ResolvedNetwork, resolveNetworkConfig } from '../../shared/network-mode.js';
+import { type NetworkPolicy, networkPolicy, type VsockCapability } from '../../shared/network-policy.js';
 import { type CreateVmRequest, validateCreateVmRequest } from '../../shared/schema/vm-config.js';
+import type { AfVsockConnect } from '../ingress/dialer.js';
 import type { Store } from '../store/store.js';
 import type { VmRecord } from '../store/vms.js';
 import { buildKernelCmdline, type CmdlineEgress, type CmdlineNetwork } from '../vmm/cmdline.js';
 import type { LaunchSpec, Launcher, VmProcess } from '../vmm/launcher.js';
 import { EventBus } from './events.js';
-import { type AgentTransport, agentTransport, waitForHealthy } from './kestrel-client.js';
+import { AGENT_TCP_PORT, type AgentTransport, waitForHealthy } from './kestrel-client.js';
 import { KeyedMutex } from './keyed-mutex.js';
 import type { InstalledPlugin, PluginImages } from './plugin-images.js';
-import type { EgressHandle, EgressStarter, TapNetwork } from './ports.js';
+import type { DhcpLeaseSource, EgressHandle, EgressStarter, TapNetwork, VmLockdown } from './ports.js';
 import { assertTransition, hasProcess, isAtRest, stateAfterExit, type VmState } from './state.js';
 
 /** From VMM launch to kestrel's first 200 on /healthz. TCG boots are slow; KVM needs a fraction. */
@@ -55,8 +63,10 @@ export interface OrchestratorOptions {
   network?: TapNetwork;
   /** Absent: VMs that allow outbound traffic are refused (NOT_SUPPORTED). */
   egress?: EgressStarter;
-  /** The host port a bridged VM without outbound access may reach (nothing of its own listens there). */
-  closedEgressPort: number;
+  /** Volant's own DHCP server's leases. Absent: dhcp VMs get addresses from a server Volant does not run. */
+  dhcpLeases?: DhcpLeaseSource;
+  /** AF_VSOCK connect for `af-vsock` agents (default: the native addon's); tests pass a stand-in. */
+  afVsockConnect?: AfVsockConnect;
   kernelPath: string;
   /** Per-VM sockets: `<runtimeDir>/vms/<name>/`. */
   runtimeDir: string;
@@ -72,11 +82,26 @@ export interface OrchestratorOptions {
   log?: (line: string) => void;
 }
 
+/** The network side of a VM being brought up or running: its policy and what volantd knows of it now. */
+interface VmNet {
+  name: string;
+  mac: string;
+  tap: string | null;
+  policy: NetworkPolicy;
+  /** The guest's address when it is not its IPAM lease: Volant's DHCP lease, or its neighbour entry. */
+  address?: string;
+  /** The TCP egress listener's port (the confined VM may reach only that on the host). */
+  egressPort?: number;
+  /** The tap's rules exist and follow `address` (lease changes re-bind them). */
+  locked: boolean;
+  /** False once the VM is torn down: a late lease event must not touch its tap again. */
+  bound: boolean;
+}
+
 interface LiveVm {
   proc: VmProcess;
   egress?: EgressHandle;
-  /** A dhcp guest's address as discovered on the bridge (bridged VMs use the row's `ip`). */
-  address?: string;
+  net: VmNet;
 }
 
 interface Undo {
@@ -96,15 +121,21 @@ export function requestOf(vm: VmRecord): CreateVmRequest {
 export class Orchestrator {
   readonly events: EventBus;
   private readonly mutex = new KeyedMutex();
+  /** Serialises the firewall changes of one VM (its bring-up, lease re-binding, teardown). */
+  private readonly netMutex = new KeyedMutex();
   private readonly live = new Map<string, LiveVm>();
+  /** VMs being brought up or running, by name: what a lease change must re-bind. */
+  private readonly nets = new Map<string, VmNet>();
   private readonly healthTimeoutMs: number;
   private readonly stopTimeoutMs: number;
+  private readonly unsubscribeLeases?: () => void;
   private closed = false;
 
   constructor(private readonly opts: OrchestratorOptions) {
     this.events = opts.events ?? new EventBus();
     this.healthTimeoutMs = opts.healthTimeoutMs ?? BOOT_HEALTH_TIMEOUT_MS;
     this.stopTimeoutMs = opts.stopTimeoutMs ?? VMM_STOP_TIMEOUT_MS;
+    this.unsubscribeLeases = opts.dhcpLeases?.subscribe((macs) => this.onLeasesChanged(macs));
   }
 
   private get vms() {
@@ -142,30 +173,31 @@ export class Orchestrator {
     return this.live.get(name)?.proc;
   }
 
-  /** How to reach the VM's kestrel now, or undefined when it does not run. */
+  /** How to reach the VM's kestrel now, or undefined when it does not run (or its address is not known). */
   agentFor(name: string): AgentTransport | undefined {
     const vm = this.get(name);
     const live = this.live.get(name);
     if (!live || vm.state !== 'running') return undefined;
-    return agentTransport({ ip: vm.ip ?? live.address, vsockSocketPath: this.vsockSocketPath(name), vmmHasVsock: live.proc.capabilities.vsock });
+    return this.transportFor(vm, live.net);
   }
 
   /**
-   * `agentFor`, except that a running dhcp VM whose address this volantd has not seen (re-adopted
-   * after its neighbour entry was gone) is looked up on the bridge once more first.
+   * `agentFor`, except that a running VM reached at its neighbour entry whose address this
+   * volantd has not seen (re-adopted after the entry was gone) is looked up on the bridge first.
    */
   async reachAgent(name: string): Promise<AgentTransport | undefined> {
     const vm = this.get(name);
     const live = this.live.get(name);
-    if (live && vm.state === 'running' && vm.mode === 'dhcp' && live.address === undefined && !live.proc.capabilities.vsock) {
-      live.address = await this.lookUpGuestAddress(vm);
+    const agent = live?.net.policy.agent;
+    if (live && vm.state === 'running' && agent?.via === 'tcp' && agent.address === 'neighbour' && live.net.address === undefined) {
+      live.net.address = await this.lookUpGuestAddress(vm);
     }
     return this.agentFor(name);
   }
 
   /** The address a running dhcp VM got from its DHCP server, when this volantd knows it. */
   discoveredAddress(name: string): string | undefined {
-    return this.live.get(name)?.address;
+    return this.live.get(name)?.net.address;
   }
 
   /** Validates, records, brings up; resolves when kestrel answers, rejects after rolling back. */
@@ -174,16 +206,11 @@ export class Orchestrator {
     if (!checked.ok) throw new ValidationError('VM create request', checked.problems);
     const req = checked.value;
     const plugin = this.pluginOf(req.plugin);
-    const net = resolveNetworkConfig(plugin.manifest, req);
-    const mode = effectiveMode(net);
-    if (req.ip !== undefined && mode !== 'bridged') {
-      throw new ValidationError('VM create request', [{ path: '/ip', message: `an explicit address needs network mode bridged; plugin ${plugin.name} makes this VM ${mode}` }]);
-    }
-    this.assertSupported(net);
+    const policy = this.policyFor(plugin, req, this.opts.launcher.vsockCapability());
     return this.mutex.run(req.name, async () => {
-      const vm = this.vms.createWithLease({ name: req.name, plugin: plugin.name, config: req }, { mode, requestedIp: req.ip });
+      const vm = this.vms.createWithLease({ name: req.name, plugin: plugin.name, config: req }, { mode: policy.mode, requestedIp: req.ip });
       this.publishState(vm);
-      return this.bringUp(vm, plugin, 'create');
+      return this.bringUp(vm, plugin, policy, 'create');
     });
   }
 
@@ -193,8 +220,8 @@ export class Orchestrator {
       if (vm.state === 'running') return vm;
       if (!isAtRest(vm.state)) throw new VolantError('INVALID_STATE', `VM ${name} is ${vm.state}; start needs it stopped or failed`, { state: vm.state });
       const plugin = this.pluginOf(vm.plugin);
-      this.assertSupported(resolveNetworkConfig(plugin.manifest, requestOf(vm)));
-      return this.bringUp(vm, plugin, 'start');
+      const policy = this.policyFor(plugin, requestOf(vm), this.opts.launcher.vsockCapability());
+      return this.bringUp(vm, plugin, policy, 'start');
     });
   }
 
@@ -242,17 +269,13 @@ export class Orchestrator {
             return undefined;
           });
         }
-        if (proc && vm.state === 'running') {
-          const net = resolveNetworkConfig(plugin!.manifest, requestOf(vm));
+        if (proc && plugin && vm.state === 'running') {
           try {
-            const egress = net.allowOutbound && this.opts.egress ? await this.startEgress(vm, net) : undefined;
-            const address = vm.mode === 'dhcp' ? await this.lookUpGuestAddress(vm) : undefined;
-            this.live.set(vm.name, { proc, egress, address });
-            this.watchExit(vm.name, proc);
+            await this.readopt(vm, plugin, proc);
             adopted.push(vm.name);
             return;
           } catch (e) {
-            this.log(`reconcile ${vm.name}: egress restart failed: ${message(e)}`);
+            this.log(`reconcile ${vm.name}: re-adopting its network failed: ${message(e)}`);
           }
         }
         if (proc) await proc.stop({ timeoutMs: this.stopTimeoutMs }).catch(() => undefined);
@@ -293,10 +316,13 @@ export class Orchestrator {
 
   /**
    * Stops supervising and closes egress listeners; VMMs keep running for the next volantd to
-   * adopt (their rows stay `running`).
+   * adopt (their rows stay `running`, their taps keep their rules).
    */
   async close(): Promise<void> {
     this.closed = true;
+    this.unsubscribeLeases?.();
+    for (const net of this.nets.values()) net.bound = false;
+    this.nets.clear();
     const lives = [...this.live.values()];
     this.live.clear();
     await Promise.all(lives.map((l) => l.egress?.close().catch(() => undefined)));
@@ -308,23 +334,30 @@ export class Orchestrator {
     return plugin;
   }
 
-  private assertSupported(net: ResolvedNetwork): void {
-    if (needsTapDevice(net) && !this.opts.network) throw new VolantError('NOT_SUPPORTED', `network mode ${effectiveMode(net)} needs host networking, which this volantd runs without`);
-    if (net.allowOutbound && !this.opts.egress) throw new VolantError('NOT_SUPPORTED', 'outbound traffic needs the egress proxy, which this volantd runs without');
+  /** The network policy for a VM of this plugin and request on a VMM with this vsock capability (throws what it refuses). */
+  private policyFor(plugin: InstalledPlugin, request: CreateVmRequest, vsock: VsockCapability): NetworkPolicy {
+    return networkPolicy({
+      manifest: plugin.manifest,
+      request,
+      vsock,
+      host: { taps: this.opts.network !== undefined, egress: this.opts.egress !== undefined, dhcpServer: this.opts.dhcpLeases ? 'volant' : 'external' },
+    });
   }
 
-  private async bringUp(initial: VmRecord, plugin: InstalledPlugin, operation: 'create' | 'start'): Promise<VmRecord> {
+  private async bringUp(initial: VmRecord, plugin: InstalledPlugin, policy: NetworkPolicy, operation: 'create' | 'start'): Promise<VmRecord> {
     const name = initial.name;
     const undos: Undo[] = [];
     let step = 'start';
     let vm = initial;
-    const net = resolveNetworkConfig(plugin.manifest, requestOf(vm));
+    const net: VmNet = { name, mac: vm.mac, tap: vm.tap, policy, locked: false, bound: true };
     try {
       if (operation === 'start') {
         assertTransition(name, vm.state, 'starting');
         vm = this.vms.update(name, { state: 'starting', error: null });
         this.publishState(vm);
       }
+      this.nets.set(name, net);
+      undos.push({ what: 'network state', run: () => this.forgetNet(net) });
 
       step = 'create run directory';
       await mkdir(this.vmStateDir(name), { recursive: true, mode: 0o700 });
@@ -332,31 +365,32 @@ export class Orchestrator {
       await mkdir(this.vmRunDir(name), { recursive: true, mode: 0o700 });
 
       const tap = vm.tap;
-      if (tap !== null && needsTapDevice(net)) {
+      if (policy.tap && tap !== null) {
         step = `create tap ${tap}`;
         undos.push({ what: 'tap', run: () => this.opts.network!.deleteTap(tap) });
         await this.opts.network!.createTap(tap, vm.mac);
       }
 
       let egress: EgressHandle | undefined;
-      if (net.allowOutbound) {
+      if (policy.egress) {
         step = 'start egress proxy';
-        egress = await this.startEgress(vm, net);
+        egress = await this.startEgress(vm, policy.egress, net);
         const e = egress;
         undos.push({ what: 'egress proxy', run: () => e.close() });
       }
 
-      // A VM with an allowlist may reach nothing but its egress listener (and may not spoof
-      // another lease); one without keeps plain NAT, as the seed documents describe.
-      if (tap !== null && vm.ip !== null && needsTapDevice(net) && net.allowedDomains.length > 0) {
+      if (policy.lockdown && tap !== null) {
         step = 'lock down the tap';
-        const egressPort = egress?.route.kind === 'tcp' ? egress.route.port : this.opts.closedEgressPort;
-        undos.push({ what: 'firewall lockdown', run: () => this.opts.network!.unlock(tap) });
-        await this.opts.network!.lockdown({ tap, ip: vm.ip, mac: vm.mac, egressPort });
+        undos.push({ what: 'firewall lockdown', run: () => this.unlockTap(net, tap) });
+        if (policy.lockdown.address === 'dhcp-lease') net.address = this.opts.dhcpLeases?.addressOf(vm.mac);
+        await this.netMutex.run(name, async () => {
+          await this.opts.network!.lockdown(this.lockdownOf(vm, net));
+          net.locked = true;
+        });
       }
 
       step = 'launch VMM';
-      const proc = await this.opts.launcher.launch(this.launchSpec(vm, plugin, { egress: egress?.route }));
+      const proc = await this.opts.launcher.launch(this.launchSpec(vm, plugin, { policy, egress: egress?.route }));
       undos.push({ what: 'VMM process', run: () => proc.stop({ timeoutMs: this.stopTimeoutMs }) });
       vm = this.vms.update(name, { pid: proc.pid, vmm: proc.kind });
 
@@ -367,23 +401,28 @@ export class Orchestrator {
       // Owned here, at once: the waits below race it, but a step that fails first (or a VMM that
       // exits after the create was rolled back) must not leave it rejecting with no handler.
       exitedEarly.catch(() => undefined);
-      let address: string | undefined;
-      if (vm.mode === 'dhcp' && !proc.capabilities.vsock && this.opts.network?.guestAddress) {
-        step = 'discover the DHCP address';
-        address = await this.waitForGuestAddress(vm, deadline, exitedEarly);
+      const predicted = this.opts.launcher.vsockCapability();
+      if (proc.capabilities.vsock !== predicted) {
+        throw new VolantError('VMM_FAILED', `the ${proc.kind} VMM came up with vsock ${proc.capabilities.vsock}, not the ${predicted} its network was planned for`);
+      }
+
+      const agent = policy.agent;
+      if (agent.via === 'tcp' && agent.address !== 'ipam') {
+        step = agent.address === 'dhcp-lease' ? "wait for the VM's DHCP lease" : 'discover the DHCP address';
+        await this.waitForGuestAddress(vm, net, deadline, exitedEarly);
       }
 
       step = 'wait for kestrel /healthz';
-      const transport = agentTransport({ ip: vm.ip ?? address, vsockSocketPath: this.vsockSocketPath(name), vmmHasVsock: proc.capabilities.vsock });
-      if (!transport) throw new VolantError('NOT_SUPPORTED', `the ${proc.kind} VMM gives this ${vm.mode} VM neither vsock nor an address: kestrel is unreachable`);
-      await waitForHealthy(transport, { timeoutMs: Math.max(0, deadline - Date.now()), abandon: exitedEarly });
+      const transport = this.transportFor(vm, net);
+      if (!transport) throw new VolantError('INTERNAL', `VM ${name}: no way to reach kestrel although the network policy chose ${agent.via}`);
+      await waitForHealthy(transport, { timeoutMs: Math.max(0, deadline - Date.now()), abandon: exitedEarly, afVsock: this.opts.afVsockConnect });
 
       step = 'record running';
       assertTransition(name, this.get(name).state, 'running');
       vm = this.vms.update(name, { state: 'running' });
-      this.live.set(name, { proc, egress, address });
+      this.live.set(name, { proc, egress, net });
       this.watchExit(name, proc);
-      if (address) this.log(`VM ${name}: dhcp address ${address}`);
+      if (net.address) this.log(`VM ${name}: dhcp address ${net.address}`);
       this.publishState(vm);
       return vm;
     } catch (e) {
@@ -410,6 +449,95 @@ export class Orchestrator {
     }
   }
 
+  /** A running VM adopted after a volantd restart: its network policy (for the VMM it really has), egress listener, lockdown and address again. */
+  private async readopt(vm: VmRecord, plugin: InstalledPlugin, proc: VmProcess): Promise<void> {
+    const policy = this.policyFor(plugin, requestOf(vm), proc.capabilities.vsock);
+    const net: VmNet = { name: vm.name, mac: vm.mac, tap: vm.tap, policy, locked: false, bound: true };
+    this.nets.set(vm.name, net);
+    let egress: EgressHandle | undefined;
+    try {
+      egress = policy.egress ? await this.startEgress(vm, policy.egress, net) : undefined;
+      if (policy.lockdown?.address === 'dhcp-lease') net.address = this.opts.dhcpLeases?.addressOf(vm.mac);
+      if (policy.lockdown && vm.tap !== null) {
+        await this.netMutex.run(vm.name, async () => {
+          await this.opts.network!.lockdown(this.lockdownOf(vm, net));
+          net.locked = true;
+        });
+      }
+      if (policy.agent.via === 'tcp' && policy.agent.address === 'neighbour') net.address = await this.lookUpGuestAddress(vm);
+    } catch (e) {
+      await egress?.close().catch(() => undefined);
+      this.forgetNet(net);
+      throw e;
+    }
+    this.live.set(vm.name, { proc, egress, net });
+    this.watchExit(vm.name, proc);
+  }
+
+  /** How the host reaches kestrel, from the policy's agent route and what volantd knows of the address. */
+  private transportFor(vm: VmRecord, net: VmNet): AgentTransport | undefined {
+    const agent = net.policy.agent;
+    switch (agent.via) {
+      case 'hybrid-vsock':
+        return { kind: 'vsock', socketPath: this.vsockSocketPath(vm.name) };
+      case 'af-vsock':
+        return { kind: 'af-vsock', cid: vm.cid };
+      case 'tcp': {
+        const host = agent.address === 'ipam' ? (vm.ip ?? undefined) : net.address;
+        return host === undefined ? undefined : { kind: 'tcp', host, port: AGENT_TCP_PORT };
+      }
+    }
+  }
+
+  /** The tap's rules for what is known now (see `LockdownSpec`). */
+  private lockdownOf(vm: VmRecord, net: VmNet): VmLockdown {
+    const policy = net.policy.lockdown!;
+    let address: VmLockdown['address'];
+    if (policy.address === 'ipam') {
+      if (vm.ip === null) throw new VolantError('INTERNAL', `VM ${vm.name} should hold a pool address but holds none`);
+      address = vm.ip;
+    } else if (policy.address === 'dhcp-lease') address = net.address ?? 'awaiting-lease';
+    else address = 'unbound';
+    return { tap: vm.tap!, mac: vm.mac, address, dhcp: policy.dhcp, ...(policy.confined ? { confine: { egressPort: net.egressPort } } : {}) };
+  }
+
+  /** What the VM's egress listener checks a peer against: its address as known now, and its MAC. */
+  private guestFacts(vm: VmRecord, net: VmNet): { address?: string; mac: string } {
+    return { address: net.policy.lease ? (vm.ip ?? undefined) : net.address, mac: vm.mac };
+  }
+
+  /** Lease events from Volant's DHCP server: re-bind every VM whose lease moved. */
+  private onLeasesChanged(macs: string[]): void {
+    const changed = new Set(macs.map((m) => m.toLowerCase()));
+    for (const net of this.nets.values()) {
+      if (!changed.has(net.mac) || net.policy.lockdown?.address !== 'dhcp-lease') continue;
+      void this.netMutex.run(net.name, () => this.rebind(net)).catch((e: unknown) => this.log(`VM ${net.name}: re-binding to its DHCP lease: ${message(e)}`));
+    }
+  }
+
+  /** Makes tap rules and `net.address` follow the VM's current DHCP lease; a no-op when it did not move. Under `netMutex`. */
+  private async rebind(net: VmNet): Promise<void> {
+    if (!net.bound) return;
+    const address = this.opts.dhcpLeases?.addressOf(net.mac);
+    if (address === net.address) return;
+    const vm = this.vms.get(net.name);
+    if (!vm) return;
+    if (net.locked && this.opts.network) await this.opts.network.lockdown(this.lockdownOf(vm, { ...net, address }));
+    net.address = address;
+    this.log(`VM ${net.name}: DHCP lease ${address ?? 'gone'}; tap and egress listener bound to it`);
+  }
+
+  /** Stops lease re-binding for the VM (a torn-down VM's tap is never touched again). */
+  private forgetNet(net: VmNet): void {
+    net.bound = false;
+    if (this.nets.get(net.name) === net) this.nets.delete(net.name);
+  }
+
+  private async unlockTap(net: VmNet, tap: string): Promise<void> {
+    net.bound = false;
+    await this.netMutex.run(net.name, () => this.opts.network!.unlock(tap));
+  }
+
   /** One neighbour-table lookup by the VM's MAC; undefined when not there (or no host networking). */
   private async lookUpGuestAddress(vm: VmRecord): Promise<string | undefined> {
     try {
@@ -420,41 +548,57 @@ export class Orchestrator {
     }
   }
 
-  /** Polls the neighbour table until the guest announced itself, the deadline passes (TIMEOUT) or the VMM exits. */
-  private async waitForGuestAddress(vm: VmRecord, deadline: number, abandon: Promise<never>): Promise<string> {
+  /**
+   * Until volantd knows the guest's address (Volant's DHCP lease, bound to its tap; or its
+   * neighbour entry), the deadline passes (TIMEOUT) or the VMM exits.
+   */
+  private async waitForGuestAddress(vm: VmRecord, net: VmNet, deadline: number, abandon: Promise<never>): Promise<void> {
     let abandoned: unknown;
     abandon.catch((e: unknown) => {
       abandoned = e;
     });
+    const fromLease = net.policy.agent.via === 'tcp' && net.policy.agent.address === 'dhcp-lease';
     for (;;) {
       if (abandoned !== undefined) throw abandoned;
-      const address = await this.lookUpGuestAddress(vm);
-      if (address) return address;
+      if (fromLease) await this.netMutex.run(vm.name, () => this.rebind(net));
+      else net.address = await this.lookUpGuestAddress(vm);
+      if (net.address) return;
       if (abandoned !== undefined) throw abandoned;
       const left = deadline - Date.now();
       if (left <= 0) {
-        throw new VolantError('TIMEOUT', `no address for MAC ${vm.mac} appeared on the bridge within ${this.healthTimeoutMs} ms (is a DHCP server answering there?); see ${this.serialLogPath(vm.name)}`);
+        throw new VolantError(
+          'TIMEOUT',
+          fromLease
+            ? `Volant's DHCP server leased no address to MAC ${vm.mac} within ${this.healthTimeoutMs} ms (is it running? volar setup --dhcp); see ${this.serialLogPath(vm.name)}`
+            : `no address for MAC ${vm.mac} appeared on the bridge within ${this.healthTimeoutMs} ms (is a DHCP server answering there?); see ${this.serialLogPath(vm.name)}`,
+        );
       }
       await new Promise((r) => setTimeout(r, Math.min(ADDRESS_POLL_INTERVAL_MS, left)));
     }
   }
 
-  private startEgress(vm: VmRecord, net: ResolvedNetwork): Promise<EgressHandle> {
-    return this.opts.egress!({ name: vm.name, mode: vm.mode, ip: vm.ip ?? undefined, vsockSocketPath: this.vsockSocketPath(vm.name), allowedDomains: net.allowedDomains });
+  private async startEgress(vm: VmRecord, egress: NonNullable<NetworkPolicy['egress']>, net: VmNet): Promise<EgressHandle> {
+    const handle = await this.opts.egress!({ name: vm.name, vsockSocketPath: this.vsockSocketPath(vm.name), egress, guest: () => this.guestFacts(vm, net) });
+    if (handle.route.kind === 'tcp') net.egressPort = handle.route.port;
+    return handle;
   }
 
-  private cmdlineNetwork(vm: VmRecord): CmdlineNetwork {
-    if (vm.mode === 'bridged') {
-      if (vm.ip === null) throw new VolantError('INTERNAL', `VM ${vm.name} is bridged but holds no address`);
-      return { mode: 'bridged', ip: vm.ip, gateway: formatIPv4(this.opts.hostCidr.address), prefix: this.opts.hostCidr.prefix };
+  private cmdlineNetwork(vm: VmRecord, policy: NetworkPolicy): CmdlineNetwork {
+    switch (policy.ipParam) {
+      case 'static':
+        if (vm.ip === null) throw new VolantError('INTERNAL', `VM ${vm.name} should hold a pool address but holds none`);
+        return { mode: policy.mode, ip: { address: vm.ip, gateway: formatIPv4(this.opts.hostCidr.address), prefix: this.opts.hostCidr.prefix } };
+      case 'dhcp':
+        return { mode: policy.mode, ip: 'dhcp' };
+      case 'none':
+        return { mode: policy.mode };
     }
-    return { mode: vm.mode };
   }
 
   /** `boot` undefined: a spec for adoption, where the command line no longer matters. */
-  private launchSpec(vm: VmRecord, plugin: InstalledPlugin, boot: { egress?: CmdlineEgress } | undefined): LaunchSpec {
+  private launchSpec(vm: VmRecord, plugin: InstalledPlugin, boot: { policy: NetworkPolicy; egress?: CmdlineEgress } | undefined): LaunchSpec {
     const req = requestOf(vm);
-    const cmdline = boot ? buildKernelCmdline({ vmName: vm.name, network: this.cmdlineNetwork(vm), env: req.env, dns: this.opts.dns, egress: boot.egress }) : '';
+    const cmdline = boot ? buildKernelCmdline({ vmName: vm.name, network: this.cmdlineNetwork(vm, boot.policy), env: req.env, dns: this.opts.dns, egress: boot.egress }) : '';
     return {
       vmName: vm.name,
       kernelPath: this.opts.kernelPath,
@@ -462,7 +606,7 @@ export class Orchestrator {
       cmdline,
       cpus: req.cpus ?? plugin.manifest.resources?.cpu_cores ?? DEFAULT_CPUS,
       memoryMb: req.memory_mb ?? plugin.manifest.resources?.memory_mb ?? DEFAULT_MEMORY_MB,
-      tap: vm.tap !== null && vm.mode !== 'vsock' ? { name: vm.tap, mac: vm.mac } : undefined,
+      tap: vm.tap !== null ? { name: vm.tap, mac: vm.mac } : undefined,
       vsock: { cid: vm.cid, socketPath: this.vsockSocketPath(vm.name) },
       serialLogPath: this.serialLogPath(vm.name),
       runDir: this.vmRunDir(vm.name),
@@ -474,11 +618,14 @@ export class Orchestrator {
   private async teardown(vm: VmRecord, options: { killProcess: boolean }): Promise<void> {
     const live = this.live.get(vm.name);
     this.live.delete(vm.name);
+    const net = this.nets.get(vm.name);
+    if (net) this.forgetNet(net);
     if (live && options.killProcess) await live.proc.stop({ timeoutMs: this.stopTimeoutMs });
     await live?.egress?.close().catch((e: unknown) => this.log(`VM ${vm.name}: closing egress: ${message(e)}`));
-    if (vm.tap !== null && vm.mode !== 'vsock' && this.opts.network) {
-      await this.opts.network.unlock(vm.tap);
-      await this.opts.network.deleteTap(vm.tap);
+    const tap = vm.tap;
+    if (tap !== null && this.opts.network) {
+      await this.netMutex.run(vm.name, () => this.opts.network!.unlock(tap));
+      await this.opts.network.deleteTap(tap);
     }
     await rm(this.vmRunDir(vm.name), { recursive: true, force: true });
   }

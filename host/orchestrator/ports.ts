@@ -5,10 +5,14 @@
  * be read in one file without knowing how a tap or a firewall rule is made.
  */
 
-import type { NetworkMode } from '../../shared/schema/manifest.js';
+import type { NetworkPolicy } from '../../shared/network-policy.js';
+import type { LockdownSpec } from '../network/manager.js';
 import type { CmdlineEgress } from '../vmm/cmdline.js';
 
-/** Per-VM taps on the bridge, and the firewall rules that confine a bridged VM. */
+/** A VM's lockdown as the orchestrator states it; the wiring adds the bridge and the host's address. */
+export type VmLockdown = Omit<LockdownSpec, 'bridge' | 'hostIp'>;
+
+/** Per-VM taps on the bridge, and the firewall rules that confine a VM with a tap. */
 export interface TapNetwork {
   /** Creates the tap, attaches it to the bridge, brings it up. */
   createTap(tap: string, mac: string): Promise<void>;
@@ -17,17 +21,26 @@ export interface TapNetwork {
   /** Names of existing taps Volant created (its prefix). */
   listTaps(): Promise<string[]>;
   /**
-   * Confines a bridged VM: no spoofed MAC/IP, no traffic to other VMs or out through NAT, and to
-   * the host only on `egressPort` (where its egress proxy listens, if it may go out). Idempotent.
+   * Makes the tap's rules exactly those of `vm` (host/network/rules.ts): the spoof guard, and
+   * confinement to its egress listener when it has an allowlist. Idempotent; a change (a new
+   * DHCP lease) is applied fail-closed.
    */
-  lockdown(vm: { tap: string; ip: string; mac: string; egressPort: number }): Promise<void>;
+  lockdown(vm: VmLockdown): Promise<void>;
   /** Removes every rule `lockdown` added for the tap. Idempotent. */
   unlock(tap: string): Promise<void>;
   /**
    * The address a dhcp-mode guest with this MAC announced on the bridge (neighbour table), or
-   * undefined while it has not. Absent: dhcp VMs are reachable only over vsock.
+   * undefined while it has not. Absent: such guests are reachable only over vsock.
    */
   guestAddress?(mac: string): Promise<string | undefined>;
+}
+
+/** The leases Volant's own DHCP server handed out (its lease file), by guest MAC. */
+export interface DhcpLeaseSource {
+  /** The address currently leased to `mac`, if any. */
+  addressOf(mac: string): string | undefined;
+  /** Calls `listener` with the MACs whose lease appeared, moved or went away; returns the unsubscribe. */
+  subscribe(listener: (macs: string[]) => void): () => void;
 }
 
 /** A running per-VM egress listener, and how the guest's forwarder reaches it (`volant.egress=`). */
@@ -36,5 +49,15 @@ export interface EgressHandle {
   close(): Promise<void>;
 }
 
-/** Starts the egress proxy for one VM that allows outbound traffic. */
-export type EgressStarter = (vm: { name: string; mode: NetworkMode; ip?: string; vsockSocketPath: string; allowedDomains: string[] }) => Promise<EgressHandle>;
+/**
+ * Starts the egress listener of one VM whose workload may go out, as its network policy says:
+ * the route (hybrid vsock `<socket>_3128`, or TCP on the bridge address), the peers it serves,
+ * and the allowlist. `guest()` is what volantd knows of the VM now (its address changes with a
+ * DHCP lease), read at each connection.
+ */
+export type EgressStarter = (vm: {
+  name: string;
+  vsockSocketPath: string;
+  egress: NonNullable<NetworkPolicy['egress']>;
+  guest: () => { address?: string; mac: string };
+}) => Promise<EgressHandle>;

@@ -2,13 +2,15 @@
  * The VM rows. Creating a VM and leasing its address (and vsock CID) is one IMMEDIATE
  * transaction, and so is deleting it and releasing them: another process sharing the database
  * waits (busy_timeout) instead of reading a half-written state, and a SIGKILL at any instant
- * leaves either both or neither. The tap and MAC are derived from the name (shared/names.ts),
- * so they are reproducible after a restart without a lookup.
+ * leaves either both or neither. Whether a row has a tap and a pool address is the network
+ * policy's answer for its mode (`rowNetwork`); the tap and MAC are derived from the name
+ * (shared/names.ts), so they are reproducible after a restart without a lookup.
  */
 
 import type Database from 'better-sqlite3';
 import { VolantError } from '../../shared/errors.js';
 import { assertVmName, macAddress, tapName } from '../../shared/names.js';
+import { rowNetwork } from '../../shared/network-policy.js';
 import type { NetworkMode } from '../../shared/schema/manifest.js';
 import type { AddressPool } from '../ipam/pool.js';
 import { Leases } from '../ipam/leases.js';
@@ -160,7 +162,7 @@ export class VmRepository {
   createWithLease(vm: NewVm, opts: LeaseOptions): VmRecord {
     assertVmName(vm.name);
     if (!NETWORK_MODES.includes(opts.mode)) throw new VolantError('INVALID_ARGUMENT', `network mode ${JSON.stringify(opts.mode)} is not one of ${NETWORK_MODES.join(', ')}`);
-    if (opts.requestedIp !== undefined && opts.mode !== 'bridged') {
+    if (opts.requestedIp !== undefined && !rowNetwork(opts.mode).lease) {
       throw new VolantError('INVALID_ARGUMENT', `an explicit address needs network mode bridged, not ${opts.mode}`);
     }
     assertState(vm.state ?? 'creating');
@@ -222,14 +224,15 @@ export class VmRepository {
     if (this.pluginExists.get(vm.plugin)?.n !== 1) throw new VolantError('NOT_FOUND', `plugin ${JSON.stringify(String(vm.plugin).slice(0, 80))} is not installed`);
     const now = new Date().toISOString();
     const cid = this.leases.nextCid();
-    const tap = opts.mode === 'vsock' ? null : tapName(vm.name);
+    const shape = rowNetwork(opts.mode);
+    const tap = shape.tap ? tapName(vm.name) : null;
     let config: string;
     try {
       config = JSON.stringify(vm.config ?? {});
     } catch (e) {
       throw new VolantError('INVALID_ARGUMENT', `VM config cannot be stored as JSON: ${(e as Error).message}`);
     }
-    const ip = opts.mode === 'bridged' ? this.leases.choose(vm.name, opts.requestedIp) : null;
+    const ip = shape.lease ? this.leases.choose(vm.name, opts.requestedIp) : null;
     let row: VmRow;
     try {
       row = this.insertVm.get({ name: vm.name, plugin: vm.plugin, state: vm.state ?? 'creating', mode: opts.mode, ip, mac: macAddress(vm.name), tap, cid, vmm: vm.vmm ?? null, config, now })!;

@@ -87,7 +87,7 @@ export function createCloudHypervisorLauncher(options: CloudHypervisorOptions = 
     return new SupervisedVm({
       kind: 'cloud-hypervisor',
       pid,
-      capabilities: { accel: 'kvm', vsock: true, vsockHost: 'hybrid-socket' },
+      capabilities: { accel: 'kvm', vsock: 'hybrid-socket' },
       exited,
       isStillIt,
       defaultStopTimeoutMs,
@@ -100,6 +100,8 @@ export function createCloudHypervisorLauncher(options: CloudHypervisorOptions = 
 
   return {
     kind: 'cloud-hypervisor',
+
+    vsockCapability: () => 'hybrid-socket',
 
     async launch(spec) {
       assertLaunchSpec(spec);

@@ -6,7 +6,8 @@
  *    early and smuggle a parameter of its own; env and the manifest override travel encoded.
  *  - `console=ttyS0` (the serial log), `reboot=k panic=-1`: a guest power-off or panic ends the
  *    VMM (QEMU runs with `-no-reboot`), so the orchestrator sees it as an exit.
- *  - bridged: `ip=` from `formatIpParam`; dhcp: `ip=dhcp`; vsock: no `ip=` (only lo).
+ *  - `ip=` is what the network policy chose: static settings through `formatIpParam`, `ip=dhcp`,
+ *    or none (a VM without an interface, only lo). `volant.mode` names the mode alongside.
  *  - The result fits the kernel's COMMAND_LINE_SIZE; the kernel would truncate silently.
  */
 
@@ -23,10 +24,14 @@ export const MAX_KERNEL_CMDLINE_BYTES = 2047;
 /** resolv.conf honours at most three `nameserver` lines. */
 export const MAX_DNS_SERVERS = 3;
 
-export type CmdlineNetwork =
-  | { mode: 'bridged'; ip: string; gateway: string; prefix: number }
-  | { mode: 'dhcp' }
-  | { mode: 'vsock' };
+/**
+ * The network part of the command line, as the network policy decided it: `volant.mode`, and
+ * `ip=` with static settings (from the lease), `dhcp`, or none at all (no interface).
+ */
+export interface CmdlineNetwork {
+  mode: NetworkMode;
+  ip?: { address: string; gateway: string; prefix: number } | 'dhcp';
+}
 
 /** How kestrel's egress forwarder reaches the host proxy; absent when outbound is not allowed. */
 export type CmdlineEgress = { kind: 'vsock' } | { kind: 'tcp'; host: string; port: number };
@@ -80,10 +85,11 @@ function networkParams(vmName: string, network: CmdlineNetwork): string[] {
   const mode = network?.mode;
   if (!MODES.includes(mode)) bad(`network mode ${JSON.stringify(mode)} is not one of ${MODES.join(', ')}`);
   const out = [formatCmdlineParam('volant.mode', mode)];
-  if (network.mode === 'bridged') {
-    out.unshift(formatIpParam({ ip: network.ip, gateway: network.gateway, netmask: network.prefix, hostname: guestHostname(vmName), device: 'eth0' }));
-  } else if (network.mode === 'dhcp') {
-    out.unshift(formatCmdlineParam('ip', 'dhcp'));
+  const ip = network.ip;
+  if (ip === 'dhcp') out.unshift(formatCmdlineParam('ip', 'dhcp'));
+  else if (ip !== undefined) {
+    if (typeof ip !== 'object' || ip === null) bad(`ip ${JSON.stringify(ip)} is not static settings or dhcp`);
+    out.unshift(formatIpParam({ ip: ip.address, gateway: ip.gateway, netmask: ip.prefix, hostname: guestHostname(vmName), device: 'eth0' }));
   }
   return out;
 }

@@ -8,6 +8,7 @@
 import { isAbsolute } from 'node:path';
 import { VolantError } from '../../shared/errors.js';
 import { MAX_IFNAME_BYTES } from '../../shared/names.js';
+import type { VsockCapability } from '../../shared/network-policy.js';
 import { FIRST_GUEST_CID, MAX_GUEST_CID, MAX_UNIX_SOCKET_PATH_BYTES } from '../../shared/vsock.js';
 
 export type VmmKind = 'cloud-hypervisor' | 'qemu';
@@ -47,14 +48,12 @@ export interface VmmExit {
 export interface VmmCapabilities {
   /** How the guest CPU runs. */
   accel: 'kvm' | 'tcg';
-  /** Whether the guest has a vsock device. */
-  vsock: boolean;
   /**
-   * How the host reaches that device: `hybrid-socket` = through `vsock.socketPath` (Cloud
-   * Hypervisor); `af-vsock` = by CID through the host kernel (QEMU vhost-vsock). Absent when
-   * `vsock` is false.
+   * The guest's vsock device and how the host reaches it: `hybrid-socket` = through
+   * `vsock.socketPath` (Cloud Hypervisor); `af-vsock` = by CID through the host kernel (QEMU
+   * vhost-vsock); `none` = no vsock device.
    */
-  vsockHost?: 'hybrid-socket' | 'af-vsock';
+  vsock: VsockCapability;
 }
 
 export interface VmProcess {
@@ -76,6 +75,11 @@ export interface VmProcess {
 
 export interface Launcher {
   readonly kind: VmmKind;
+  /**
+   * The vsock capability a VM launched now would have, known before launch: the network policy
+   * needs it for `ip=`, the agent transport and the egress route.
+   */
+  vsockCapability(): VsockCapability;
   launch(spec: LaunchSpec): Promise<VmProcess>;
   /**
    * Re-attaches to a VMM that was started by an earlier volantd and still runs (after a daemon

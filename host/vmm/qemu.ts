@@ -7,7 +7,8 @@
  *    serial port (appended to the per-VM log), virtio-net on the VM's tap for bridged/dhcp
  *    (vhost off: no /dev/vhost-net needed), and vhost-vsock with the VM's CID when
  *    /dev/vhost-vsock exists. QEMU has no hybrid vsock socket: with vhost-vsock the host reaches
- *    the guest by CID over AF_VSOCK, which `capabilities.vsockHost` says.
+ *    the guest by CID over AF_VSOCK: `vsockCapability()` says `af-vsock` before launch (the network
+ *    policy needs it), `none` without the device.
  *  - `-no-reboot`: with the kernel's `reboot=k panic=-1`, a guest power-off, reboot or panic
  *    ends the process, so the orchestrator sees every guest death as an exit.
  *  - Stop: QMP `system_powerdown` (ACPI, the guest may shut down cleanly), then QMP `quit`, then
@@ -18,6 +19,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { VolantError } from '../../shared/errors.js';
+import type { VsockCapability } from '../../shared/network-policy.js';
 import { type Accel, type AccelSetting, resolveAccel } from './accel.js';
 import { assertLaunchSpec, DEFAULT_STOP_TIMEOUT_MS, type LaunchSpec, type Launcher, type VmmCapabilities, type VmProcess } from './launcher.js';
 import { abortFailedStart, argvContains, readProcessArgv, SupervisedVm, spawnVmm, watchAdoptedPid } from './process.js';
@@ -62,7 +64,7 @@ export function buildQemuArgs(spec: LaunchSpec, caps: VmmCapabilities, binary = 
     args.push('-netdev', `tap,id=n0,ifname=${spec.tap.name},script=no,downscript=no,vhost=off`);
     args.push('-device', `virtio-net-pci,netdev=n0,mac=${spec.tap.mac}`);
   }
-  if (caps.vsock) args.push('-device', `vhost-vsock-pci,guest-cid=${spec.vsock.cid}`);
+  if (caps.vsock === 'af-vsock') args.push('-device', `vhost-vsock-pci,guest-cid=${spec.vsock.cid}`);
   return args;
 }
 
@@ -89,8 +91,8 @@ export function createQemuLauncher(options: QemuOptions = {}): Launcher {
   const defaultStopTimeoutMs = options.defaultStopTimeoutMs ?? DEFAULT_STOP_TIMEOUT_MS;
   const vhostVsockDevice = options.vhostVsockDevice ?? '/dev/vhost-vsock';
 
-  const capabilitiesFor = (accel: Accel): VmmCapabilities =>
-    existsSync(vhostVsockDevice) ? { accel, vsock: true, vsockHost: 'af-vsock' } : { accel, vsock: false };
+  /** QEMU's vhost-vsock needs the host kernel's device; without it the VM has no vsock at all. */
+  const vsockCapability = (): VsockCapability => (existsSync(vhostVsockDevice) ? 'af-vsock' : 'none');
 
   const supervise = (spec: LaunchSpec, pid: number, caps: VmmCapabilities, exited: VmProcess['exited'], isStillIt: () => boolean): VmProcess => {
     const qmp = qmpSocketPath(spec);
@@ -111,12 +113,14 @@ export function createQemuLauncher(options: QemuOptions = {}): Launcher {
   return {
     kind: 'qemu',
 
+    vsockCapability,
+
     async launch(spec) {
       assertLaunchSpec(spec);
       assertBootFiles(spec);
       const qmp = qmpSocketPath(spec);
       const vmmLog = prepareRunDir(spec, [qmp]);
-      const caps = capabilitiesFor(await resolveAccel(options.accel ?? 'auto', binary, spec.kernelPath, options.kvmDevice));
+      const caps: VmmCapabilities = { accel: await resolveAccel(options.accel ?? 'auto', binary, spec.kernelPath, options.kvmDevice), vsock: vsockCapability() };
       const spawned = await spawnVmm([...(spec.commandPrefix ?? []), ...buildQemuArgs(spec, caps, binary)], vmmLog);
       let gone = false;
       void spawned.exited.then(() => {
@@ -140,7 +144,7 @@ export function createQemuLauncher(options: QemuOptions = {}): Launcher {
       if (!argv || !argvContains(argv, needle)) return undefined;
       const accelAt = argv.indexOf('-accel');
       const accel: Accel = argv[accelAt + 1] === 'kvm' ? 'kvm' : 'tcg';
-      const caps: VmmCapabilities = argv.some((a) => a.startsWith('vhost-vsock-pci,')) ? { accel, vsock: true, vsockHost: 'af-vsock' } : { accel, vsock: false };
+      const caps: VmmCapabilities = { accel, vsock: argv.some((a) => a.startsWith('vhost-vsock-pci,')) ? 'af-vsock' : 'none' };
       return supervise(spec, pid, caps, watchAdoptedPid(isStillIt), isStillIt);
     },
   };

@@ -6,8 +6,9 @@
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -28,37 +29,92 @@ function run(file: string, args: string[], env: Record<string, string> = {}): Pr
   });
 }
 
+function unixGet(socketPath: string, path: string): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
+    request({ socketPath, path }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    })
+      .once('error', reject)
+      .end();
+  });
+}
+
+/** Sends a WebSocket upgrade without a token and returns the first bytes of the answer. */
+function rawUpgrade(url: string, path: string): Promise<string> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve, reject) => {
+    const s = connect({ host: hostname, port: Number(port) }, () => {
+      s.write(`GET ${path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`);
+    });
+    let out = '';
+    s.on('data', (c) => {
+      out += c;
+    });
+    s.on('close', () => resolve(out));
+    s.on('error', reject);
+  });
+}
+
 describe('volantd serving', () => {
   const cleanups: (() => Promise<void> | void)[] = [];
   after(async () => {
     for (const c of cleanups.reverse()) await c();
   });
 
-  it('loopback without a configured token is open; an existing token file makes every route but health need it', async () => {
-    const h1 = await startHarness({ tag: 'daemon-open' });
-    assert.equal(h1.daemon.token, undefined);
-    assert.equal((await h1.api('/api/v1/vms', { token: '' })).status, 200);
+  it('TCP needs the token on every route but health, loopback included: no token and a wrong token are 401', async () => {
+    const h1 = await startHarness({ tag: 'daemon-token' });
+    assert.ok(h1.daemon.token, 'a token is made for the loopback TCP listener');
+    assert.equal(readFileSync(join(h1.stateDir, 'api-token'), 'utf8').trim(), h1.daemon.token, 'kept in <state_dir>/api-token');
+    assert.equal(statSync(join(h1.stateDir, 'api-token')).mode & 0o777, 0o600);
+    assert.equal((await h1.api('/api/v1/health', { token: '' })).status, 200);
+    for (const path of ['/api/v1/vms', '/api/v1/plugins', '/metrics', '/openapi.json', '/api/v1/events', '/api/v1/debug/ipam', '/api/v1/vms/x/proxy/y', '/api/v1/nope']) {
+      for (const token of ['', `${h1.daemon.token}X`]) {
+        const res = await h1.api(path, { token });
+        assert.equal(res.status, 401, `${path} with ${token ? 'a wrong' : 'no'} token`);
+        assert.equal(((await res.json()) as { error: { code: string } }).error.code, 'UNAUTHORIZED');
+      }
+    }
+    assert.equal((await h1.api('/api/v1/vms')).status, 200);
+    // The upgrade path (WebSocket ingress) checks the token too.
+    const upgrade = await rawUpgrade(h1.url, '/api/v1/vms/x/proxy/ws');
+    assert.match(upgrade, /^HTTP\/1\.1 401 /);
+
+    // An existing token file is kept (and tightened to 0600) on the next start.
     const stateDir = h1.stateDir;
     await h1.daemon.close();
-    mkdirSync(stateDir, { recursive: true });
     writeFileSync(join(stateDir, 'api-token'), 'file-token-0123456789abcdef\n', { mode: 0o644 });
-
-    const h2 = await startHarness({ tag: 'daemon-token', stateDir });
-    cleanups.push(() => h2.close());
-    assert.equal(h2.daemon.token, 'file-token-0123456789abcdef');
+    const again = await startHarness({ tag: 'daemon-token2', stateDir });
+    cleanups.push(() => again.close());
+    assert.equal(again.daemon.token, 'file-token-0123456789abcdef');
     assert.equal(statSync(join(stateDir, 'api-token')).mode & 0o777, 0o600, 'the token file is tightened to 0600');
-    assert.equal((await h2.api('/api/v1/health', { token: '' })).status, 200);
-    for (const path of ['/api/v1/vms', '/api/v1/plugins', '/metrics', '/openapi.json', '/api/v1/events', '/api/v1/debug/ipam', '/api/v1/vms/x/proxy/y', '/api/v1/nope']) {
-      const res = await h2.api(path, { token: '' });
-      assert.equal(res.status, 401, path);
-      assert.equal(((await res.json()) as { error: { code: string } }).error.code, 'UNAUTHORIZED');
-    }
-    assert.equal((await h2.api('/api/v1/vms', { token: 'file-token-0123456789abcdeX' })).status, 401);
-    assert.equal((await h2.api('/api/v1/vms')).status, 200);
 
-    const r = await run(CLI, ['vms', 'list', '--json', '--state-dir', stateDir], { VOLANT_API: h2.url });
+    // volar over TCP reads the token from the state dir.
+    const r = await run(CLI, ['vms', 'list', '--json', '--state-dir', stateDir], { VOLANT_API: again.url });
     assert.equal(r.code, 0, r.stderr);
     assert.deepEqual(JSON.parse(r.stdout), []);
+  });
+
+  it('the Unix socket needs no token (mode 0660); volar uses it when it is there', async () => {
+    const h = await startHarness({ tag: 'daemon-sock' });
+    cleanups.push(() => h.close());
+    const sock = h.daemon.socket!;
+    assert.equal(sock, `unix:${join(h.stateDir, 'run', 'volantd.sock')}`, 'under the runtime dir of a --state-dir run');
+    const path = sock.slice('unix:'.length);
+    assert.equal(statSync(path).mode & 0o777, 0o660);
+    assert.equal(await unixGet(path, '/api/v1/vms'), 200, 'no token on the socket');
+    assert.equal(await unixGet(path, '/api/v1/vms/none/proxy/x'), 404, 'ingress over the socket is reached without a token (404: no such VM)');
+    const r = await run(CLI, ['plugins', 'list', '--state-dir', h.stateDir]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.trim(), 'no plugins');
+  });
+
+  it('api.unsafe_loopback_without_token opens loopback TCP only; api.socket "" serves no socket', async () => {
+    const h = await startHarness({ tag: 'daemon-waiver', env: { VOLANT_API_UNSAFE_LOOPBACK_WITHOUT_TOKEN: 'true', VOLANT_API_SOCKET: '' } });
+    cleanups.push(() => h.close());
+    assert.equal(h.daemon.token, undefined);
+    assert.equal(h.daemon.socket, undefined);
+    assert.equal((await h.api('/api/v1/vms', { token: '' })).status, 200);
   });
 
   it('serves on a Unix socket, and volar reaches it with --api unix:/path', async () => {

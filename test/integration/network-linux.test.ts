@@ -146,8 +146,9 @@ describe('bridge, tap and NAT', { skip }, () => {
     await rejects(net.ensureBridge({ name: 'vbr0', cidr: '10.0.0.1' }), 'INVALID_ARGUMENT');
     await rejects(net.createTap({ name: 'vt0', mac: '01:00:5e:00:00:01', bridge: 'vbr0' }), 'INVALID_ARGUMENT');
     await rejects(net.ensureNat({ bridge: 'vbr0', subnet: '10.0.0.0/33' }), 'INVALID_ARGUMENT');
-    await rejects(net.lockdownVm({ tap: 'vt0', ip: '10.0.0.5; ls', bridge: 'vbr0', hostIp: '10.0.0.1', egressPort: 3128 }), 'INVALID_ARGUMENT');
-    await rejects(net.lockdownVm({ tap: 'vt0', ip: '10.0.0.5', bridge: 'vbr0', hostIp: '10.0.0.1', egressPort: 70000 }), 'INVALID_ARGUMENT');
+    const lock = { tap: 'vt0', mac: '02:11:22:33:44:55', bridge: 'vbr0', hostIp: '10.0.0.1', dhcp: false };
+    await rejects(net.lockdownVm({ ...lock, address: '10.0.0.5; ls', confine: { egressPort: 3128 } }), 'INVALID_ARGUMENT');
+    await rejects(net.lockdownVm({ ...lock, address: '10.0.0.5', confine: { egressPort: 70000 } }), 'INVALID_ARGUMENT');
     assert.deepEqual(runner.commands, []);
   });
 
@@ -206,12 +207,12 @@ describe('VM lockdown', { skip }, () => {
       assert.deepEqual(await reach(vm1, targets), allOk);
       assert.deepEqual(await reach(vm1, targets, '10.77.0.12'), allOk);
 
-      const lock = { tap: 'vt-vm1', ip: '10.77.0.10', mac: vms[0]!.mac, bridge: 'vbr0', hostIp: '10.77.0.1', egressPort: 3128 };
+      const lock = { tap: 'vt-vm1', address: '10.77.0.10', mac: vms[0]!.mac, bridge: 'vbr0', hostIp: '10.77.0.1', dhcp: false, confine: { egressPort: 3128 } };
       await net.lockdownVm(lock);
       await net.lockdownVm(lock);
       const rules = await firewall(host);
       assert.equal(count(rules, /volant:vt-vm1/), 5, rules);
-      assert.equal(count(rules, /-i vt-vm1/), 5, rules);
+      assert.equal(count(rules, /-i vt-vm1/), 6, rules);
       assert.equal(count(rules, /-A INPUT -j VOLANT-IN/), 1);
       assert.equal(count(rules, /-A FORWARD -j VOLANT-FWD/), 1);
 
@@ -243,5 +244,74 @@ describe('VM lockdown', { skip }, () => {
       await net.removeNat({ bridge: 'vbr0', subnet: '10.77.0.0/24' });
       await net.removeBridge('vbr0');
       assert.doesNotMatch(await firewall(host), /volant|VOLANT/i);
+    }));
+
+  test("dhcp lockdown: only DHCP before the lease, bound to the lease once known, rebound on a lease change; MAC-only where the lease is unknown", () =>
+    withNetns(AREA, 3, async (host, vm1, inet) => {
+      const net = new LinuxNetworkManager(host.runner);
+      await net.ensureBridge({ name: 'vbr0', cidr: '10.78.0.1/24' });
+      await net.ensureNat({ bridge: 'vbr0', subnet: '10.78.0.0/24' });
+      const mac = macAddress('dvm');
+      await linkNamespaces(host, 'vt-dvm', vm1, 'eth0');
+      await host.run(['ip', 'link', 'set', 'vt-dvm', 'master', 'vbr0', 'up']);
+      await vm1.run(['ip', 'link', 'set', 'eth0', 'address', mac, 'up']);
+      // Two addresses the guest could use: the lease it gets first (.20) and the one it moves to (.21).
+      await vm1.run(['ip', 'addr', 'add', '10.78.0.20/24', 'dev', 'eth0']);
+      await vm1.run(['ip', 'addr', 'add', '10.78.0.21/24', 'dev', 'eth0']);
+      await vm1.run(['ip', 'route', 'add', 'default', 'via', '10.78.0.1']);
+      await linkNamespaces(host, 'uplink', inet, 'eth0');
+      await host.run(['ip', 'addr', 'add', '10.68.0.1/24', 'dev', 'uplink']);
+      await host.run(['ip', 'link', 'set', 'uplink', 'up']);
+      await inet.run(['ip', 'addr', 'add', '10.68.0.2/24', 'dev', 'eth0']);
+      await inet.run(['ip', 'link', 'set', 'eth0', 'up']);
+      await listen(host, '10.78.0.1', [40001, 2222]);
+      await listen(inet, '10.68.0.2', [80]);
+      const targets = ['10.78.0.1:40001', '10.78.0.1:2222', '10.68.0.2:80'];
+      const fresh = async (): Promise<void> => {
+        await host.run(['ip', 'neigh', 'flush', 'dev', 'vbr0']);
+        await vm1.run(['ip', 'neigh', 'flush', 'dev', 'eth0']);
+      };
+      const base = { tap: 'vt-dvm', mac, bridge: 'vbr0', hostIp: '10.78.0.1', dhcp: true, confine: { egressPort: 40001 } };
+
+      await net.lockdownVm({ ...base, address: 'awaiting-lease' });
+      for (const from of ['10.78.0.20', '10.78.0.21']) {
+        const r = await reach(vm1, targets, from);
+        for (const t of targets) assert.notEqual(r[t], 'ok', `before the lease nothing but DHCP passes (${from} → ${t}): ${JSON.stringify(r)}`);
+      }
+
+      await net.lockdownVm({ ...base, address: '10.78.0.20' });
+      await fresh();
+      const leased = await reach(vm1, targets, '10.78.0.20');
+      assert.equal(leased['10.78.0.1:40001'], 'ok', `the leased address reaches its egress listener: ${JSON.stringify(leased)}`);
+      assert.notEqual(leased['10.78.0.1:2222'], 'ok');
+      assert.notEqual(leased['10.68.0.2:80'], 'ok');
+      assert.notEqual((await reach(vm1, ['10.78.0.1:40001'], '10.78.0.21'))['10.78.0.1:40001'], 'ok', 'another source address is spoofing');
+
+      // The lease moves to .21: the binding follows, the old address is refused.
+      await net.lockdownVm({ ...base, address: '10.78.0.21' });
+      await fresh();
+      assert.equal((await reach(vm1, ['10.78.0.1:40001'], '10.78.0.21'))['10.78.0.1:40001'], 'ok');
+      assert.notEqual((await reach(vm1, ['10.78.0.1:40001'], '10.78.0.20'))['10.78.0.1:40001'], 'ok');
+      const rules = await firewall(host);
+      assert.doesNotMatch(rules, /10\.78\.0\.20/, 'no rule of the old lease is left');
+      assert.equal(count(rules, /^-i vt-dvm -j DROP$/), 0, 'the swap guard is gone');
+
+      // A DHCP server Volant does not run: any address, bound by the MAC only.
+      await net.lockdownVm({ ...base, address: 'unbound' });
+      await fresh();
+      for (const from of ['10.78.0.20', '10.78.0.21']) {
+        const r = await reach(vm1, targets, from);
+        assert.equal(r['10.78.0.1:40001'], 'ok', JSON.stringify(r));
+        assert.notEqual(r['10.78.0.1:2222'], 'ok');
+        assert.notEqual(r['10.68.0.2:80'], 'ok');
+      }
+      await vm1.run(['ip', 'link', 'set', 'eth0', 'address', '02:de:ad:be:ef:02']);
+      await fresh();
+      assert.notEqual((await reach(vm1, ['10.78.0.1:40001'], '10.78.0.20'))['10.78.0.1:40001'], 'ok', 'another MAC is refused');
+
+      await net.unlockVm({ tap: 'vt-dvm' });
+      assert.doesNotMatch(await firewall(host), /vt-dvm/);
+      await net.removeNat({ bridge: 'vbr0', subnet: '10.78.0.0/24' });
+      await net.removeBridge('vbr0');
     }));
 });

@@ -8,6 +8,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { isVolantError } from '../../shared/errors.js';
+import type { VsockCapability } from '../../shared/network-policy.js';
 import type { LaunchSpec, VmProcess } from '../../host/vmm/launcher.js';
 import { FakeVmmLauncher } from '../support/orchestrator-vmm-double.js';
 import { type Harness, startHarness } from '../support/volantd-harness.js';
@@ -15,9 +16,12 @@ import { type Harness, startHarness } from '../support/volantd-harness.js';
 /** The double, reporting a VMM without any vsock device (QEMU on a host without /dev/vhost-vsock). */
 class NoVsockLauncher extends FakeVmmLauncher {
   readonly processes: VmProcess[] = [];
+  override vsockCapability(): VsockCapability {
+    return 'none';
+  }
   override async launch(spec: LaunchSpec): Promise<VmProcess> {
     const p = await super.launch(spec);
-    const proc = { ...p, stop: p.stop, capabilities: { accel: 'tcg', vsock: false } } as VmProcess;
+    const proc = { ...p, stop: p.stop, capabilities: { accel: 'tcg', vsock: 'none' } } as VmProcess;
     this.processes.push(proc);
     return proc;
   }

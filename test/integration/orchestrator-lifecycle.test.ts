@@ -138,14 +138,15 @@ describe('volantd killed mid-create, then restarted', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  function startChild(behaviour: string): Promise<string> {
+  /** The daemon's address and the token its TCP listener needs. */
+  function startChild(behaviour: string): Promise<{ address: string; token: string }> {
     child = spawn(process.execPath, ['--import', 'tsx', DAEMON, join(dir, 'state'), join(dir, 'vmlinuz'), behaviour], { stdio: ['ignore', 'pipe', 'inherit'] });
     return new Promise((resolve, reject) => {
       let out = '';
       child!.stdout!.on('data', (c) => {
         out += c;
         const line = out.split('\n')[0];
-        if (out.includes('\n')) resolve((JSON.parse(line!) as { address: string }).address);
+        if (out.includes('\n')) resolve(JSON.parse(line!) as { address: string; token: string });
       });
       child!.once('exit', (code) => reject(new Error(`daemon exited ${code}`)));
     });
@@ -153,9 +154,10 @@ describe('volantd killed mid-create, then restarted', () => {
 
   it('leaves no VM row, lease, CID, run directory or VMM process behind; a running VM is re-adopted', async () => {
     // First daemon: one healthy VM, then a create that hangs waiting for /healthz.
-    let address = await startChild('healthy');
+    let { address, token } = await startChild('healthy');
     let url = `http://${address}`;
-    const post = (path: string, json: unknown) => fetch(`${url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(json) });
+    const auth = () => ({ authorization: `Bearer ${token}` });
+    const post = (path: string, json: unknown) => fetch(`${url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', ...auth() }, body: JSON.stringify(json) });
     assert.equal((await post('/api/v1/plugins', { path: writePluginBuild(dir, 'web') })).status, 201);
     const keep = (await (await post('/api/v1/vms', { name: 'keep', plugin: 'web' })).json()) as { pid: number; state: string };
     assert.equal(keep.state, 'running');
@@ -164,9 +166,9 @@ describe('volantd killed mid-create, then restarted', () => {
     await new Promise((r) => child!.once('exit', r));
     assert.ok(isAlive(keep.pid), 'a graceful volantd shutdown leaves VMs running');
 
-    address = await startChild('never-healthy');
+    ({ address, token } = await startChild('never-healthy'));
     url = `http://${address}`;
-    const vms = async () => ((await (await fetch(`${url}/api/v1/vms`)).json()) as { vms: { name: string; state: string; pid?: number }[] }).vms;
+    const vms = async () => ((await (await fetch(`${url}/api/v1/vms`, { headers: auth() })).json()) as { vms: { name: string; state: string; pid?: number }[] }).vms;
     assert.equal((await vms()).find((v) => v.name === 'keep')?.state, 'running', 're-adopted');
     void post('/api/v1/vms', { name: 'doomed', plugin: 'web' }).catch(() => undefined);
     let doomedPid: number | undefined;

@@ -35,7 +35,7 @@ function spec(name: string, extra: Partial<LaunchSpec> = {}): LaunchSpec {
     vmName: name,
     kernelPath: join(root, 'vmlinuz'),
     initramfsPath: join(root, 'initramfs.img'),
-    cmdline: buildKernelCmdline({ vmName: name, network: { mode: 'dhcp' } }),
+    cmdline: buildKernelCmdline({ vmName: name, network: { mode: 'dhcp', ip: 'dhcp' } }),
     cpus: 1,
     memoryMb: 256,
     tap: { name: 'vtx-test0', mac: '02:00:00:00:00:01' },
@@ -74,7 +74,7 @@ describe('Cloud Hypervisor launcher (against the API test double)', () => {
     const s = spec('boot1');
     const vm = await launch(s);
     assert.equal(vm.kind, 'cloud-hypervisor');
-    assert.deepEqual(vm.capabilities, { accel: 'kvm', vsock: true, vsockHost: 'hybrid-socket' });
+    assert.deepEqual(vm.capabilities, { accel: 'kvm', vsock: 'hybrid-socket' });
     const info = JSON.parse((await chApiExpectOk(chApiSocketPath(s), 'GET', 'vm.info')).body);
     assert.equal(info.state, 'Running');
     assert.equal(info.config.payload.cmdline, s.cmdline);

@@ -67,7 +67,7 @@ describe('QEMU launcher, bridged mode on a real tap in a namespace', { skip }, (
       vmName: name,
       kernelPath: kernel.vmlinuz,
       initramfsPath: join(root, 'initramfs.cpio'),
-      cmdline: buildKernelCmdline({ vmName: name, network: { mode: 'bridged', ip: GUEST, gateway: GATEWAY, prefix: 24 } }),
+      cmdline: buildKernelCmdline({ vmName: name, network: { mode: 'bridged', ip: { address: GUEST, gateway: GATEWAY, prefix: 24 } } }),
       cpus: 1,
       memoryMb: 256,
       tap: { name: TAP, mac: macAddress(name) },

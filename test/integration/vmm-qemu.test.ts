@@ -67,7 +67,7 @@ describe('QEMU launcher (real kernel under TCG)', { skip: BUSYBOX ? false : 'bus
     const vm = await launcher.launch(s);
     started.push(vm);
     assert.equal(vm.kind, 'qemu');
-    assert.deepEqual(vm.capabilities, { accel: 'tcg', vsock: false }, 'TCG as configured; no /dev/vhost-vsock on these machines');
+    assert.deepEqual(vm.capabilities, { accel: 'tcg', vsock: 'none' }, 'TCG as configured; no /dev/vhost-vsock on these machines');
     const serial = await waitForSerial(s.serialLogPath, new RegExp(`${INIT_MARKER} cmdline: .*volant\\.name=boots`), vm);
     assert.match(serial, /console=ttyS0 reboot=k panic=-1 volant\.mode=vsock volant\.name=boots volant\.env=/);
     const exit = await vm.stop({ timeoutMs: 1000 });
@@ -102,7 +102,7 @@ describe('QEMU launcher (real kernel under TCG)', { skip: BUSYBOX ? false : 'bus
     assert.equal(await fresh.adopt(process.pid, s), undefined);
     const adopted = await fresh.adopt(vm.pid, s);
     assert.ok(adopted);
-    assert.deepEqual(adopted.capabilities, { accel: 'tcg', vsock: false });
+    assert.deepEqual(adopted.capabilities, { accel: 'tcg', vsock: 'none' });
     await adopted.stop();
     assert.deepEqual(await vm.exited, { code: 0, signal: null });
   });

@@ -10,6 +10,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { VolantError } from '../../shared/errors.js';
+import type { VsockCapability } from '../../shared/network-policy.js';
 import type { LaunchSpec, Launcher, VmmExit, VmProcess } from '../../host/vmm/launcher.js';
 import { isAlive } from './vmm-procs.js';
 
@@ -21,7 +22,7 @@ function processFor(pid: number, exited: Promise<VmmExit>): VmProcess {
   return {
     kind: 'cloud-hypervisor',
     pid,
-    capabilities: { accel: 'tcg', vsock: true },
+    capabilities: { accel: 'tcg', vsock: 'hybrid-socket' },
     exited,
     async stop(options?: { timeoutMs?: number }): Promise<VmmExit> {
       if (!isAlive(pid)) return exited;
@@ -38,6 +39,10 @@ function processFor(pid: number, exited: Promise<VmmExit>): VmProcess {
 
 export class FakeVmmLauncher implements Launcher {
   readonly kind = 'cloud-hypervisor' as const;
+
+  vsockCapability(): VsockCapability {
+    return 'hybrid-socket';
+  }
   /** What the next launches do, by VM name (default healthy). */
   readonly behaviour = new Map<string, FakeBehaviour>();
   readonly launched: { vmName: string; pid: number; spec: LaunchSpec }[] = [];

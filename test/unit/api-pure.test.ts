@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { VolantError } from '../../shared/errors.js';
-import { checkBearer, ensureTokenFile, isLoopbackHost, tokenRequired } from '../../host/api/auth.js';
+import { checkBearer, ensureTokenFile, groupIdIn, isLoopbackHost, tokenRequired } from '../../host/api/auth.js';
 import { errorReply, problemsFromAjv } from '../../host/api/errors.js';
 import { formatListenAddress, parseListenAddress } from '../../host/api/listen.js';
 import { MetricsRegistry, renderFamilies } from '../../host/api/metrics.js';
@@ -14,22 +14,33 @@ import { LinePrefixer } from '../../host/api/routes/logs.js';
 import { mergeExpositions } from '../../host/daemon/egress.js';
 
 describe('tokenRequired', () => {
-  const cases: [string, string | undefined, boolean][] = [
-    ['127.0.0.1:8080', undefined, false],
-    ['127.9.9.9:8080', undefined, false],
-    ['localhost:8080', undefined, false],
-    ['[::1]:8080', undefined, false],
-    ['unix:/run/volant/api.sock', undefined, false],
-    ['0.0.0.0:8080', undefined, true],
-    ['192.168.1.5:8080', undefined, true],
-    ['[::]:8080', undefined, true],
-    ['localhost.evil.com:8080', undefined, true],
-    ['127.0.0.1:8080', 'configured', true],
-    ['unix:/x.sock', 'configured', true],
+  // [listen, unsafe_loopback_without_token, token required]
+  const cases: [string, boolean, boolean][] = [
+    ['127.0.0.1:8080', false, true],
+    ['[::1]:8080', false, true],
+    ['localhost:8080', false, true],
+    ['0.0.0.0:8080', false, true],
+    ['unix:/run/volant/volantd.sock', false, false],
+    ['127.0.0.1:8080', true, false],
+    ['127.9.9.9:8080', true, false],
+    ['localhost:8080', true, false],
+    ['[::1]:8080', true, false],
+    ['unix:/x.sock', true, false],
+    ['0.0.0.0:8080', true, true],
+    ['192.168.1.5:8080', true, true],
+    ['[::]:8080', true, true],
+    ['localhost.evil.com:8080', true, true],
   ];
-  for (const [listen, token, want] of cases) {
-    it(`${listen} token=${token ?? '-'} → ${want}`, () => assert.equal(tokenRequired(parseListenAddress(listen), token), want));
+  for (const [listen, waived, want] of cases) {
+    it(`${listen}${waived ? ' (loopback waiver)' : ''} → ${want ? 'token' : 'no token'}`, () =>
+      assert.equal(tokenRequired(parseListenAddress(listen), { unsafeLoopbackWithoutToken: waived }), want));
   }
+  it('groupIdIn finds a group by exact name', () => {
+    const etc = 'root:x:0:\nvolant-x:x:998:\nvolant:x:999:alice,bob\n';
+    assert.equal(groupIdIn(etc, 'volant'), 999);
+    assert.equal(groupIdIn(etc, 'volan'), undefined);
+    assert.equal(groupIdIn('', 'volant'), undefined);
+  });
   it('isLoopbackHost rejects look-alikes', () => {
     assert.equal(isLoopbackHost('127.0.0.1.nip.io'), false);
     assert.equal(isLoopbackHost('::ffff:127.0.0.1'), false);

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { VolantError } from '../../shared/errors.js';
-import { ApiClient, formatTable } from '../../host/cli/client.js';
+import { ApiClient, apiSocketPath, chooseApi, formatTable } from '../../host/cli/client.js';
 import { createRequest, formatVmTable, parseEnvPairs } from '../../host/cli/commands/vms.js';
 
 describe('volar vms create request', () => {
@@ -41,5 +41,18 @@ describe('ApiClient address', () => {
     assert.equal(new ApiClient({ api: 'unix:/run/volant/api.sock', stateDir: '/nonexistent' }).api, 'unix:/run/volant/api.sock');
     assert.throws(() => new ApiClient({ api: 'ftp://x', stateDir: '/nonexistent' }), /use http:\/\/HOST:PORT or unix:\/path/);
     assert.throws(() => new ApiClient({ api: 'not a url', stateDir: '/nonexistent' }), /use http:\/\/HOST:PORT or unix:\/path/);
+  });
+});
+
+describe('how volar reaches volantd', () => {
+  const there = (path: string) => (p: string) => p === path;
+  const nothing = () => false;
+  it('explicit --api wins; else the Unix socket when it is there (no token); else loopback TCP', () => {
+    assert.equal(chooseApi({ api: 'http://10.0.0.1:8080' }, () => true), 'http://10.0.0.1:8080');
+    assert.equal(chooseApi({}, there('/run/volant/volantd.sock')), 'unix:/run/volant/volantd.sock');
+    assert.equal(chooseApi({ stateDir: '/tmp/s' }, there('/tmp/s/run/volantd.sock')), 'unix:/tmp/s/run/volantd.sock');
+    assert.equal(chooseApi({ socket: '/x/v.sock', stateDir: '/tmp/s' }, there('/x/v.sock')), 'unix:/x/v.sock');
+    assert.equal(chooseApi({}, nothing), 'http://127.0.0.1:8080');
+    assert.equal(apiSocketPath({}), '/run/volant/volantd.sock');
   });
 });

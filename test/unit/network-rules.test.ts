@@ -5,7 +5,7 @@ import { describe, test } from 'node:test';
 import { createNetworkManager, NoopNetworkManager } from '../../host/network/index.js';
 import { assertInterfaceName, assertMac } from '../../host/network/ifname.js';
 import { bridgeMac, hostSideMac, LinuxNetworkManager } from '../../host/network/linux.js';
-import { addArgv, checkArgv, deleteArgv, lockdownRules, natRules, rulesForTap, subnetOf, VM_CHAINS } from '../../host/network/rules.js';
+import { addArgv, checkArgv, deleteArgv, lockdownRules, natRules, rulesForTap, subnetOf, swapGuardRule, VM_CHAINS } from '../../host/network/rules.js';
 import { DryRunRunner, formatCommand } from '../../host/network/runner.js';
 import { isVolantError } from '../../shared/errors.js';
 import { tapName } from '../../shared/names.js';
@@ -77,31 +77,101 @@ describe('firewall plan', () => {
     assert.equal(deleteArgv(rules[0]!)[4], '-D');
   });
 
-  test('lockdown: L2 anti-spoofing per tap, L3 egress-port-only per address, all tagged with the tap', () => {
-    const rules = lockdownRules({ tap: 'vtweb-abc', ip: '192.168.127.100', mac: '02:11:22:33:44:55', bridge: 'vbr0', hostIp: '192.168.127.1', egressPort: 3128 });
-    const lines = rules.map((r) => addArgv(r).join(' '));
-    assert.deepEqual(lines, [
-      'ebtables -t filter -A VOLANT-SPOOF -i vtweb-abc -s ! 02:11:22:33:44:55 -j DROP',
-      'ebtables -t filter -A VOLANT-SPOOF -i vtweb-abc -p IPv4 --ip-src ! 192.168.127.100 -j DROP',
-      'ebtables -t filter -A VOLANT-SPOOF -i vtweb-abc -p ARP --arp-ip-src ! 192.168.127.100 -j DROP',
-      'ebtables -t filter -A VOLANT-SPOOF -i vtweb-abc -p IPv6 -j DROP',
-      'ebtables -t filter -A VOLANT-ISOLATE -i vtweb-abc -p IPv4 -j DROP',
-      'iptables -w -t filter -A VOLANT-IN -i vbr0 -s 192.168.127.100 -d 192.168.127.1/32 -p tcp --dport 3128 -m comment --comment volant:vtweb-abc -j ACCEPT',
-      'iptables -w -t filter -A VOLANT-IN -i vbr0 -s 192.168.127.100 -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment volant:vtweb-abc -j ACCEPT',
-      'iptables -w -t filter -A VOLANT-IN -i vbr0 -s 192.168.127.100 -m comment --comment volant:vtweb-abc -j DROP',
-      'iptables -w -t filter -A VOLANT-FWD -i vbr0 -s 192.168.127.100 -m comment --comment volant:vtweb-abc -j DROP',
-      'iptables -w -t filter -A VOLANT-FWD -d 192.168.127.100 -m comment --comment volant:vtweb-abc -j DROP',
+  const base = { tap: 'vtweb-abc', mac: '02:11:22:33:44:55', bridge: 'vbr0', hostIp: '192.168.127.1' };
+  const lines = (spec: Parameters<typeof lockdownRules>[0]): string[] => lockdownRules(spec).map((r) => addArgv(r).join(' '));
+  const SPOOF = 'ebtables -t filter -A VOLANT-SPOOF -i vtweb-abc';
+  const ISOLATE = 'ebtables -t filter -A VOLANT-ISOLATE -i vtweb-abc';
+  const IN = 'iptables -w -t filter -A VOLANT-IN -i vbr0 -m mac --mac-source 02:11:22:33:44:55';
+  const FWD = 'iptables -w -t filter -A VOLANT-FWD -i vbr0 -m mac --mac-source 02:11:22:33:44:55';
+  const TAG = '-m comment --comment volant:vtweb-abc';
+  const guard = [`${SPOOF} -s ! 02:11:22:33:44:55 -j DROP`, `${SPOOF} -p IPv6 -j DROP`, `${SPOOF} -p ARP --arp-mac-src ! 02:11:22:33:44:55 -j DROP`];
+
+  test('bridged with an allowlist: MAC, ARP and IPv4 bound to the lease; isolated; only the egress port on the host', () => {
+    assert.deepEqual(lines({ ...base, address: '192.168.127.100', dhcp: false, confine: { egressPort: 3128 } }), [
+      ...guard,
+      `${SPOOF} -p ARP --arp-ip-src ! 192.168.127.100 -j DROP`,
+      `${SPOOF} -p IPv4 --ip-src ! 192.168.127.100 -j DROP`,
+      `${ISOLATE} -p IPv4 -j DROP`,
+      `${IN} -d 192.168.127.1/32 -p tcp --dport 3128 ${TAG} -j ACCEPT`,
+      `${IN} -m conntrack --ctstate RELATED,ESTABLISHED ${TAG} -j ACCEPT`,
+      `${IN} ${TAG} -j DROP`,
+      `${FWD} ${TAG} -j DROP`,
+      `iptables -w -t filter -A VOLANT-FWD -d 192.168.127.100 ${TAG} -j DROP`,
     ]);
-    assert.equal(checkArgv(rules[0]!)[3], '--check', 'ebtables -C means change-counters; the check is --check');
-    const noMac = lockdownRules({ tap: 'vt0', ip: '10.0.0.5', bridge: 'vbr0', hostIp: '10.0.0.1', egressPort: 3128 });
-    assert.equal(noMac.length, rules.length - 1);
+    assert.equal(checkArgv(lockdownRules({ ...base, address: '10.0.0.5', dhcp: false })[0]!)[3], '--check', 'ebtables -C means change-counters; the check is --check');
+  });
+
+  test('without an allowlist only the spoof guard: nothing at L3, no isolation (plain NAT)', () => {
+    assert.deepEqual(lines({ ...base, address: '192.168.127.100', dhcp: false }), [
+      ...guard,
+      `${SPOOF} -p ARP --arp-ip-src ! 192.168.127.100 -j DROP`,
+      `${SPOOF} -p IPv4 --ip-src ! 192.168.127.100 -j DROP`,
+    ]);
+  });
+
+  test("dhcp before Volant's lease: IPv4 only as a DHCP client broadcast; DHCP to the host accepted", () => {
+    assert.deepEqual(lines({ ...base, address: 'awaiting-lease', dhcp: true, confine: {} }), [
+      ...guard,
+      `${SPOOF} -p IPv4 --ip-dst ! 255.255.255.255 -j DROP`,
+      `${SPOOF} -p IPv4 --ip-proto ! udp -j DROP`,
+      `${SPOOF} -p IPv4 --ip-proto udp --ip-dport ! 67 -j DROP`,
+      `${ISOLATE} -p IPv4 -j DROP`,
+      `${IN} -p udp --sport 68 --dport 67 ${TAG} -j ACCEPT`,
+      `${IN} -m conntrack --ctstate RELATED,ESTABLISHED ${TAG} -j ACCEPT`,
+      `${IN} ${TAG} -j DROP`,
+      `${FWD} ${TAG} -j DROP`,
+    ]);
+  });
+
+  test("dhcp once Volant's lease is known: bound like bridged, DHCP (renewal, rebinding) still passes", () => {
+    assert.deepEqual(lines({ ...base, address: '192.168.127.20', dhcp: true, confine: { egressPort: 40001 } }), [
+      ...guard,
+      `${SPOOF} -p ARP --arp-ip-src ! 192.168.127.20 -j DROP`,
+      `${SPOOF} -p IPv4 --ip-src ! 192.168.127.20 --ip-dst ! 255.255.255.255 -j DROP`,
+      `${SPOOF} -p IPv4 --ip-src ! 192.168.127.20 --ip-proto ! udp -j DROP`,
+      `${SPOOF} -p IPv4 --ip-src ! 192.168.127.20 --ip-proto udp --ip-dport ! 67 -j DROP`,
+      `${ISOLATE} -p IPv4 -j DROP`,
+      `${IN} -d 192.168.127.1/32 -p tcp --dport 40001 ${TAG} -j ACCEPT`,
+      `${IN} -p udp --sport 68 --dport 67 ${TAG} -j ACCEPT`,
+      `${IN} -m conntrack --ctstate RELATED,ESTABLISHED ${TAG} -j ACCEPT`,
+      `${IN} ${TAG} -j DROP`,
+      `${FWD} ${TAG} -j DROP`,
+      `iptables -w -t filter -A VOLANT-FWD -d 192.168.127.20 ${TAG} -j DROP`,
+    ]);
+  });
+
+  test('dhcp from a server Volant does not run: bound by MAC only; DHCP may cross the bridge to that server', () => {
+    assert.deepEqual(lines({ ...base, address: 'unbound', dhcp: true, confine: { egressPort: 40001 } }), [
+      ...guard,
+      `${ISOLATE} -p IPv4 --ip-proto ! udp -j DROP`,
+      `${ISOLATE} -p IPv4 --ip-proto udp --ip-dport ! 67 -j DROP`,
+      `${IN} -d 192.168.127.1/32 -p tcp --dport 40001 ${TAG} -j ACCEPT`,
+      `${IN} -m conntrack --ctstate RELATED,ESTABLISHED ${TAG} -j ACCEPT`,
+      `${IN} ${TAG} -j DROP`,
+      `${FWD} -p udp --sport 68 --dport 67 ${TAG} -j ACCEPT`,
+      `${FWD} ${TAG} -j DROP`,
+    ]);
+  });
+
+  test('the swap guard cuts the whole tap, first in the spoof chain', () => {
+    assert.equal(addArgv(swapGuardRule('vt0')).join(' '), 'ebtables -t filter -I VOLANT-SPOOF 1 -i vt0 -j DROP');
   });
 
   test('lockdown refuses every bad field before producing a rule', () => {
-    const good = { tap: 'vt0', ip: '10.0.0.5', bridge: 'vbr0', hostIp: '10.0.0.1', egressPort: 3128 };
-    for (const bad of [{ tap: 'vt0;x' }, { ip: '10.0.0.5/24' }, { ip: '010.0.0.5' }, { hostIp: 'localhost' }, { bridge: 'a b' }, { egressPort: 0 }, { egressPort: 1.5 }, { mac: 'zz' }]) {
-      assert.equal(code(() => lockdownRules({ ...good, ...bad })), 'INVALID_ARGUMENT', JSON.stringify(bad));
-    }
+    const good = { tap: 'vt0', address: '10.0.0.5', mac: '02:11:22:33:44:55', bridge: 'vbr0', hostIp: '10.0.0.1', dhcp: false, confine: { egressPort: 3128 } };
+    const bad: Record<string, unknown>[] = [
+      { tap: 'vt0;x' },
+      { address: '10.0.0.5/24' },
+      { address: '010.0.0.5' },
+      { address: 'leased' },
+      { hostIp: 'localhost' },
+      { bridge: 'a b' },
+      { confine: { egressPort: 0 } },
+      { confine: { egressPort: 1.5 } },
+      { mac: 'zz' },
+      { mac: undefined },
+    ];
+    for (const b of bad) assert.equal(code(() => lockdownRules({ ...good, ...b } as never)), 'INVALID_ARGUMENT', JSON.stringify(b));
   });
 
   test('our rules are found again in a listing by tap, and only ours', () => {
@@ -147,7 +217,7 @@ describe('runners and managers', () => {
     const net = new LinuxNetworkManager(runner);
     await net.ensureBridge({ name: 'vbr0', cidr: '192.168.127.1/24' });
     await net.createTap({ name: 'vt0', mac: '02:11:22:33:44:55', bridge: 'vbr0' }).catch((e) => assert.equal(e.code, 'NOT_FOUND'));
-    await net.lockdownVm({ tap: 'vt0', ip: '192.168.127.100', bridge: 'vbr0', hostIp: '192.168.127.1', egressPort: 3128 });
+    await net.lockdownVm({ tap: 'vt0', address: '192.168.127.100', mac: '02:11:22:33:44:55', dhcp: false, bridge: 'vbr0', hostIp: '192.168.127.1', confine: { egressPort: 3128 } });
     assert.deepEqual(printed.slice(0, 4), [
       'ip link add name vbr0 type bridge',
       `ip link set dev vbr0 address ${bridgeMac('vbr0')}`,

@@ -1,8 +1,7 @@
-/** The VM state machine, exit interpretation, agent transport choice and the per-VM mutex. */
+/** The VM state machine, exit interpretation and the per-VM mutex. */
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { agentTransport } from '../../host/orchestrator/kestrel-client.js';
 import { EventBus } from '../../host/orchestrator/events.js';
 import { KeyedMutex } from '../../host/orchestrator/keyed-mutex.js';
 import { assertTransition, canTransition, hasProcess, isAtRest, stateAfterExit, TRANSITIONS, VM_STATES, type VmState } from '../../host/orchestrator/state.js';
@@ -47,14 +46,6 @@ describe('VM state machine', () => {
       ['starting', 0, null, 'failed'],
     ];
     for (const [state, code, signal, want] of cases) assert.equal(stateAfterExit(state, { code, signal }), want, `${state} ${code} ${signal}`);
-  });
-});
-
-describe('agentTransport', () => {
-  it('prefers vsock when the VMM has it, else TCP to the guest address, else nothing', () => {
-    assert.deepEqual(agentTransport({ ip: '192.168.127.100', vsockSocketPath: '/r/v.sock', vmmHasVsock: true }), { kind: 'vsock', socketPath: '/r/v.sock' });
-    assert.deepEqual(agentTransport({ ip: '192.168.127.100', vsockSocketPath: '/r/v.sock', vmmHasVsock: false }), { kind: 'tcp', host: '192.168.127.100', port: 8080 });
-    assert.equal(agentTransport({ vsockSocketPath: '/r/v.sock', vmmHasVsock: false }), undefined);
   });
 });
 

@@ -22,7 +22,7 @@ function specFor(name: string, network: CmdlineNetwork, extra: Partial<LaunchSpe
   };
 }
 
-const modes: CmdlineNetwork[] = [{ mode: 'bridged', ip: '192.168.127.100', gateway: '192.168.127.1', prefix: 24 }, { mode: 'dhcp' }, { mode: 'vsock' }];
+const modes: CmdlineNetwork[] = [{ mode: 'bridged', ip: { address: '192.168.127.100', gateway: '192.168.127.1', prefix: 24 } }, { mode: 'dhcp', ip: 'dhcp' }, { mode: 'vsock' }];
 
 describe('Cloud Hypervisor vm.create body', () => {
   // Closed = every object in the spec rejects keys it does not name, so a misspelled field fails here.

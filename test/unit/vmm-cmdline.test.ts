@@ -6,7 +6,8 @@ import { VolantError } from '../../shared/errors.js';
 import { parseIpParam } from '../../shared/ip-param.js';
 import { buildKernelCmdline, type KernelCmdlineSpec, MAX_KERNEL_CMDLINE_BYTES } from '../../host/vmm/cmdline.js';
 
-const bridged = { mode: 'bridged', ip: '192.168.127.101', gateway: '192.168.127.1', prefix: 24 } as const;
+const staticIp = { address: '192.168.127.101', gateway: '192.168.127.1', prefix: 24 };
+const bridged = { mode: 'bridged', ip: staticIp } as const;
 
 describe('buildKernelCmdline: what kestrel reads back', () => {
   const cases: { name: string; spec: KernelCmdlineSpec; expect: Record<string, string | undefined> }[] = [
@@ -15,7 +16,7 @@ describe('buildKernelCmdline: what kestrel reads back', () => {
       spec: { vmName: 'Web_1', network: bridged },
       expect: { ip: '192.168.127.101::192.168.127.1:255.255.255.0:web-1:eth0:off', 'volant.mode': 'bridged', 'volant.name': 'Web_1', 'volant.egress': undefined },
     },
-    { name: 'dhcp: ip=dhcp', spec: { vmName: 'd', network: { mode: 'dhcp' } }, expect: { ip: 'dhcp', 'volant.mode': 'dhcp' } },
+    { name: 'dhcp: ip=dhcp', spec: { vmName: 'd', network: { mode: 'dhcp', ip: 'dhcp' } }, expect: { ip: 'dhcp', 'volant.mode': 'dhcp' } },
     { name: 'vsock: no ip= at all', spec: { vmName: 'v', network: { mode: 'vsock' } }, expect: { ip: undefined, 'volant.mode': 'vsock' } },
     {
       name: 'egress over vsock, DNS list',
@@ -52,7 +53,7 @@ describe('buildKernelCmdline: hostile values cannot add parameters', () => {
   };
 
   it('env travels as base64url JSON and round-trips exactly', () => {
-    const line = buildKernelCmdline({ vmName: 'h', network: { mode: 'dhcp' }, env: hostileEnv });
+    const line = buildKernelCmdline({ vmName: 'h', network: { mode: 'dhcp', ip: 'dhcp' }, env: hostileEnv });
     const cl = parseCmdline(line);
     assert.equal(cl.has('init'), false);
     assert.equal(cl.get('volant.mode'), 'dhcp');
@@ -73,15 +74,16 @@ describe('buildKernelCmdline: hostile values cannot add parameters', () => {
     { name: 'VM name path traversal', spec: { vmName: '../x', network: { mode: 'vsock' } }, match: /VM name/ },
     { name: 'unknown mode', spec: { vmName: 'a', network: { mode: 'host' } }, match: /network mode "host"/ },
     { name: 'missing network', spec: { vmName: 'a' }, match: /network mode/ },
-    { name: 'DNS smuggling a parameter', spec: { vmName: 'a', network: { mode: 'dhcp' }, dns: ['1.1.1.1 init=/bin/sh'] }, match: /DNS server/ },
-    { name: 'four DNS servers', spec: { vmName: 'a', network: { mode: 'dhcp' }, dns: ['1.1.1.1', '1.1.1.2', '1.1.1.3', '1.1.1.4'] }, match: /at most 3/ },
+    { name: 'ip neither static nor dhcp', spec: { vmName: 'a', network: { mode: 'dhcp', ip: 'auto' } }, match: /static settings or dhcp/ },
+    { name: 'DNS smuggling a parameter', spec: { vmName: 'a', network: { mode: 'dhcp', ip: 'dhcp' }, dns: ['1.1.1.1 init=/bin/sh'] }, match: /DNS server/ },
+    { name: 'four DNS servers', spec: { vmName: 'a', network: { mode: 'dhcp', ip: 'dhcp' }, dns: ['1.1.1.1', '1.1.1.2', '1.1.1.3', '1.1.1.4'] }, match: /at most 3/ },
     { name: 'egress host name', spec: { vmName: 'a', network: bridged, egress: { kind: 'tcp', host: 'evil x=y', port: 1 } }, match: /egress host/ },
     { name: 'egress port 0', spec: { vmName: 'a', network: bridged, egress: { kind: 'tcp', host: '10.0.0.1', port: 0 } }, match: /egress port/ },
     { name: 'egress port 65536', spec: { vmName: 'a', network: bridged, egress: { kind: 'tcp', host: '10.0.0.1', port: 65536 } }, match: /egress port/ },
     { name: 'egress kind unknown', spec: { vmName: 'a', network: bridged, egress: { kind: 'udp' } }, match: /egress kind/ },
-    { name: 'gateway off subnet', spec: { vmName: 'a', network: { ...bridged, gateway: '10.0.0.1' } }, match: /gateway/ },
-    { name: 'prefix 33', spec: { vmName: 'a', network: { ...bridged, prefix: 33 } }, match: /netmask/ },
-    { name: 'ip with colon injection', spec: { vmName: 'a', network: { ...bridged, ip: '1.2.3.4:::::eth1' } }, match: /not IPv4/ },
+    { name: 'gateway off subnet', spec: { vmName: 'a', network: { ...bridged, ip: { ...staticIp, gateway: '10.0.0.1' } } }, match: /gateway/ },
+    { name: 'prefix 33', spec: { vmName: 'a', network: { ...bridged, ip: { ...staticIp, prefix: 33 } } }, match: /netmask/ },
+    { name: 'ip with colon injection', spec: { vmName: 'a', network: { ...bridged, ip: { ...staticIp, address: '1.2.3.4:::::eth1' } } }, match: /not IPv4/ },
     { name: 'env key with =', spec: { vmName: 'a', network: bridged, env: { 'A=B': 'x' } }, match: /env name/ },
     { name: 'env value not a string', spec: { vmName: 'a', network: bridged, env: { A: 1 } }, match: /must be a string/ },
     { name: 'env array', spec: { vmName: 'a', network: bridged, env: ['x'] }, match: /env/ },

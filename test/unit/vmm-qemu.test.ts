@@ -13,7 +13,7 @@ function specFor(network: CmdlineNetwork, extra: Partial<LaunchSpec> = {}): Laun
     cmdline: buildKernelCmdline({ vmName: 'web', network }),
     cpus: 2,
     memoryMb: 384,
-    ...(network.mode === 'vsock' ? {} : { tap: { name: 'vtweb-abcdefgh', mac: '02:11:22:33:44:55' } }),
+    ...(network.ip === undefined ? {} : { tap: { name: 'vtweb-abcdefgh', mac: '02:11:22:33:44:55' } }),
     vsock: { cid: 42, socketPath: '/run/volant/vms/web/vsock.sock' },
     serialLogPath: '/var/log/volant/web.serial.log',
     runDir: '/run/volant/vms/web',
@@ -24,13 +24,13 @@ function specFor(network: CmdlineNetwork, extra: Partial<LaunchSpec> = {}): Laun
 /** The value following `flag` each time it appears. */
 const values = (args: string[], flag: string): string[] => args.flatMap((a, i) => (a === flag ? [args[i + 1]!] : []));
 
-const tcg: VmmCapabilities = { accel: 'tcg', vsock: false };
-const kvmVsock: VmmCapabilities = { accel: 'kvm', vsock: true, vsockHost: 'af-vsock' };
+const tcg: VmmCapabilities = { accel: 'tcg', vsock: 'none' };
+const kvmVsock: VmmCapabilities = { accel: 'kvm', vsock: 'af-vsock' };
 
 describe('QEMU argv', () => {
   const table: { name: string; network: CmdlineNetwork; caps: VmmCapabilities; netdev: boolean }[] = [
-    { name: 'bridged, TCG, no vhost-vsock', network: { mode: 'bridged', ip: '10.0.0.5', gateway: '10.0.0.1', prefix: 24 }, caps: tcg, netdev: true },
-    { name: 'dhcp, KVM with vhost-vsock', network: { mode: 'dhcp' }, caps: kvmVsock, netdev: true },
+    { name: 'bridged, TCG, no vhost-vsock', network: { mode: 'bridged', ip: { address: '10.0.0.5', gateway: '10.0.0.1', prefix: 24 } }, caps: tcg, netdev: true },
+    { name: 'dhcp, KVM with vhost-vsock', network: { mode: 'dhcp', ip: 'dhcp' }, caps: kvmVsock, netdev: true },
     { name: 'vsock mode: no NIC', network: { mode: 'vsock' }, caps: kvmVsock, netdev: false },
     { name: 'vsock mode without vhost-vsock: no devices at all', network: { mode: 'vsock' }, caps: tcg, netdev: false },
   ];
@@ -59,8 +59,8 @@ describe('QEMU argv', () => {
       } else {
         assert.deepEqual(values(args, '-netdev'), []);
       }
-      assert.equal(devices.includes('vhost-vsock-pci,guest-cid=42'), t.caps.vsock);
-      assert.equal(devices.length, (t.netdev ? 1 : 0) + (t.caps.vsock ? 1 : 0), 'no device beyond the NIC and vsock');
+      assert.equal(devices.includes('vhost-vsock-pci,guest-cid=42'), t.caps.vsock === 'af-vsock');
+      assert.equal(devices.length, (t.netdev ? 1 : 0) + (t.caps.vsock === 'af-vsock' ? 1 : 0), 'no device beyond the NIC and vsock');
     });
   }
 

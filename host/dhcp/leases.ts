@@ -1,0 +1,77 @@
+/**
+ * volantd's view of Volant's DHCP server: its lease file, watched. dnsmasq rewrites the file on
+ * every lease event (grant, renewal, release, expiry), so watching its directory tells volantd
+ * of each lease as it happens; a slow periodic re-read covers a missed event and expiries. Each
+ * read is diffed against the last, and listeners hear only the MACs whose address changed.
+ */
+
+import { existsSync, readFileSync, type FSWatcher, watch } from 'node:fs';
+import { basename, dirname } from 'node:path';
+import type { DhcpLeaseSource } from '../orchestrator/ports.js';
+import { activeLeases, changedMacs, parseDnsmasqLeases } from './dnsmasq.js';
+
+/** Re-read the lease file at least this often, events or not (expiries make no event). */
+export const LEASE_RECHECK_MS = 2_000;
+
+export interface LeaseFileWatcher extends DhcpLeaseSource {
+  /** Re-reads the file now and notifies listeners of what changed. */
+  refresh(): void;
+  close(): void;
+}
+
+export function watchLeaseFile(path: string, options: { recheckMs?: number; now?: () => number; log?: (line: string) => void } = {}): LeaseFileWatcher {
+  const now = options.now ?? (() => Date.now());
+  const listeners = new Set<(macs: string[]) => void>();
+  let current = new Map<string, string>();
+
+  const read = (): Map<string, string> => {
+    try {
+      return activeLeases(parseDnsmasqLeases(readFileSync(path, 'utf8')), Math.floor(now() / 1000));
+    } catch {
+      return new Map();
+    }
+  };
+  const refresh = (): void => {
+    const next = read();
+    const changed = changedMacs(current, next);
+    current = next;
+    if (changed.length === 0) return;
+    for (const l of listeners) {
+      try {
+        l(changed);
+      } catch (e) {
+        options.log?.(`dhcp leases: listener failed: ${(e as Error).message}`);
+      }
+    }
+  };
+
+  current = read();
+  let watcher: FSWatcher | undefined;
+  const dir = dirname(path);
+  if (existsSync(dir)) {
+    try {
+      watcher = watch(dir, { persistent: false }, (_event, file) => {
+        if (file === null || file === basename(path)) refresh();
+      });
+      watcher.on('error', () => watcher?.close());
+    } catch (e) {
+      options.log?.(`dhcp leases: cannot watch ${dir} (${(e as Error).message}); re-reading every ${options.recheckMs ?? LEASE_RECHECK_MS} ms`);
+    }
+  }
+  const timer = setInterval(refresh, options.recheckMs ?? LEASE_RECHECK_MS);
+  timer.unref();
+
+  return {
+    addressOf: (mac) => current.get(mac.toLowerCase()),
+    subscribe(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
+    refresh,
+    close() {
+      clearInterval(timer);
+      watcher?.close();
+      listeners.clear();
+    },
+  };
+}

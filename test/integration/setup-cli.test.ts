@@ -11,7 +11,12 @@ import { fileURLToPath } from 'node:url';
 import { addressPool } from '../../host/ipam/pool.js';
 import { MIGRATIONS } from '../../host/store/migrations.js';
 import { openStore } from '../../host/store/store.js';
-import { type NetNs, netnsSkipReason, withNetns } from '../support/netns.js';
+import { eventually } from '../support/eventually.js';
+import { linkNamespaces, type NetNs, netnsSkipReason, withNetns } from '../support/netns.js';
+import { readProcessArgv } from '../../host/vmm/process.js';
+
+/** Alive and not a zombie (a stopped daemon is reaped by whoever adopted it, a moment later). */
+const isAlive = (pid: number): boolean => readProcessArgv(pid) !== undefined;
 
 const skip = netnsSkipReason();
 const AREA = 'setup';
@@ -90,11 +95,54 @@ describe('volar setup / teardown', { skip }, () => {
       assert.equal((await ns.exec(['ip', 'link', 'show', 'br-test'])).code, 1);
     }));
 
+  test("--dhcp: Volant's dnsmasq serves the range on the bridge, once; a changed range restarts it; teardown stops it", () =>
+    withNetns(AREA, 2, async (ns, guest) => {
+      const state = stateDir();
+      const run = (args: string[], env: string[] = []) => ns.exec(['env', ...env, process.execPath, '--import', 'tsx', CLI, ...args]);
+      const setup = (env: string[] = []) => run(['setup', '--state-dir', state, '--config', '/dev/null', '--dhcp'], env);
+      const pidOf = (): number => Number(readFileSync(join(state, 'run', 'dnsmasq.pid'), 'utf8').trim());
+      let out = await setup();
+      assert.equal(out.code, 0, out.stderr);
+      assert.match(out.stdout, /DHCP 192\.168\.127\.10-192\.168\.127\.99 on vbr0 by Volant's dnsmasq \(started\)/);
+      const first = pidOf();
+      assert.ok(isAlive(first), 'dnsmasq runs (this namespace is not systemd\'s: a daemon with a pid file)');
+      assert.match(readFileSync(join(state, 'dhcp', 'dnsmasq.conf'), 'utf8'), /^dhcp-range=192\.168\.127\.10,192\.168\.127\.99,255\.255\.255\.0,3600$/m);
+      out = await setup();
+      assert.equal(out.code, 0, out.stderr);
+      assert.match(out.stdout, /\(unchanged\)/);
+      assert.equal(pidOf(), first, 'the same server keeps running');
+
+      // A guest on the bridge gets a lease from the range, and it lands in the lease file volantd reads.
+      await linkNamespaces(ns, 'vt-g', guest, 'eth0');
+      await ns.run(['ip', 'link', 'set', 'vt-g', 'master', 'vbr0', 'up']);
+      await guest.run(['ip', 'link', 'set', 'eth0', 'address', '02:00:00:00:00:42', 'up']);
+      const lease = await guest.exec(['/bin/busybox', 'udhcpc', '-i', 'eth0', '-f', '-q', '-n', '-t', '10', '-T', '1', '-s', '/bin/true']);
+      assert.equal(lease.code, 0, lease.stderr);
+      const leases = await eventually(() => readFileSync(join(state, 'dhcp', 'dnsmasq.leases'), 'utf8'), { what: 'the lease file' });
+      assert.match(leases, /^\d+ 02:00:00:00:00:42 192\.168\.127\.(\d|[1-9]\d) /m);
+
+      out = await setup(['VOLANT_DHCP_RANGE_START=192.168.127.50', 'VOLANT_DHCP_RANGE_END=192.168.127.60']);
+      assert.equal(out.code, 0, out.stderr);
+      assert.match(out.stdout, /\(restarted\)/);
+      assert.ok(!isAlive(first), 'the old server is gone');
+      assert.ok(isAlive(pidOf()));
+
+      out = await setup(['VOLANT_DHCP_RANGE_START=192.168.127.90', 'VOLANT_DHCP_RANGE_END=192.168.127.120']);
+      assert.equal(out.code, 1);
+      assert.match(out.stderr, /\/dhcp\/range_start.*overlaps the address pool/);
+
+      const last = pidOf();
+      out = await run(['teardown', '--state-dir', state, '--config', '/dev/null']);
+      assert.equal(out.code, 0, out.stderr);
+      assert.ok(!isAlive(last), 'teardown stops the DHCP server');
+      assert.equal(existsSync(join(state, 'dhcp', 'dnsmasq.conf')), false);
+    }));
+
   test('--dry-run prints the exact commands and changes nothing', () =>
     withNetns(AREA, 1, async (ns) => {
       const state = stateDir();
       const before = await hostState(ns);
-      const out = await ns.exec([process.execPath, '--import', 'tsx', CLI, 'setup', '--dry-run', '--config', '/dev/null', '--state-dir', state, '--systemd', '--unit-dir', state]);
+      const out = await ns.exec([process.execPath, '--import', 'tsx', CLI, 'setup', '--dry-run', '--config', '/dev/null', '--state-dir', state, '--systemd', '--dhcp', '--unit-dir', state]);
       assert.equal(out.code, 0, out.stderr);
       for (const line of [
         'ip link add name vbr0 type bridge',
@@ -105,6 +153,8 @@ describe('volar setup / teardown', { skip }, () => {
       ]) {
         assert.ok(out.stdout.includes(`  ${line}\n`), `missing ${line} in\n${out.stdout}`);
       }
+      assert.match(out.stdout, new RegExp(`^  \\S*dnsmasq --conf-file=${join(state, 'dhcp', 'dnsmasq.conf')}$`, 'm'), 'the DHCP server it would start');
+      assert.match(out.stdout, /^ {4}dhcp-range=192\.168\.127\.10,192\.168\.127\.99,255\.255\.255\.0,3600$/m, 'and the config it would write');
       assert.deepEqual(await hostState(ns), before);
       assert.equal(existsSync(state), false);
     }));

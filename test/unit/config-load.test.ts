@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { defaultPool, environmentKeys, loadConfig, quoteSystemdArg, statePaths, systemdUnit } from '../../host/config/index.js';
+import { defaultDhcpRange, defaultPool, environmentKeys, loadConfig, quoteSystemdArg, statePaths, systemdUnit } from '../../host/config/index.js';
 import { ValidationError } from '../../shared/errors.js';
 
 const dir = mkdtempSync(join(tmpdir(), `volant-config-${process.pid}-`));
@@ -66,6 +66,22 @@ describe('layers', () => {
     assert.deepEqual(defaultPool('10.0.0.1/29'), { pool_start: '10.0.0.2', pool_end: '10.0.0.6' });
   });
 
+  test('the API socket follows the runtime dir; the DHCP range fits below the pool unless set', () => {
+    const c = loadConfig({ file: null });
+    assert.equal(c.api.socket, '/run/volant/volantd.sock');
+    assert.equal(c.api.unsafe_loopback_without_token, false);
+    assert.deepEqual([c.dhcp.server, c.dhcp.range_start, c.dhcp.range_end, c.dhcp.lease_time_s], ['auto', '192.168.127.10', '192.168.127.99', 3600]);
+    assert.equal(loadConfig({ file: null, overrides: { state_dir: dir } }).api.socket, join(dir, 'run', 'volantd.sock'));
+    assert.equal(loadConfig({ file: null, env: { VOLANT_API_SOCKET: '' } }).api.socket, '');
+    const custom = loadConfig({ file: null, overrides: { dhcp: { range_start: '192.168.127.30', range_end: '192.168.127.40' } } });
+    assert.deepEqual([custom.dhcp.range_start, custom.dhcp.range_end], ['192.168.127.30', '192.168.127.40']);
+    // A pool that starts right after the host leaves no room: no default range, and no error.
+    const full = loadConfig({ file: null, overrides: { network: { pool_start: '192.168.127.2' } } });
+    assert.equal(full.dhcp.range_start, undefined);
+    assert.deepEqual(defaultDhcpRange('10.0.0.1/29', '10.0.0.5'), undefined);
+    assert.deepEqual(defaultDhcpRange('10.0.0.1/24', '10.0.0.200'), { range_start: '10.0.0.10', range_end: '10.0.0.199' });
+  });
+
   test('every config key has exactly one VOLANT_ variable', () => {
     const vars = environmentKeys().map((k) => k.variable);
     assert.equal(new Set(vars).size, vars.length);
@@ -98,6 +114,14 @@ describe('bad config names the key, the value and what is allowed', () => {
     ['reservation outside pool', { overrides: { network: { reservations: { db: '192.168.127.5' } } } }, '/network/reservations/db', /outside the pool/],
     ['reservation clash', { overrides: { network: { reservations: { db: '192.168.127.150', web: '192.168.127.150' } } } }, '/network/reservations/web', /already reserved for "db"/],
     ['reservation for an invalid VM name', { overrides: { network: { reservations: { 'a b': '192.168.127.150' } } } }, '/network/reservations/a b', /not a valid VM name/],
+    ['DHCP range overlapping the pool', { overrides: { dhcp: { range_start: '192.168.127.90', range_end: '192.168.127.110' } } }, '/dhcp/range_start', /overlaps the address pool 192\.168\.127\.100-192\.168\.127\.254/],
+    ['DHCP range inside the pool', { overrides: { dhcp: { range_start: '192.168.127.150', range_end: '192.168.127.160' } } }, '/dhcp/range_start', /overlaps the address pool/],
+    ['DHCP range containing the host', { overrides: { dhcp: { range_start: '192.168.127.1', range_end: '192.168.127.50' } } }, '/dhcp/range_start', /host address 192\.168\.127\.1/],
+    ['DHCP range outside the subnet', { overrides: { dhcp: { range_start: '10.0.0.10', range_end: '10.0.0.20' } } }, '/dhcp/range_start', /outside 192\.168\.127\.1\/24/],
+    ['DHCP range reversed', { overrides: { dhcp: { range_start: '192.168.127.50', range_end: '192.168.127.20' } } }, '/dhcp/range_end', /comes before/],
+    ['DHCP range half given', { overrides: { dhcp: { range_start: '192.168.127.20' } } }, '/dhcp/range_end', /both range_start and range_end/],
+    ['DHCP server not one of', { overrides: { dhcp: { server: 'isc' as 'auto' } } }, '/dhcp/server', /"auto", "volant", "external"/],
+    ['unsafe waiver not a boolean', { env: { VOLANT_API_UNSAFE_LOOPBACK_WITHOUT_TOKEN: 'yes' } }, '/api/unsafe_loopback_without_token', /boolean/],
   ];
   for (const [title, opts, path, message] of cases) {
     test(title, () => {

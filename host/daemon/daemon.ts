@@ -29,6 +29,7 @@ import { loadConfig, statePaths } from '../config/load.js';
 import type { VolantConfig } from '../config/schema.js';
 import { watchLeaseFile } from '../dhcp/leases.js';
 import { volantDhcpConfigured } from '../dhcp/server.js';
+import type { AfVsockConnect } from '../ingress/dialer.js';
 import { createIngress, type Ingress } from '../ingress/index.js';
 import { ipamReport } from '../ipam/report.js';
 import { Orchestrator } from '../orchestrator/orchestrator.js';
@@ -54,6 +55,8 @@ export interface DaemonOptions {
   egress?: EgressStarter | null;
   /** Overrides Volant's DHCP lease source (default: its lease file when Volant runs the DHCP server; null: none). */
   dhcpLeases?: DhcpLeaseSource | null;
+  /** AF_VSOCK connect for VMs whose VMM uses the host kernel's vhost-vsock (default: the native addon's); tests pass a stand-in. */
+  afVsockConnect?: AfVsockConnect;
   /** Overrides the configured kernel path. */
   kernelPath?: string;
   healthTimeoutMs?: number;
@@ -139,6 +142,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<Daemon> {
     network,
     egress,
     dhcpLeases,
+    afVsockConnect: opts.afVsockConnect,
     kernelPath,
     runtimeDir: config.runtime_dir,
     stateDir: config.state_dir,

@@ -1,0 +1,43 @@
+/** The one agent dialer's AF_VSOCK branch, driven by a stand-in connect (no AF_VSOCK socket is opened here). */
+
+import assert from 'node:assert/strict';
+import { Socket } from 'node:net';
+import { describe, it } from 'node:test';
+import { describeTransport, dialAgent, transportKey } from '../../host/ingress/dialer.js';
+import { isVolantError } from '../../shared/errors.js';
+
+describe('AF_VSOCK transport', () => {
+  it('keys and names it by CID', () => {
+    assert.equal(transportKey({ kind: 'af-vsock', cid: 7 }), 'af-vsock:7');
+    assert.equal(describeTransport({ kind: 'af-vsock', cid: 7 }), 'AF_VSOCK CID 7 port 8080');
+    assert.notEqual(transportKey({ kind: 'af-vsock', cid: 7 }), transportKey({ kind: 'af-vsock', cid: 8 }));
+  });
+
+  it('dials (CID, 8080) through the connect it is given', async () => {
+    const seen: [number, number][] = [];
+    const sock = new Socket();
+    const got = await dialAgent({ kind: 'af-vsock', cid: 42 }, 1000, async (cid, port) => {
+      seen.push([cid, port]);
+      return sock;
+    });
+    assert.equal(got, sock);
+    assert.deepEqual(seen, [[42, 8080]]);
+  });
+
+  it('a refused connect is UPSTREAM_UNREACHABLE naming the CID; a slow one is TIMEOUT and its late socket is destroyed', async () => {
+    await assert.rejects(
+      dialAgent({ kind: 'af-vsock', cid: 3 }, 1000, () => Promise.reject(Object.assign(new Error('connect ECONNRESET'), { code: 'ECONNRESET' }))),
+      (e: unknown) => isVolantError(e) && e.code === 'UPSTREAM_UNREACHABLE' && /CID 3 port 8080: ECONNRESET/.test(e.message),
+    );
+    const late = new Socket();
+    let release!: (s: Socket) => void;
+    const pending = new Promise<Socket>((r) => {
+      release = r;
+    });
+    await assert.rejects(dialAgent({ kind: 'af-vsock', cid: 3 }, 20, () => pending), (e: unknown) => isVolantError(e) && e.code === 'TIMEOUT');
+    release(late);
+    await pending;
+    await new Promise((r) => setImmediate(r));
+    assert.equal(late.destroyed, true);
+  });
+});

@@ -76,13 +76,16 @@ describe('orchestrator with real taps and firewall rules in a netns', { skip }, 
     assert.equal((h.daemon.store.db.prepare('SELECT count(*) AS n FROM ip_leases').get() as { n: number }).n, 0);
   });
 
-  it('a bridged VM without allowed_domains keeps plain NAT: no lockdown rules for its tap', async () => {
+  it('a bridged VM without allowed_domains keeps plain NAT: only the spoof guard on its tap, no confinement', async () => {
     const res = await h.api('/api/v1/vms', { method: 'POST', json: { name: 'open1', plugin: 'br' } });
     assert.equal(res.status, 201, await res.clone().text());
-    const vm = (await res.json()) as { tap: string };
+    const vm = (await res.json()) as { tap: string; ip: string; mac: string };
     assert.match(await ns.run(['ip', '-o', 'link', 'show', vm.tap]), new RegExp(`master ${BRIDGE}`));
-    assert.doesNotMatch(await rules(), new RegExp(vmTag(vm.tap)));
+    const all = await rules();
+    assert.doesNotMatch(all, new RegExp(vmTag(vm.tap)), 'no L3 confinement');
+    assert.match(all, new RegExp(`-i ${vm.tap} --ip-src ! ${vm.ip.replace(/\./g, '\\.')} -j DROP`), 'IPv4 only from its lease');
     assert.equal((await h.api('/api/v1/vms/open1?force=1', { method: 'DELETE' })).status, 204);
+    assert.doesNotMatch(await rules(), new RegExp(`-i ${vm.tap}`), 'the guard goes with the VM');
   });
 
   it('VMM SIGKILLed: tap and rules released, state failed', async () => {

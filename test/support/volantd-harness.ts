@@ -20,18 +20,29 @@ export interface Harness {
   url: string;
   /** fetch against the API with the daemon's token (if any) unless `token` is given ('' = none). */
   api(path: string, init?: RequestInit & { token?: string; json?: unknown }): Promise<Response>;
-  pluginDir(name: string, opts?: { mode?: NetworkMode; allowOutbound?: boolean }): string;
+  pluginDir(name: string, opts?: PluginBuildOptions): string;
   close(): Promise<void>;
 }
 
-export function writePluginBuild(dir: string, name: string, opts: { mode?: NetworkMode; allowOutbound?: boolean } = {}): string {
+export interface PluginBuildOptions {
+  mode?: NetworkMode;
+  /** Outbound through the egress proxy, to example.com. */
+  allowOutbound?: boolean;
+  /** An allowlist without outbound access (the VM is confined to nothing at all). */
+  confined?: boolean;
+}
+
+export function writePluginBuild(dir: string, name: string, opts: PluginBuildOptions = {}): string {
   const out = join(dir, `build-${name}`);
   mkdirSync(out, { recursive: true });
   const manifest = {
     name,
     version: '1.0.0',
     description: 'test plugin',
-    network: { mode: opts.mode ?? 'vsock', ...(opts.allowOutbound ? { proxy: { allow_outbound: true, allowed_domains: ['example.com'] } } : {}) },
+    network: {
+      mode: opts.mode ?? 'vsock',
+      ...(opts.allowOutbound ? { proxy: { allow_outbound: true, allowed_domains: ['example.com'] } } : opts.confined ? { proxy: { allowed_domains: ['example.com'] } } : {}),
+    },
     workload: { type: 'http', entrypoint: ['/app/server'], http: { port: 3000 } },
   };
   writeFileSync(join(out, 'plugin.json'), JSON.stringify(manifest));

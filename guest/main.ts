@@ -97,7 +97,7 @@ async function boot(): Promise<void> {
   if (wanted.length === 0) throw new Error('nothing to listen on: give --listen unix:PATH, tcp:HOST:PORT or vsock:PORT');
 
   // 4: network.
-  let eth0: NetworkPlan['eth0'] = null;
+  let eth0: () => NetworkPlan['eth0'] = () => null;
   if (pid1) eth0 = await applyNetworkPlan(planNetwork(config));
 
   // 7 (before the workload, so its proxy is there when it starts): egress forwarder.
@@ -143,7 +143,7 @@ async function boot(): Promise<void> {
       mode: config.mode,
       hostname: config.hostname,
       plugin: { name: manifest.name, version: manifest.version },
-      network: { eth0 },
+      network: { eth0: eth0() },
       workload,
       egress: { enabled: egressUpstream !== undefined, upstream: egressUpstream ? formatEndpoint(egressUpstream) : null },
       vsock: { listening: listeners.some((l) => l.endpoint.kind === 'vsock') },

@@ -2,7 +2,8 @@
  * The script busybox `udhcpc` runs for each DHCP event. udhcpc hands the lease over in
  * environment variables (`interface`, `ip`, `mask` as a prefix length, `router`, `dns`); the
  * script applies it with busybox `ip` and writes it to a lease file that kestrel reads back for
- * /healthz. The text is generated here (pure) so tests can run it against a real interface.
+ * /healthz (on every bound and renew; a deconfig removes it). The text is generated here (pure)
+ * so tests can run it against a real interface.
  *
  * `writeResolvConf` is false when `volant.dns` fixed the resolvers: the lease must not undo that.
  */
@@ -29,6 +30,7 @@ case "$1" in
   deconfig)
     ip -4 addr flush dev "$interface"
     ip link set dev "$interface" up
+    rm -f ${shellQuote(opts.leasePath)}
     ;;
   bound|renew)
     ip -4 addr flush dev "$interface"
@@ -46,11 +48,15 @@ exit 0
 `;
 }
 
-/** busybox udhcpc in the foreground (-f), quit once leased (-q), give up without a lease (-n). */
+/**
+ * busybox udhcpc in the foreground (-f) for the life of the VM: it renews the lease (and takes a
+ * new one after a NAK), running the script each time; it gives up only when no first lease comes
+ * (-n). The host binds the VM to its lease, so a lease that lapsed would cut the VM off.
+ */
 export function udhcpcArgs(opts: { device: string; hostname: string; scriptPath: string; tries?: number; intervalS?: number }): string[] {
   return [
     '-i', opts.device,
-    '-f', '-q', '-n',
+    '-f', '-n',
     '-t', String(opts.tries ?? DHCP_DISCOVER_TRIES),
     '-T', String(opts.intervalS ?? DHCP_DISCOVER_INTERVAL_S),
     '-x', `hostname:${opts.hostname}`,

@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { dhcpScript, parseLeaseFile, udhcpcArgs } from '../../guest/network/dhcp-script.js';
+import { eventually } from '../support/eventually.js';
 
 const isRoot = process.getuid?.() === 0;
 const BUSYBOX = '/bin/busybox';
@@ -22,21 +23,37 @@ const SERVER_IF = `kds${tag}`;
 const CLIENT_IF = `kdc${tag}`;
 const ip = (...args: string[]): string => execFileSync('ip', args, { encoding: 'utf8' });
 
-function runUdhcpc(dir: string, script: string): Promise<{ code: number | null; output: string }> {
+interface Udhcpc {
+  child: ChildProcess;
+  output: () => string;
+  exited: Promise<number | null>;
+}
+
+function startUdhcpc(dir: string, script: string): Udhcpc {
   const bin = path.join(dir, 'bin');
-  return new Promise((resolve) => {
-    const child = spawn('ip', ['netns', 'exec', CLIENT_NS, 'env', `PATH=${bin}:/usr/sbin:/usr/bin:/sbin:/bin`, 'udhcpc', ...udhcpcArgs({ device: CLIENT_IF, hostname: 'dhcp-vm', scriptPath: script, tries: 5, intervalS: 1 })], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let output = '';
-    child.stdout.on('data', (c) => {
-      output += c;
-    });
-    child.stderr.on('data', (c) => {
-      output += c;
-    });
-    child.on('exit', (code) => resolve({ code, output }));
+  const child = spawn('ip', ['netns', 'exec', CLIENT_NS, 'env', `PATH=${bin}:/usr/sbin:/usr/bin:/sbin:/bin`, 'udhcpc', ...udhcpcArgs({ device: CLIENT_IF, hostname: 'dhcp-vm', scriptPath: script, tries: 5, intervalS: 1 })], {
+    stdio: ['ignore', 'pipe', 'pipe'],
   });
+  let output = '';
+  child.stdout!.on('data', (c) => {
+    output += c;
+  });
+  child.stderr!.on('data', (c) => {
+    output += c;
+  });
+  return { child, output: () => output, exited: new Promise((resolve) => child.on('exit', (code) => resolve(code))) };
+}
+
+/** Waits for the lease file (udhcpc stays running afterwards: it keeps the lease renewed), then stops udhcpc. */
+async function leaseWith(dir: string, script: string, leasePath: string): Promise<void> {
+  const u = startUdhcpc(dir, script);
+  try {
+    await eventually(() => existsSync(leasePath) || u.child.exitCode !== null, { timeoutMs: 20_000, what: 'a lease' });
+    assert.equal(u.child.exitCode, null, `udhcpc keeps running after the lease: ${u.output()}`);
+  } finally {
+    u.child.kill('SIGTERM');
+    await u.exited;
+  }
 }
 
 describe('DHCP: udhcpc + kestrel script against dnsmasq', { skip: isRoot && existsSync(BUSYBOX) ? false : 'needs root and busybox (network namespaces)' }, () => {
@@ -86,8 +103,7 @@ describe('DHCP: udhcpc + kestrel script against dnsmasq', { skip: isRoot && exis
     writeFileSync(script, dhcpScript({ leasePath, resolvConfPath, writeResolvConf: true }));
     chmodSync(script, 0o755);
     ip('-n', CLIENT_NS, 'link', 'set', CLIENT_IF, 'up');
-    const r = await runUdhcpc(dir, script);
-    assert.equal(r.code, 0, r.output);
+    await leaseWith(dir, script, leasePath);
     const lease = parseLeaseFile(readFileSync(leasePath, 'utf8'));
     assert.ok(lease, 'lease file written');
     assert.match(lease.address, /^10\.231\.0\.(5\d|60)$/);
@@ -105,11 +121,32 @@ describe('DHCP: udhcpc + kestrel script against dnsmasq', { skip: isRoot && exis
     const script = path.join(dir, 'udhcpc-2.sh');
     writeFileSync(script, dhcpScript({ leasePath, resolvConfPath, writeResolvConf: false }));
     chmodSync(script, 0o755);
-    const r = await runUdhcpc(dir, script);
-    assert.equal(r.code, 0, r.output);
+    await leaseWith(dir, script, leasePath);
     assert.equal(readFileSync(resolvConfPath, 'utf8'), 'nameserver 9.9.9.9\n');
     const addrs = ip('-n', CLIENT_NS, '-4', 'addr', 'show', 'dev', CLIENT_IF).match(/inet /g) ?? [];
     assert.equal(addrs.length, 1, 'the script flushes the old address before adding the new one');
+  });
+
+  test('udhcpc stays and renews the lease (kestrel no longer runs it with -q): a renewal rewrites the lease file', async () => {
+    const leasePath = path.join(dir, 'lease-r');
+    const script = path.join(dir, 'udhcpc-r.sh');
+    writeFileSync(script, dhcpScript({ leasePath, resolvConfPath: path.join(dir, 'resolv-r.conf'), writeResolvConf: true }));
+    chmodSync(script, 0o755);
+    const u = startUdhcpc(dir, script);
+    try {
+      await eventually(() => existsSync(leasePath), { timeoutMs: 20_000, what: 'the first lease' });
+      const first = parseLeaseFile(readFileSync(leasePath, 'utf8'));
+      rmSync(leasePath);
+      // SIGUSR1 makes udhcpc renew now (as it does by itself at half the lease time). `ip netns
+      // exec` and `env` exec their program, so the child is udhcpc itself.
+      u.child.kill('SIGUSR1');
+      await eventually(() => existsSync(leasePath), { timeoutMs: 20_000, what: 'the renewal' });
+      assert.deepEqual(parseLeaseFile(readFileSync(leasePath, 'utf8')), first, 'the same lease, renewed');
+      assert.equal(u.child.exitCode, null);
+    } finally {
+      u.child.kill('SIGTERM');
+      await u.exited;
+    }
   });
 
   test('no DHCP server: udhcpc gives up (-n) and no lease file appears', async () => {
@@ -119,8 +156,8 @@ describe('DHCP: udhcpc + kestrel script against dnsmasq', { skip: isRoot && exis
     const script = path.join(dir, 'udhcpc-3.sh');
     writeFileSync(script, dhcpScript({ leasePath, resolvConfPath: path.join(dir, 'resolv-3.conf'), writeResolvConf: true }));
     chmodSync(script, 0o755);
-    const r = await runUdhcpc(dir, script);
-    assert.notEqual(r.code, 0);
+    const u = startUdhcpc(dir, script);
+    assert.notEqual(await u.exited, 0);
     assert.equal(existsSync(leasePath), false);
   });
 });

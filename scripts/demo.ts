@@ -7,6 +7,7 @@
 import { join } from 'node:path';
 import { ALLOWED_NAME, DENIED_NAME, startE2eEnv } from '../test/support/e2e-env.js';
 import { REPO_ROOT } from '../test/support/kernel.js';
+import { runCommand } from '../test/support/netns.js';
 
 const CREATE_TIMEOUT_MS = 6 * 60_000;
 
@@ -35,9 +36,18 @@ async function main(): Promise<number> {
     const list = await env.volar(['vms', 'list']);
     process.stdout.write(list.stdout);
 
-    step('GET /api/v1/vms/web/proxy/hello?name=volant   (ingress: volantd → kestrel → workload)');
-    const hello = await env.api('GET', '/api/v1/vms/web/proxy/hello?name=volant');
-    console.log(`  ${hello.status} ${hello.text}`);
+    step('GET /api/v1/vms/web/proxy/hello?name=volant   (ingress: volantd → kestrel → workload), both ways');
+    // volantd's Unix socket needs no token (mode 0660, group volant); its TCP listener needs the bearer token.
+    const viaSocket = ['curl', '-s', '--unix-socket', env.apiSocket, 'http://localhost/api/v1/vms/web/proxy/hello?name=volant'];
+    console.log(`  $ ${viaSocket.join(' ')}`);
+    const s = await runCommand(viaSocket);
+    console.log(`  ${s.stdout || s.stderr}`);
+    const viaTcp = ['curl', '-s', '-H', `Authorization: Bearer ${env.tcp.token()}`, `http://${env.tcp.address}/api/v1/vms/web/proxy/hello?name=volant`];
+    console.log(`  $ ip netns exec ${env.hostNs.name} curl -s -H "Authorization: Bearer $(cat ${env.stateDir}/api-token)" http://${env.tcp.address}/api/v1/vms/web/proxy/hello?name=volant`);
+    const t = await env.inHost(viaTcp);
+    console.log(`  ${t.stdout || t.stderr}`);
+    const noToken = await env.inHost(['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', `http://${env.tcp.address}/api/v1/vms/web/proxy/hello`]);
+    console.log(`  (the same over TCP without the token: ${noToken.stdout})`);
 
     for (const [what, url] of [
       ['allowed', `http://${ALLOWED_NAME}/`],
@@ -51,9 +61,11 @@ async function main(): Promise<number> {
     step('What a user would type next');
     console.log(`  volar vms logs web --follow       # serial console and workload output
   volar vms get web --json          # state, address, tap, CID
-  curl http://127.0.0.1:8080/api/v1/vms/web/proxy/hello   # volantd's default listen address
+  curl --unix-socket /run/volant/volantd.sock http://localhost/api/v1/vms/web/proxy/hello
+  curl -H "Authorization: Bearer $(cat /var/lib/volant/api-token)" http://127.0.0.1:8080/api/v1/vms/web/proxy/hello
   volar debug ipam                  # the address pool and its leases
-  volar vms delete web --force`);
+  volar vms delete web --force
+  (docs/security.md: the token, the socket, and what each network mode lets a VM reach)`);
     const del = await env.volar(['vms', 'delete', 'web', '--force']);
     if (del.code !== 0) throw new Error(`vms delete failed: ${del.stderr}`);
     return 0;

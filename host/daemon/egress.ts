@@ -92,7 +92,7 @@ export function createEgressStarter(cfg: Pick<VolantConfig, 'egress'>, hostCidr:
     const peers = vm.egress.peers;
     const policy = { vmName: vm.name, allowedDomains: vm.egress.allowedDomains };
     const proxy = await startEgressProxy({
-      listen: viaVsock ? { path: guestInitiatedSocketPath(vm.vsockSocketPath, EGRESS_VSOCK_PORT) } : { host: gateway, port: 0 },
+      listen: viaVsock ? { path: guestInitiatedSocketPath(vm.vsockSocketPath, EGRESS_VSOCK_PORT) } : { host: gateway, port: vm.port ?? 0 },
       policyFor: (peer) => {
         const address = peer.remoteAddress?.replace(/^::ffff:/, '');
         const mac = peers.kind === 'vm-socket' || address === undefined ? undefined : macOf(address);

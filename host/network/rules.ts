@@ -106,7 +106,9 @@ export function lockdownRules(p: LockdownSpec): Rule[] {
   const address = p.address === 'awaiting-lease' || p.address === 'unbound' ? p.address : assertIPv4(p.address, 'VM address');
   const ip = address === 'awaiting-lease' || address === 'unbound' ? undefined : address;
   const egressPort = p.confine?.egressPort === undefined ? undefined : String(assertPort(p.confine.egressPort, 'egress port'));
-  const dhcpOnHost = p.dhcp === true && address !== 'unbound';
+  // DHCP to a server on the host (Volant's, or another one on the bridge address) is accepted at
+  // L3; to a server Volant does not run it may also cross the bridge (another port, an uplink).
+  const dhcpOnHost = p.dhcp === true;
   const dhcpForwarded = p.dhcp === true && address === 'unbound';
   const spoof = (...spec: string[]): Rule => ({ tool: 'ebtables', table: 'filter', chain: BRIDGE_SPOOF_CHAIN, spec: ['-i', tap, ...spec, '-j', 'DROP'] });
   const isolate = (...spec: string[]): Rule => ({ tool: 'ebtables', table: 'filter', chain: BRIDGE_ISOLATE_CHAIN, spec: ['-i', tap, ...spec, '-j', 'DROP'] });

@@ -28,7 +28,7 @@
  *    fails at any step (or a VMM that exits at any moment) never becomes an unhandled rejection.
  */
 
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isVolantError, ValidationError, VolantError } from '../../shared/errors.js';
 import { type Cidr, formatIPv4 } from '../../shared/ipv4.js';
@@ -52,6 +52,8 @@ export const BOOT_HEALTH_TIMEOUT_MS = 120_000;
 export const VMM_STOP_TIMEOUT_MS = 10_000;
 export const DEFAULT_CPUS = 1;
 export const DEFAULT_MEMORY_MB = 512;
+/** In a VM's run directory: the port of its TCP egress listener (its kernel command line names it). */
+export const EGRESS_PORT_FILE = 'egress-port';
 /** Pause between neighbour-table lookups while a dhcp guest boots and leases. */
 export const ADDRESS_POLL_INTERVAL_MS = 500;
 
@@ -456,7 +458,7 @@ export class Orchestrator {
     this.nets.set(vm.name, net);
     let egress: EgressHandle | undefined;
     try {
-      egress = policy.egress ? await this.startEgress(vm, policy.egress, net) : undefined;
+      egress = policy.egress ? await this.startEgress(vm, policy.egress, net, true) : undefined;
       if (policy.lockdown?.address === 'dhcp-lease') net.address = this.opts.dhcpLeases?.addressOf(vm.mac);
       if (policy.lockdown && vm.tap !== null) {
         await this.netMutex.run(vm.name, async () => {
@@ -577,9 +579,18 @@ export class Orchestrator {
     }
   }
 
-  private async startEgress(vm: VmRecord, egress: NonNullable<NetworkPolicy['egress']>, net: VmNet): Promise<EgressHandle> {
-    const handle = await this.opts.egress!({ name: vm.name, vsockSocketPath: this.vsockSocketPath(vm.name), egress, guest: () => this.guestFacts(vm, net) });
-    if (handle.route.kind === 'tcp') net.egressPort = handle.route.port;
+  /**
+   * The VM's egress listener. A TCP listener's port is on the guest's kernel command line, so a
+   * re-adopted VM gets the same port again (kept in its run directory, which lives as long as its VMM).
+   */
+  private async startEgress(vm: VmRecord, egress: NonNullable<NetworkPolicy['egress']>, net: VmNet, readopt = false): Promise<EgressHandle> {
+    const portFile = join(this.vmRunDir(vm.name), EGRESS_PORT_FILE);
+    const port = readopt ? Number((await readFile(portFile, 'utf8').catch(() => '')).trim()) || undefined : undefined;
+    const handle = await this.opts.egress!({ name: vm.name, vsockSocketPath: this.vsockSocketPath(vm.name), egress, guest: () => this.guestFacts(vm, net), port });
+    if (handle.route.kind === 'tcp') {
+      net.egressPort = handle.route.port;
+      await writeFile(portFile, `${handle.route.port}\n`, { mode: 0o600 });
+    }
     return handle;
   }
 

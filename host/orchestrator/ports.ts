@@ -60,4 +60,6 @@ export type EgressStarter = (vm: {
   vsockSocketPath: string;
   egress: NonNullable<NetworkPolicy['egress']>;
   guest: () => { address?: string; mac: string };
+  /** The TCP port to listen on (a re-adopted VM's command line names it); default: the kernel's choice. */
+  port?: number;
 }) => Promise<EgressHandle>;

@@ -14,7 +14,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { parseIPv4 } from '../../shared/ipv4.js';
-import { type E2eEnv, startE2eEnv } from '../support/e2e-env.js';
+import { ALLOWED_NAME, type E2eEnv, startE2eEnv } from '../support/e2e-env.js';
 import { REPO_ROOT } from '../support/kernel.js';
 import { isRoot, qemuAvailable } from '../support/qemu.js';
 
@@ -140,6 +140,12 @@ describe('dhcp-mode VM end to end (QEMU, real kernel, dnsmasq on the bridge)', {
     assert.equal(hello.status, 200, hello.text);
     assert.deepEqual((hello.json as { query?: unknown }).query, { via: 'dhcp' });
 
+    // With a DHCP server Volant does not run, the VM (hello allows allowed.test) is locked down by
+    // its MAC and its egress listener is bound to that MAC: the allow-listed name is reached.
+    const fetchAllowed = async (): Promise<{ status?: number }> =>
+      (await env.api('GET', `/api/v1/vms/${VM}/proxy/fetch?url=${encodeURIComponent(`http://${ALLOWED_NAME}/dhcp`)}`)).json as { status?: number };
+    assert.equal((await fetchAllowed()).status, 200, 'egress through the MAC-bound listener');
+
     // No lease from Volant's pool; dnsmasq's lease file holds the VM's MAC and that address.
     const ipam = await env.api('GET', '/api/v1/debug/ipam');
     assert.equal(ipam.status, 200, ipam.text);
@@ -158,6 +164,7 @@ describe('dhcp-mode VM end to end (QEMU, real kernel, dnsmasq on the bridge)', {
     assert.equal((await vm(VM)).state, 'running');
     const again = await env.api('GET', `/api/v1/vms/${VM}/proxy/healthz`);
     assert.equal(again.status, 200, `after volantd restart: ${again.text}`);
+    assert.equal((await fetchAllowed()).status, 200, 'egress works after the restart: its listener came back on the port its command line names');
 
     // Delete: row, tap and process go; still no lease anywhere in the pool.
     const del = await env.volar(['vms', 'delete', VM, '--force']);

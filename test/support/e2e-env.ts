@@ -4,7 +4,8 @@
  * second namespace linked by a veth pair, with a DNS server and HTTP/HTTPS servers on a test-only
  * CA. Nothing on the machine's own network changes.
  *
- *   [ test process ] --unix socket--> volantd (ns A: vbr0 192.168.127.1/24, veth 10.99.0.1/24)
+ *   [ test process ] --unix socket--> volantd (ns A: vbr0 192.168.127.1/24, veth 10.99.0.1/24;
+ *                                              TCP 127.0.0.1:8080 inside ns A, bearer token)
  *                                         │ taps → QEMU guests (kestrel + workload)
  *                                         └─ veth ── ns B: 10.99.0.2 (DNS :53, HTTP :80, HTTPS :443)
  *
@@ -75,8 +76,10 @@ export interface E2eEnv {
   kernel: { vmlinuz: string; modulesDir: string; version: string };
   /** An undici dispatcher that reaches the API's Unix socket. */
   dispatcher: Agent;
-  /** Calls the API over its Unix socket. */
+  /** Calls the API over its Unix socket (no token needed). */
   api(method: string, path: string, body?: unknown): Promise<{ status: number; json: unknown; text: string }>;
+  /** volantd's TCP listener inside its namespace, and the token it needs (`<state_dir>/api-token`). */
+  tcp: { address: string; token: () => string };
   /** Runs `volar` as a user would (outside the namespace; the API is a Unix socket). */
   volar(args: string[], opts?: { timeoutMs?: number }): Promise<{ code: number; stdout: string; stderr: string }>;
   /** Runs argv inside volantd's namespace. */
@@ -89,7 +92,10 @@ export interface E2eEnv {
   dispose(): Promise<void>;
 }
 
-export async function startE2eEnv(opts: { extraConfig?: Record<string, unknown>; records?: DnsRecords } = {}): Promise<E2eEnv> {
+/** volantd's TCP listener inside its own namespace (nothing else listens there). */
+export const API_TCP_ADDRESS = '127.0.0.1:8080';
+
+export async function startE2eEnv(opts: { extraConfig?: Record<string, unknown>; records?: DnsRecords; dhcp?: boolean } = {}): Promise<E2eEnv> {
   await cleanLeftovers();
   mkdirSync(LEFTOVERS_DIR, { recursive: true });
   const leftovers: Leftovers = { pids: [], netns: [], dirs: [] };
@@ -156,7 +162,8 @@ export async function startE2eEnv(opts: { extraConfig?: Record<string, unknown>;
     const config = {
       state_dir: stateDir,
       runtime_dir: join(stateDir, 'run'),
-      listen: `unix:${apiSocket}`,
+      listen: API_TCP_ADDRESS,
+      api: { socket: apiSocket },
       kernel: { path: kernel.vmlinuz, modules_dir: kernel.modulesDir },
       vmm: { prefer: 'qemu', accel: 'tcg' },
       egress: { dns_servers: [WORLD_IP], allow_private: [WORLD_CIDR] },
@@ -190,6 +197,7 @@ export async function startE2eEnv(opts: { extraConfig?: Record<string, unknown>;
         }
         return { status: res.statusCode, json, text };
       },
+      tcp: { address: API_TCP_ADDRESS, token: () => readFileSync(join(stateDir, 'api-token'), 'utf8').trim() },
       volar(args, o = {}) {
         return runCommand([process.execPath, join(REPO_ROOT, 'bin', 'volar.js'), '--api', `unix:${apiSocket}`, ...args], { timeoutMs: o.timeoutMs ?? VOLAR_TIMEOUT_MS });
       },
@@ -206,7 +214,8 @@ export async function startE2eEnv(opts: { extraConfig?: Record<string, unknown>;
       dispose,
     };
 
-    const setup = await hostNs.exec([process.execPath, join(REPO_ROOT, 'bin', 'volar.js'), 'setup', '--config', configFile]);
+    // --dhcp: Volant's own DHCP server (dnsmasq) on vbr0, as a daemon of this namespace.
+    const setup = await hostNs.exec([process.execPath, join(REPO_ROOT, 'bin', 'volar.js'), 'setup', '--config', configFile, ...(opts.dhcp ? ['--dhcp'] : [])]);
     if (setup.code !== 0) throw new Error(`volar setup failed (${setup.code}): ${setup.stderr || setup.stdout}`);
     await startVolantd();
     return env;

@@ -140,12 +140,13 @@ describe('firewall plan', () => {
     ]);
   });
 
-  test('dhcp from a server Volant does not run: bound by MAC only; DHCP may cross the bridge to that server', () => {
+  test('dhcp from a server Volant does not run: bound by MAC only; DHCP reaches that server on the host or across the bridge', () => {
     assert.deepEqual(lines({ ...base, address: 'unbound', dhcp: true, confine: { egressPort: 40001 } }), [
       ...guard,
       `${ISOLATE} -p IPv4 --ip-proto ! udp -j DROP`,
       `${ISOLATE} -p IPv4 --ip-proto udp --ip-dport ! 67 -j DROP`,
       `${IN} -d 192.168.127.1/32 -p tcp --dport 40001 ${TAG} -j ACCEPT`,
+      `${IN} -p udp --sport 68 --dport 67 ${TAG} -j ACCEPT`,
       `${IN} -m conntrack --ctstate RELATED,ESTABLISHED ${TAG} -j ACCEPT`,
       `${IN} ${TAG} -j DROP`,
       `${FWD} -p udp --sport 68 --dport 67 ${TAG} -j ACCEPT`,

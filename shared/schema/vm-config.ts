@@ -7,6 +7,7 @@ import { type Static, Type } from '@sinclair/typebox';
 import type { Problem } from '../errors.js';
 import { tryParseIPv4 } from '../ipv4.js';
 import { PLUGIN_NAME_PATTERN, VM_NAME_PATTERN } from '../names.js';
+import { rowNetwork } from '../network-policy.js';
 import { EnvMap, MAX_CPUS, MAX_MEMORY_MB, MIN_MEMORY_MB, NetworkSettings, networkProblems, normaliseNetworkAlias } from './manifest.js';
 import { isPlainObject, structuralProblems, type Validated } from './validate.js';
 
@@ -40,7 +41,7 @@ export type CreateVmRequest = Static<typeof CreateVmRequest>;
 function vmProblems(v: VmConfig): Problem[] {
   const problems = networkProblems(v.network, '/network');
   if (v.ip !== undefined && tryParseIPv4(v.ip) === undefined) problems.push({ path: '/ip', message: `${JSON.stringify(v.ip)} is not a dotted-quad IPv4 address` });
-  if (v.ip !== undefined && v.network?.mode !== undefined && v.network.mode !== 'bridged') {
+  if (v.ip !== undefined && v.network?.mode !== undefined && !rowNetwork(v.network.mode).lease) {
     problems.push({ path: '/ip', message: `an explicit address needs network mode bridged, not ${v.network.mode}` });
   }
   return problems;

@@ -31,7 +31,6 @@ export interface DnsmasqSettings {
   /** Resolvers handed to clients (config network.dns); none when empty. */
   dns: readonly string[];
   leaseFile: string;
-  pidFile: string;
 }
 
 /** dnsmasq's config file text (pure). */
@@ -47,14 +46,16 @@ export function dnsmasqConfig(s: DnsmasqSettings): string {
     `dhcp-option=option:router,${s.gateway}`,
     ...(s.dns.length > 0 ? [`dhcp-option=option:dns-server,${s.dns.join(',')}`] : []),
     `dhcp-leasefile=${s.leaseFile}`,
-    `pid-file=${s.pidFile}`,
   ];
   return `${lines.join('\n')}\n`;
 }
 
-/** The command that runs the server: in the foreground under systemd, daemonised (forks, writes its pid file) elsewhere. */
-export function dnsmasqArgv(binary: string, configFile: string, foreground: boolean): string[] {
-  return [binary, ...(foreground ? ['--keep-in-foreground'] : []), `--conf-file=${configFile}`];
+/**
+ * The command that runs the server: under systemd in the foreground without a pid file (systemd
+ * tracks it; the runtime directory may not exist at boot), elsewhere daemonised with `pidFile`.
+ */
+export function dnsmasqArgv(binary: string, configFile: string, run: { foreground: true } | { foreground: false; pidFile: string }): string[] {
+  return [binary, `--conf-file=${configFile}`, ...(run.foreground ? ['--keep-in-foreground', '--pid-file'] : [`--pid-file=${run.pidFile}`])];
 }
 
 export function dhcpUnit(o: { bridge: string; execStart: string[] }): string {

@@ -53,7 +53,6 @@ export function dhcpSettings(cfg: VolantConfig): DnsmasqSettings {
     leaseTimeS: cfg.dhcp.lease_time_s,
     dns: cfg.network.dns,
     leaseFile: paths.dhcpLeases,
-    pidFile: paths.dhcpPid,
   };
 }
 
@@ -122,7 +121,7 @@ export async function ensureDhcpServer(cfg: VolantConfig, o: DhcpServerOptions):
 
   if (supervisor === 'systemd') {
     const unitPath = join(o.unitDir ?? DEFAULT_SYSTEMD_UNIT_DIR, DHCP_UNIT_NAME);
-    const unitChanged = writeIfChanged(unitPath, dhcpUnit({ bridge: settings.bridge, execStart: dnsmasqArgv(binary, paths.dhcpConfig, true) }), 0o644, o);
+    const unitChanged = writeIfChanged(unitPath, dhcpUnit({ bridge: settings.bridge, execStart: dnsmasqArgv(binary, paths.dhcpConfig, { foreground: true }) }), 0o644, o);
     if (unitChanged) await o.runner.run({ argv: ['systemctl', 'daemon-reload'] });
     if ((await o.runner.run({ argv: ['systemctl', 'is-enabled', '--quiet', DHCP_UNIT_NAME], probe: true })).code !== 0) {
       await o.runner.run({ argv: ['systemctl', 'enable', DHCP_UNIT_NAME] });
@@ -145,7 +144,7 @@ export async function ensureDhcpServer(cfg: VolantConfig, o: DhcpServerOptions):
   }
   if (!o.dryRun) mkdirSync(dirname(paths.dhcpPid), { recursive: true, mode: 0o700 });
   // dnsmasq daemonises: the command returns once the server runs and has written its pid file.
-  await o.runner.run({ argv: dnsmasqArgv(binary, paths.dhcpConfig, false) });
+  await o.runner.run({ argv: dnsmasqArgv(binary, paths.dhcpConfig, { foreground: false, pidFile: paths.dhcpPid }) });
   return pid === undefined ? 'started' : 'restarted';
 }
 

@@ -153,7 +153,7 @@ describe('volar setup / teardown', { skip }, () => {
       ]) {
         assert.ok(out.stdout.includes(`  ${line}\n`), `missing ${line} in\n${out.stdout}`);
       }
-      assert.match(out.stdout, new RegExp(`^  \\S*dnsmasq --conf-file=${join(state, 'dhcp', 'dnsmasq.conf')}$`, 'm'), 'the DHCP server it would start');
+      assert.match(out.stdout, new RegExp(`^  \\S*dnsmasq --conf-file=${join(state, 'dhcp', 'dnsmasq.conf')} --pid-file=${join(state, 'run', 'dnsmasq.pid')}$`, 'm'), 'the DHCP server it would start');
       assert.match(out.stdout, /^ {4}dhcp-range=192\.168\.127\.10,192\.168\.127\.99,255\.255\.255\.0,3600$/m, 'and the config it would write');
       assert.deepEqual(await hostState(ns), before);
       assert.equal(existsSync(state), false);

@@ -21,7 +21,6 @@ describe('dnsmasq config', () => {
         'dhcp-range=192.168.127.10,192.168.127.99,255.255.255.0,3600',
         'dhcp-option=option:router,192.168.127.1',
         'dhcp-leasefile=/srv/volant/dhcp/dnsmasq.leases',
-        'pid-file=/srv/volant/run/dnsmasq.pid',
         '',
       ].join('\n'),
     );
@@ -34,9 +33,9 @@ describe('dnsmasq config', () => {
     assert.throws(() => dhcpSettings(cfg), (e: Error & { code?: string }) => e.code === 'INVALID_ARGUMENT' && /dhcp\.range_start/.test(e.message));
   });
 
-  it('foreground under systemd, a daemon elsewhere; the unit quotes its command', () => {
-    assert.deepEqual(dnsmasqArgv('/usr/sbin/dnsmasq', '/srv/v/dhcp/dnsmasq.conf', true), ['/usr/sbin/dnsmasq', '--keep-in-foreground', '--conf-file=/srv/v/dhcp/dnsmasq.conf']);
-    assert.deepEqual(dnsmasqArgv('dnsmasq', '/c', false), ['dnsmasq', '--conf-file=/c']);
+  it('foreground without a pid file under systemd, a daemon with one elsewhere; the unit quotes its command', () => {
+    assert.deepEqual(dnsmasqArgv('/usr/sbin/dnsmasq', '/srv/v/dhcp/dnsmasq.conf', { foreground: true }), ['/usr/sbin/dnsmasq', '--conf-file=/srv/v/dhcp/dnsmasq.conf', '--keep-in-foreground', '--pid-file']);
+    assert.deepEqual(dnsmasqArgv('dnsmasq', '/c', { foreground: false, pidFile: '/run/v/dnsmasq.pid' }), ['dnsmasq', '--conf-file=/c', '--pid-file=/run/v/dnsmasq.pid']);
     const unit = dhcpUnit({ bridge: 'vbr0', execStart: ['/usr/sbin/dnsmasq', '--keep-in-foreground', '--conf-file=/srv/my v/dnsmasq.conf'] });
     assert.match(unit, /^ExecStart=\/usr\/sbin\/dnsmasq --keep-in-foreground "--conf-file=\/srv\/my v\/dnsmasq\.conf"$/m);
     assert.match(unit, /^WantedBy=multi-user\.target$/m);

@@ -22,28 +22,39 @@ export function quoteSystemdArg(arg: string): string {
   return /^[A-Za-z0-9_./:=@+,-]+$/.test(arg) ? escaped : `"${escaped}"`;
 }
 
-export function systemdUnit(o: SystemdUnitOptions): string {
+/** A simple service started at boot and restarted on failure; `unit` and `service` add their sections' own lines. */
+export function serviceUnit(o: { description: string; unit: string[]; execStart: string[]; service: string[] }): string {
   return [
     '[Unit]',
-    'Description=Volant microVM daemon (volantd)',
-    'After=network-online.target',
-    'Wants=network-online.target',
+    `Description=${o.description}`,
+    ...o.unit,
     '',
     '[Service]',
     'Type=simple',
     `ExecStart=${o.execStart.map(quoteSystemdArg).join(' ')}`,
     'Restart=on-failure',
     'RestartSec=2s',
-    // VMs are separate processes the daemon re-adopts after a restart; stopping the unit must not kill them.
-    'KillMode=process',
-    'NoNewPrivileges=yes',
-    'ProtectSystem=full',
-    'PrivateTmp=yes',
-    `ReadWritePaths=${quoteSystemdArg(o.stateDir)} ${quoteSystemdArg(o.runtimeDir)}`,
-    'LimitNOFILE=65536',
+    ...o.service,
     '',
     '[Install]',
     'WantedBy=multi-user.target',
     '',
   ].join('\n');
+}
+
+export function systemdUnit(o: SystemdUnitOptions): string {
+  return serviceUnit({
+    description: 'Volant microVM daemon (volantd)',
+    unit: ['After=network-online.target', 'Wants=network-online.target'],
+    execStart: o.execStart,
+    service: [
+      // VMs are separate processes the daemon re-adopts after a restart; stopping the unit must not kill them.
+      'KillMode=process',
+      'NoNewPrivileges=yes',
+      'ProtectSystem=full',
+      'PrivateTmp=yes',
+      `ReadWritePaths=${quoteSystemdArg(o.stateDir)} ${quoteSystemdArg(o.runtimeDir)}`,
+      'LimitNOFILE=65536',
+    ],
+  });
 }

@@ -14,7 +14,7 @@
  */
 
 import { tryParseIPv4 } from '../../shared/ipv4.js';
-import { quoteSystemdArg } from '../config/systemd-unit.js';
+import { serviceUnit } from '../config/systemd-unit.js';
 
 export const DHCP_UNIT_NAME = 'volant-dhcp.service';
 export const DNSMASQ_BINARY = 'dnsmasq';
@@ -59,21 +59,7 @@ export function dnsmasqArgv(binary: string, configFile: string, run: { foregroun
 }
 
 export function dhcpUnit(o: { bridge: string; execStart: string[] }): string {
-  return [
-    '[Unit]',
-    `Description=Volant DHCP server for ${o.bridge} (dnsmasq)`,
-    'After=network.target',
-    '',
-    '[Service]',
-    'Type=simple',
-    `ExecStart=${o.execStart.map(quoteSystemdArg).join(' ')}`,
-    'Restart=on-failure',
-    'RestartSec=2s',
-    '',
-    '[Install]',
-    'WantedBy=multi-user.target',
-    '',
-  ].join('\n');
+  return serviceUnit({ description: `Volant DHCP server for ${o.bridge} (dnsmasq)`, unit: ['After=network.target'], execStart: o.execStart, service: [] });
 }
 
 export type DhcpSupervisor = 'systemd' | 'process';

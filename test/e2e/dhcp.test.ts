@@ -9,14 +9,13 @@
  */
 
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { parseIPv4 } from '../../shared/ipv4.js';
 import { ALLOWED_NAME, type E2eEnv, startE2eEnv } from '../support/e2e-env.js';
 import { REPO_ROOT } from '../support/kernel.js';
-import { isRoot, qemuAvailable } from '../support/qemu.js';
+import { e2eSkipReason } from '../support/qemu.js';
 
 const SUITE_TIMEOUT_MS = 20 * 60_000;
 const CREATE_TIMEOUT_MS = 6 * 60_000;
@@ -47,14 +46,7 @@ async function processGone(pid: number, timeoutMs: number): Promise<boolean> {
   return true;
 }
 
-const dnsmasqAvailable = spawnSync('dnsmasq', ['--version'], { stdio: 'ignore' }).status === 0;
-const skip = !isRoot()
-  ? 'needs root (network namespaces, bridges, taps, iptables)'
-  : !qemuAvailable()
-    ? 'qemu-system-x86_64 is not installed (scripts/install-deps.sh installs it)'
-    : !dnsmasqAvailable
-      ? 'dnsmasq is not installed (scripts/install-deps.sh installs dnsmasq-base)'
-      : false;
+const skip = e2eSkipReason({ dnsmasq: true });
 
 interface VmView {
   name: string;

@@ -32,6 +32,24 @@ export function isRoot(): boolean {
   return process.getuid?.() === 0;
 }
 
+function dnsmasqAvailable(): boolean {
+  for (const binary of ['dnsmasq', '/usr/sbin/dnsmasq']) {
+    try {
+      execFileSync(binary, ['--version'], { stdio: 'ignore' });
+      return true;
+    } catch {}
+  }
+  return false;
+}
+
+/** Why an end-to-end suite must skip here (root, QEMU, and dnsmasq when it needs DHCP), or false. */
+export function e2eSkipReason(needs: { dnsmasq?: boolean } = {}): string | false {
+  if (!isRoot()) return 'needs root (network namespaces, bridges, taps, iptables)';
+  if (!qemuAvailable()) return 'qemu-system-x86_64 is not installed (scripts/install-deps.sh installs it)';
+  if (needs.dnsmasq && !dnsmasqAvailable()) return 'dnsmasq is not installed (scripts/install-deps.sh installs dnsmasq-base)';
+  return false;
+}
+
 export interface QemuNic {
   /** Network namespace QEMU runs in (must exist and hold the tap). */
   netns: string;

@@ -1,7 +1,7 @@
 /**
  * volar's client for volantd's API, and how it connects and authenticates:
  *  - `--api` / `VOLANT_API` (`http://HOST:PORT` or `unix:/path`) when given;
- *  - else volantd's Unix socket when it is there (`VOLANT_API_SOCKET`, or `<state_dir>/run/
+ *  - else volantd's Unix socket when it is there and usable (`VOLANT_API_SOCKET`, or `<state_dir>/run/
  *    volantd.sock` for `--state-dir` runs, or /run/volant/volantd.sock): no token needed, the
  *    socket's mode and group decide who may use it;
  *  - else TCP at http://127.0.0.1:8080 with the bearer token from `--token`, `VOLANT_TOKEN`, or
@@ -11,7 +11,7 @@
  * prints `volar: CODE: message` and exits non-zero; an unreachable daemon says where it looked.
  */
 
-import { existsSync, readFileSync } from 'node:fs';
+import { accessSync, constants, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { Command } from 'commander';
@@ -49,6 +49,16 @@ export function chooseApi(opts: Pick<ClientOptions, 'api' | 'socket' | 'stateDir
   return socketExists(socket) ? `unix:${socket}` : DEFAULT_API;
 }
 
+/** The socket is there and this user may connect to it (root, or the `volant` group); else volar talks TCP. */
+function socketUsable(path: string): boolean {
+  try {
+    accessSync(path, constants.R_OK | constants.W_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 function tokenFromFile(stateDir: string): string | undefined {
   try {
     const t = readFileSync(join(stateDir, TOKEN_FILE_NAME), 'utf8').trim();
@@ -69,7 +79,7 @@ export class ApiClient {
   private readonly token: string | undefined;
 
   constructor(opts: ClientOptions = {}) {
-    this.api = chooseApi(opts, existsSync);
+    this.api = chooseApi(opts, socketUsable);
     if (this.api.startsWith('unix:')) {
       this.origin = 'http://localhost';
       this.dispatcher = new Agent({ connect: { socketPath: this.api.slice('unix:'.length) } });

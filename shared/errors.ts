@@ -7,6 +7,9 @@
 export const ErrorCodes = [
   'INVALID_ARGUMENT',
   'VALIDATION_FAILED',
+  'PAYLOAD_TOO_LARGE',
+  'HEADERS_TOO_LARGE',
+  'REQUEST_TIMEOUT',
   'NOT_FOUND',
   'NAME_TAKEN',
   'IP_TAKEN',
@@ -69,6 +72,12 @@ export class ValidationError extends VolantError {
 const STATUS: Record<ErrorCode, number> = {
   INVALID_ARGUMENT: 400,
   VALIDATION_FAILED: 400,
+  /** A request body over a limit (the egress proxy's body cap, the API's body limit). */
+  PAYLOAD_TOO_LARGE: 413,
+  /** A request head over the server's header size limit. */
+  HEADERS_TOO_LARGE: 431,
+  /** The client did not finish its request head (too slow, or it closed mid-head). */
+  REQUEST_TIMEOUT: 408,
   NOT_FOUND: 404,
   NAME_TAKEN: 409,
   IP_TAKEN: 409,

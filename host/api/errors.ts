@@ -1,12 +1,14 @@
 /**
  * Every error the API sends is `{ error: { code, message, details? } }` with the status from
- * shared `httpStatusFor` (the only code → status map). Fastify's own errors (schema validation,
- * malformed JSON, unknown route) are translated here into the same codes, schema problems
- * carrying their JSON paths, so a client branches on `code` alone.
+ * shared `httpStatusFor` (the only code → status map), written by shared/http-error-response.ts.
+ * Fastify's own errors (schema validation, malformed JSON, body too large, unknown route) are
+ * translated here into the same codes, schema problems carrying their JSON paths, so a client
+ * branches on `code` alone.
  */
 
 import type { FastifyError } from 'fastify';
 import { type ErrorCode, httpStatusFor, isVolantError, type Problem, VolantError } from '../../shared/errors.js';
+import { errorBody } from '../../shared/http-error-response.js';
 
 interface AjvError {
   instancePath?: string;
@@ -40,6 +42,7 @@ export function toVolantError(err: unknown): VolantError {
     return new VolantError('VALIDATION_FAILED', `invalid ${where}: ${first ? `${first.path}: ${first.message}` : 'invalid'}${problems.length > 1 ? ` (and ${problems.length - 1} more)` : ''}`, problems.map((p) => ({ ...p, in: where })));
   }
   const code = typeof fe.code === 'string' ? fe.code : '';
+  if (code === 'FST_ERR_CTP_BODY_TOO_LARGE') return new VolantError('PAYLOAD_TOO_LARGE', fe.message);
   if (code.startsWith('FST_ERR_CTP_') || code === 'FST_ERR_VALIDATION' || (fe.statusCode !== undefined && fe.statusCode >= 400 && fe.statusCode < 500)) {
     const mapped: ErrorCode = fe.statusCode === 404 ? 'NOT_FOUND' : 'INVALID_ARGUMENT';
     return new VolantError(mapped, fe.message);
@@ -47,7 +50,8 @@ export function toVolantError(err: unknown): VolantError {
   return new VolantError('INTERNAL', 'internal error (see the volantd log)');
 }
 
-export function errorReply(err: unknown): { status: number; body: { error: ReturnType<VolantError['toJSON']> } } {
+/** The status and the JSON body text of any error the API answers with. */
+export function errorReply(err: unknown): { status: number; body: string } {
   const ve = toVolantError(err);
-  return { status: httpStatusFor(ve.code), body: { error: ve.toJSON() } };
+  return { status: httpStatusFor(ve.code), body: errorBody(ve) };
 }

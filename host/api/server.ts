@@ -1,15 +1,19 @@
 /**
  * volantd's HTTP API server. One Node http server (fastify's `serverFactory`) in front of fastify:
  *
- *   request ─▶ bearer auth (when required) ─▶ ingress.handleRequest (first refusal) ─▶ fastify routes
- *   upgrade ─▶ bearer auth ─▶ ingress.handleUpgrade ─▶ 501 NOT_SUPPORTED
+ *   request ─▶ request-line rule ─▶ bearer auth (when required) ─▶ ingress.handleRequest (first refusal) ─▶ fastify routes
+ *   upgrade ─▶ request-line rule ─▶ bearer auth ─▶ ingress.handleUpgrade ─▶ 404 NOT_FOUND
+ *   parser refusals (clientError) ─▶ answerClientError (431 / 408 / 400)
  *
- * Auth is decided once (`tokenRequired`, pure) and enforced in two places that share
+ * The request-line rule (shared/http-request-line.ts) is the front door for the API and the
+ * ingress alike: only HTTP/1.0 and 1.1, and HTTP/1.1 with a Host, else 400 before anything else
+ * runs. Auth is decided once (`tokenRequired`, pure) and enforced in two places that share
  * `checkBearer`: the raw handler (so ingress never sees an unauthenticated request) and a fastify
  * hook (every route except those marked `config.public`, i.e. health). Connections that arrive
  * on a Unix socket (the primary listener when it is one, or `listenUnix`) need no token: they
- * are marked when accepted, never by anything the client sends. Every error leaves through
- * `errorReply`, so all answers share one JSON shape and one code → status map.
+ * are marked when accepted, never by anything the client sends. Every error leaves in the one
+ * shape (shared/http-error-response.ts) with one code → status map, the HTTP parser's own
+ * refusals included.
  */
 
 import { chmod, chown, unlink } from 'node:fs/promises';
@@ -20,6 +24,8 @@ import swagger from '@fastify/swagger';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { checkBearer } from './auth.js';
 import type { ApiContext, IngressSeam } from './context.js';
+import { answerClientError, ERROR_CONTENT_TYPE, sendErrorOnSocket, sendErrorResponse } from '../../shared/http-error-response.js';
+import { requestLineRefusal } from '../../shared/http-request-line.js';
 import { errorReply, toVolantError } from './errors.js';
 import type { ListenAddress } from './listen.js';
 import { eventRoutes } from './routes/events.js';
@@ -31,12 +37,20 @@ import { vmRoutes } from './routes/vms.js';
 
 /** Request bodies larger than this are refused (a create request is a few KiB at most). */
 export const MAX_BODY_BYTES = 1024 * 1024;
+/** A request head larger than this is refused with 431 (Node's default). */
+export const MAX_HEADER_BYTES = 16 * 1024;
+/** A client must finish its request head within this long (408 otherwise); bodies are not bounded (long uploads through the ingress). */
+export const HEADERS_TIMEOUT_MS = 20_000;
+/** How often the server looks for connections past HEADERS_TIMEOUT_MS. */
+export const CONNECTIONS_CHECK_INTERVAL_MS = 1_000;
 
 export interface ApiServerOptions extends ApiContext {
   /** When set, every route except health requires `Authorization: Bearer <token>` on TCP connections. */
   token?: string;
   ingress?: IngressSeam;
   logger?: boolean;
+  /** Overrides HEADERS_TIMEOUT_MS (tests). */
+  headersTimeoutMs?: number;
 }
 
 export interface ApiServer {
@@ -72,22 +86,33 @@ function consumeAuthorization(req: IncomingMessage): void {
   for (let i = raw.length - 2; i >= 0; i -= 2) if (raw[i]!.toLowerCase() === 'authorization') raw.splice(i, 2);
 }
 
-function rawError(socket: Duplex, err: unknown): void {
-  const { status, body } = errorReply(err);
-  const text = JSON.stringify(body);
-  socket.end(`HTTP/1.1 ${status} Error\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`);
-}
-
 export async function createApiServer(opts: ApiServerOptions): Promise<ApiServer> {
   const { token, ingress } = opts;
   let server!: Server;
+  const headersTimeout = opts.headersTimeoutMs ?? HEADERS_TIMEOUT_MS;
   const app = Fastify({
     logger: opts.logger ?? false,
     bodyLimit: MAX_BODY_BYTES,
     forceCloseConnections: true,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: true, useDefaults: false } },
+    clientErrorHandler: (err, socket) => {
+      answerClientError(err as NodeJS.ErrnoException & { reason?: string }, socket, MAX_HEADER_BYTES);
+    },
     serverFactory: (handler) => {
-      server = createServer((req: IncomingMessage, res: ServerResponse) => {
+      server = createServer(
+        {
+          maxHeaderSize: MAX_HEADER_BYTES,
+          requireHostHeader: false, // the request-line rule answers a missing Host in our shape
+          headersTimeout,
+          requestTimeout: 0,
+          connectionsCheckingInterval: Math.min(CONNECTIONS_CHECK_INTERVAL_MS, headersTimeout),
+        },
+        (req: IncomingMessage, res: ServerResponse) => {
+        const refusal = requestLineRefusal(req, { requireHost: true });
+        if (refusal !== undefined) {
+          sendErrorResponse(res, refusal, { close: true });
+          return;
+        }
         if (ingress && authorized(token, req)) {
           const saved = token !== undefined && !localSockets.has(req.socket) ? { raw: [...req.rawHeaders], authorization: req.headers.authorization } : undefined;
           if (saved) consumeAuthorization(req);
@@ -99,18 +124,21 @@ export async function createApiServer(opts: ApiServerOptions): Promise<ApiServer
           }
         }
         handler(req, res);
-      });
+        },
+      );
       server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
         socket.on('error', () => socket.destroy());
         try {
+          const refusal = requestLineRefusal(req, { requireHost: true });
+          if (refusal !== undefined) throw refusal;
           if (token !== undefined && !localSockets.has(req.socket)) {
             checkBearer(req.headers.authorization, token);
             consumeAuthorization(req);
           }
           if (ingress?.handleUpgrade(req, socket, head)) return;
-          rawError(socket, toVolantError({ statusCode: 404, code: 'FST_ERR_NOT_FOUND', message: `no upgrade handler for ${req.url ?? ''}` }));
+          sendErrorOnSocket(socket, toVolantError({ statusCode: 404, code: 'FST_ERR_NOT_FOUND', message: `no upgrade handler for ${req.url ?? ''}` }));
         } catch (e) {
-          rawError(socket, e);
+          sendErrorOnSocket(socket, toVolantError(e));
         }
       });
       return server;
@@ -141,11 +169,11 @@ export async function createApiServer(opts: ApiServerOptions): Promise<ApiServer
   app.setErrorHandler((err, req, reply) => {
     const { status, body } = errorReply(err);
     if (status >= 500) req.log.error({ err }, 'request failed');
-    reply.code(status).type('application/json').send(body);
+    reply.code(status).type(ERROR_CONTENT_TYPE).send(body);
   });
   app.setNotFoundHandler((req, reply) => {
     const { status, body } = errorReply(toVolantError({ statusCode: 404, code: 'FST_ERR_NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0]}` }));
-    reply.code(status).send(body);
+    reply.code(status).type(ERROR_CONTENT_TYPE).send(body);
   });
 
   await app.register(swagger, {

@@ -97,14 +97,15 @@ describe('error mapping', () => {
     );
   });
   it('maps codes through httpStatusFor and hides internal errors', () => {
-    assert.deepEqual(errorReply(new VolantError('POOL_EXHAUSTED', 'full')), { status: 503, body: { error: { code: 'POOL_EXHAUSTED', message: 'full' } } });
+    assert.deepEqual(errorReply(new VolantError('POOL_EXHAUSTED', 'full')), { status: 503, body: '{"error":{"code":"POOL_EXHAUSTED","message":"full"}}' });
     assert.equal(errorReply(new VolantError('IP_TAKEN', 'x')).status, 409);
     assert.equal(errorReply(new VolantError('VMM_FAILED', 'x')).status, 502);
     const internal = errorReply(new Error('secret path /etc/shadow'));
     assert.equal(internal.status, 500);
     assert.doesNotMatch(JSON.stringify(internal.body), /shadow/);
-    assert.equal(errorReply({ validation: [{ instancePath: '/a', message: 'bad' }], validationContext: 'body' }).body.error.code, 'VALIDATION_FAILED');
+    assert.equal(JSON.parse(errorReply({ validation: [{ instancePath: '/a', message: 'bad' }], validationContext: 'body' }).body).error.code, 'VALIDATION_FAILED');
     assert.equal(errorReply({ code: 'FST_ERR_CTP_INVALID_MEDIA_TYPE', statusCode: 415, message: 'Unsupported Media Type' }).status, 400);
+    assert.equal(errorReply({ code: 'FST_ERR_CTP_BODY_TOO_LARGE', statusCode: 413, message: 'Request body is too large' }).status, 413);
   });
 });
 

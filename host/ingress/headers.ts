@@ -1,14 +1,15 @@
 /**
  * Header hygiene between the client and the guest, in one pass over Node's raw header list.
  *
- * Hop-by-hop headers (RFC 9110 §7.6.1) describe one connection and must not cross the proxy:
- * `Connection` and every header it names, `Keep-Alive`, `Proxy-*`, `TE`, `Trailer`,
- * `Transfer-Encoding`, `Upgrade` (kept only on an upgrade request, where it is the point).
- * `Expect` is answered by our own server, so it is not forwarded either.
+ * Hop-by-hop headers (shared/http-headers.ts) describe one connection and must not cross the
+ * proxy: `Connection` and every header it names (never the ones we guarantee), `Keep-Alive`,
+ * `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade` (kept only on an upgrade request,
+ * where it is the point). `Expect` is answered by our own server, so it is not forwarded either.
  *
- * We add `X-Forwarded-For` (appended to what the client sent, like nginx's
- * `$proxy_add_x_forwarded_for`), `X-Forwarded-Proto`, `X-Forwarded-Host` (ours replace the
- * client's), and `X-Request-Id` (a valid incoming one is kept, else a fresh UUID).
+ * Forwarding headers follow forwarding.ts: every client-supplied one is dropped, and ours
+ * (`Forwarded`, `X-Forwarded-For/-Proto/-Host`) are added; `X-Request-Id` is kept when valid,
+ * else a fresh UUID. A header spelled with underscores (`X_Forwarded_For`) is dropped when its
+ * dashed spelling is one of these: CGI-style servers read both spellings as the same variable.
  *
  * The same pass refuses framing that Node's parser lets through but a proxy must not forward
  * ambiguously (request smuggling): more than one `Transfer-Encoding` or `Host`, a transfer coding
@@ -22,31 +23,27 @@
 
 import { randomUUID } from 'node:crypto';
 import { VolantError } from '../../shared/errors.js';
+import { connectionTokens, HOP_BY_HOP_HEADERS } from '../../shared/http-headers.js';
+import { forwardingHeaders, isForwardingHeader } from './forwarding.js';
 
 enum Kind {
   Pass = 0,
   Drop = 1,
   Connection = 2,
   Upgrade = 3,
-  ForwardedFor = 4,
-  ForwardedReplaced = 5,
-  RequestId = 6,
-  TransferEncoding = 7,
-  Host = 8,
-  ContentLength = 9,
+  Forwarding = 4,
+  RequestId = 5,
+  TransferEncoding = 6,
+  Host = 7,
+  ContentLength = 8,
 }
 
 const KNOWN: ReadonlyArray<[string, Kind]> = [
+  ...[...HOP_BY_HOP_HEADERS].map((name): [string, Kind] => [name, Kind.Drop]),
   ['connection', Kind.Connection],
-  ['keep-alive', Kind.Drop],
-  ['te', Kind.Drop],
-  ['trailer', Kind.Drop],
   ['transfer-encoding', Kind.TransferEncoding],
   ['upgrade', Kind.Upgrade],
   ['expect', Kind.Drop],
-  ['x-forwarded-for', Kind.ForwardedFor],
-  ['x-forwarded-proto', Kind.ForwardedReplaced],
-  ['x-forwarded-host', Kind.ForwardedReplaced],
   ['x-request-id', Kind.RequestId],
   ['host', Kind.Host],
   ['content-length', Kind.ContentLength],
@@ -66,8 +63,17 @@ for (const [lower, kind] of KNOWN) {
 kindByName.set('X-Request-ID', Kind.RequestId);
 kindByName.set('TE', Kind.Drop);
 
+function classifyDashed(lower: string): Kind {
+  const known = kindByName.get(lower);
+  if (known !== undefined) return known;
+  if (lower.startsWith('proxy-')) return Kind.Drop;
+  return isForwardingHeader(lower) ? Kind.Forwarding : Kind.Pass;
+}
+
 function classifyLower(lower: string): Kind {
-  return kindByName.get(lower) ?? (lower.startsWith('proxy-') ? Kind.Drop : Kind.Pass);
+  if (!lower.includes('_')) return classifyDashed(lower);
+  // `X_Forwarded_For`, `Transfer_Encoding`: CGI-style servers fold them into the dashed name.
+  return classifyDashed(lower.replace(/_/g, '-')) === Kind.Pass ? Kind.Pass : Kind.Drop;
 }
 
 function kindOf(name: string): Kind {
@@ -88,7 +94,7 @@ export interface ClientFacts {
   /** The peer address of the client connection (`req.socket.remoteAddress`). */
   remoteAddress: string | undefined;
   /** `https` when the API listens with TLS, else `http`. */
-  proto: string;
+  proto: 'http' | 'https';
   /** `req.httpVersionMinor`: 0 for HTTP/1.0. */
   httpVersionMinor: number;
   /** Keep `Upgrade` and `Connection: upgrade` (WebSocket and other upgrade requests). */
@@ -113,10 +119,9 @@ function smuggling(why: string): VolantError {
  */
 export function upstreamRequestHead(raw: readonly string[], facts: ClientFacts): UpstreamRequestHead {
   const out: string[] = [];
-  let forwardedFor: string | undefined;
   let host: string | undefined;
   let requestId: string | undefined;
-  let connectionTokens: string | undefined;
+  let connection: string | undefined;
   let transferEncoding: string | undefined;
   let hasBody = false;
   let upgrade: string | undefined;
@@ -128,16 +133,13 @@ export function upstreamRequestHead(raw: readonly string[], facts: ClientFacts):
         out.push(name, value);
         break;
       case Kind.Drop:
-      case Kind.ForwardedReplaced:
+      case Kind.Forwarding:
         break;
       case Kind.Connection:
-        connectionTokens = connectionTokens === undefined ? value : `${connectionTokens},${value}`;
+        connection = connection === undefined ? value : `${connection},${value}`;
         break;
       case Kind.Upgrade:
         upgrade = value;
-        break;
-      case Kind.ForwardedFor:
-        forwardedFor = forwardedFor === undefined ? value : `${forwardedFor}, ${value}`;
         break;
       case Kind.RequestId:
         if (requestId === undefined && REQUEST_ID.test(value)) requestId = value;
@@ -164,66 +166,60 @@ export function upstreamRequestHead(raw: readonly string[], facts: ClientFacts):
     }
     hasBody = true;
   }
-  const address = facts.remoteAddress ?? 'unknown';
-  out.push('x-forwarded-for', forwardedFor === undefined ? address : `${forwardedFor}, ${address}`);
-  out.push('x-forwarded-proto', facts.proto);
-  if (host !== undefined) out.push('x-forwarded-host', host);
+  const kept = connection === undefined ? out : dropNamedByConnection(out, connection, facts.upgrade);
+  for (const h of forwardingHeaders({ remoteAddress: facts.remoteAddress, proto: facts.proto, host })) kept.push(h);
   requestId ??= randomUUID();
-  out.push('x-request-id', requestId);
-  if (facts.upgrade && upgrade !== undefined) out.push('connection', 'upgrade', 'upgrade', upgrade);
-  const head = { headers: out, requestId, hasBody };
-  return connectionTokens === undefined ? head : { ...head, headers: dropNamedByConnection(out, connectionTokens, facts.upgrade) };
+  kept.push('x-request-id', requestId);
+  if (facts.upgrade && upgrade !== undefined) kept.push('connection', 'upgrade', 'upgrade', upgrade);
+  return { headers: kept, requestId, hasBody };
 }
 
-/** Headers that `Connection` names are hop-by-hop too (`close`, `keep-alive`, `upgrade` are ours to set). */
-function dropNamedByConnection(headers: string[], tokens: string, upgrade: boolean): string[] {
-  if (PLAIN_CONNECTION.test(tokens)) return headers;
-  const named = new Set<string>();
-  for (const t of tokens.split(',')) {
-    const token = t.trim().toLowerCase();
-    if (token !== '' && token !== 'close' && token !== 'keep-alive' && !(upgrade && token === 'upgrade')) named.add(token);
-  }
+/** Headers that `Connection` names are hop-by-hop too, except the ones it cannot remove (shared/http-headers.ts). */
+function dropNamedByConnection(headers: string[], value: string, upgrade: boolean): string[] {
+  if (PLAIN_CONNECTION.test(value)) return headers;
+  const named = connectionTokens(value);
+  named.delete('close');
+  named.delete('keep-alive');
+  if (upgrade) named.delete('upgrade');
   if (named.size === 0) return headers;
   const kept: string[] = [];
   for (let i = 0; i < headers.length; i += 2) {
     const name = headers[i]!;
-    const lower = name.toLowerCase();
-    // Our own forwarding headers stay whatever the client's Connection says.
-    if (named.has(lower) && !lower.startsWith('x-forwarded-') && lower !== 'x-request-id' && lower !== 'host') continue;
+    if (named.has(name.toLowerCase())) continue;
     kept.push(name, headers[i + 1]!);
   }
   return kept;
 }
 
 /**
- * Response headers from undici's raw list (Buffers) to a flat string list for
- * `res.writeHead`, without hop-by-hop headers; `X-Request-Id` is added when the guest sent none.
+ * The guest's response headers (a flat `[name, value, …]` list of strings, latin1 for raw bytes)
+ * as the client gets them: without hop-by-hop headers, `X-Request-Id` added when the guest sent
+ * none. Validity is response-head.ts's business; this only filters.
  */
-export function downstreamResponseHeaders(raw: readonly Buffer[], requestId: string): string[] {
+export function downstreamResponseHeaders(raw: readonly string[], requestId: string): string[] {
   const out: string[] = [];
-  let connectionTokens: string | undefined;
+  let connection: string | undefined;
   let sawRequestId = false;
   for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i]!.toString('latin1');
+    const name = raw[i]!;
     switch (kindOf(name)) {
       case Kind.Pass:
       case Kind.Host:
       case Kind.ContentLength:
-      case Kind.ForwardedFor:
-      case Kind.ForwardedReplaced:
-        out.push(name, raw[i + 1]!.toString('latin1'));
+      case Kind.Forwarding:
+        out.push(name, raw[i + 1]!);
         break;
       case Kind.RequestId:
         sawRequestId = true;
-        out.push(name, raw[i + 1]!.toString('latin1'));
+        out.push(name, raw[i + 1]!);
         break;
       case Kind.Connection:
-        connectionTokens = raw[i + 1]!.toString('latin1');
+        connection = connection === undefined ? raw[i + 1]! : `${connection},${raw[i + 1]!}`;
         break;
       default:
         break;
     }
   }
   if (!sawRequestId) out.push('x-request-id', requestId);
-  return connectionTokens === undefined ? out : dropNamedByConnection(out, connectionTokens, false);
+  return connection === undefined ? out : dropNamedByConnection(out, connection, false);
 }

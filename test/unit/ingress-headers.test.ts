@@ -43,21 +43,34 @@ describe('upstreamRequestHead', () => {
     assert.deepEqual(m.get('host'), ['vm.example']);
   });
 
-  it('sets X-Forwarded-For (appended), -Proto and -Host (replaced)', () => {
+  it("replaces the client's forwarding headers with ours: Forwarded and X-Forwarded-For/-Proto/-Host agree", () => {
     const head = upstreamRequestHead(
-      ['Host', 'api.local:8080', 'X-Forwarded-For', '1.2.3.4', 'x-forwarded-for', '5.6.7.8', 'X-Forwarded-Proto', 'https', 'X-Forwarded-Host', 'evil'],
+      [
+        'Host', 'api.local:8080',
+        'X-Forwarded-For', '1.2.3.4',
+        'x-forwarded-for', '5.6.7.8',
+        'X-Forwarded-Proto', 'https',
+        'X-Forwarded-Host', 'evil',
+        'Forwarded', 'for=6.6.6.6;proto=https',
+        'X-Real-IP', '6.6.6.6',
+        'X_Forwarded_For', '7.7.7.7',
+      ],
       { ...facts, proto: 'http' },
     );
     const m = asMap(head.headers);
-    assert.deepEqual(m.get('x-forwarded-for'), ['1.2.3.4, 5.6.7.8, 10.0.0.9']);
+    assert.deepEqual(m.get('x-forwarded-for'), ['10.0.0.9']);
     assert.deepEqual(m.get('x-forwarded-proto'), ['http']);
     assert.deepEqual(m.get('x-forwarded-host'), ['api.local:8080']);
+    assert.deepEqual(m.get('forwarded'), ['for=10.0.0.9;host="api.local:8080";proto=http']);
+    assert.equal(m.has('x-real-ip'), false);
+    assert.equal(m.has('x_forwarded_for'), false);
   });
 
   it('Connection cannot strip our forwarding headers', () => {
-    const head = upstreamRequestHead(['Host', 'h', 'Connection', 'X-Forwarded-For, X-Request-Id, Host'], facts);
+    const head = upstreamRequestHead(['Host', 'h', 'Connection', 'X-Forwarded-For, X-Request-Id, Host, Forwarded'], facts);
     const m = asMap(head.headers);
     assert.deepEqual(m.get('x-forwarded-for'), ['10.0.0.9']);
+    assert.deepEqual(m.get('forwarded'), ['for=10.0.0.9;host=h;proto=http']);
     assert.equal(m.get('x-request-id')?.length, 1);
     assert.deepEqual(m.get('host'), ['h']);
   });
@@ -116,7 +129,7 @@ describe('upstreamRequestHead', () => {
 });
 
 describe('downstreamResponseHeaders', () => {
-  const b = (xs: string[]): Buffer[] => xs.map((x) => Buffer.from(x, 'latin1'));
+  const b = (xs: string[]): string[] => xs;
   it('drops hop-by-hop headers and adds X-Request-Id when the guest sent none', () => {
     const out = asMap(
       downstreamResponseHeaders(

@@ -7,8 +7,12 @@
  *    (undici pauses it when the guest connection is full); a response chunk that the client
  *    socket cannot take pauses the upstream parser until `drain`. Nothing is buffered whole.
  *  - a client that goes away aborts the upstream request (its connection is not reused).
+ *  - the guest's response head is checked (shared/http-response-head.ts) before anything of it
+ *    reaches the client: a bad status line, header or framing is a 502 JSON error, promptly.
  *  - before the response starts, a failure is a JSON error (502/504); after, the client
- *    connection is cut, because a half-sent response cannot be turned into an error.
+ *    connection is cut, because a half-sent response cannot be turned into an error. The head
+ *    is held until the first body bytes, the end, or one event-loop turn (RESPONSE_HEAD_SETTLE_MS),
+ *    so a framing error the parser finds in the same read (a bad chunk) is still a 502.
  *
  * This is the hot path: a plain class with the undici legacy handler methods (the interface
  * undici's client calls natively, no adapter), no closures per request; the client-gone
@@ -18,9 +22,25 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Dispatcher } from 'undici';
+import { sendErrorResponse } from '../../shared/http-error-response.js';
+import { responseHeadProblem } from '../../shared/http-response-head.js';
+import type { VolantError } from '../../shared/errors.js';
 import { describeTransport, type IngressTransport } from './dialer.js';
-import { sendError, upstreamFailure } from './error-response.js';
+import { badResponseHead, upstreamFailure } from './failures.js';
 import { downstreamResponseHeaders } from './headers.js';
+
+/**
+ * How long a response head that arrived without body bytes waits before it is sent. One
+ * event-loop turn: a parse error found in the same read reaches us with the socket's close,
+ * which comes before the next timers phase.
+ */
+export const RESPONSE_HEAD_SETTLE_MS = 1;
+
+interface PendingHead {
+  statusCode: number;
+  statusText: string;
+  headers: string[];
+}
 
 export interface ForwardStats {
   responses: number;
@@ -36,6 +56,10 @@ function onClientSocketClose(this: WatchedSocket): void {
   const handler = this[inFlight];
   this[inFlight] = null;
   handler?.clientGone();
+}
+
+function commitSettled(handler: ForwardHandler): void {
+  handler.commitHead();
 }
 
 function onResponseDrain(this: ServerResponse & { [inFlight]?: ForwardHandler }): void {
@@ -54,6 +78,9 @@ export class ForwardHandler {
    */
   private held: Buffer | null = null;
   private streaming = false;
+  /** The validated head, not yet written: see RESPONSE_HEAD_SETTLE_MS. */
+  private pending: PendingHead | null = null;
+  private settleTimer: NodeJS.Timeout | undefined;
   private readonly socket: WatchedSocket | null;
 
   constructor(
@@ -84,6 +111,7 @@ export class ForwardHandler {
   clientGone(): void {
     if (this.finished) return;
     this.finished = true;
+    clearTimeout(this.settleTimer);
     this.stats.clientAborts++;
     this.abortUpstream?.(new Error('client closed the connection'));
   }
@@ -105,9 +133,53 @@ export class ForwardHandler {
 
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
     if (statusCode < 200) return true; // 1xx: informational, our server speaks for itself
+    if (this.finished) return false;
+    const flat = new Array<string>(rawHeaders.length);
+    for (let i = 0; i < rawHeaders.length; i++) flat[i] = rawHeaders[i]!.toString('latin1');
+    const problem = responseHeadProblem(statusCode, statusText, flat);
+    if (problem !== undefined) {
+      this.fail(badResponseHead(this.where(), problem));
+      return false;
+    }
     this.resumeUpstream = resume;
-    this.res.writeHead(statusCode, statusText || undefined, downstreamResponseHeaders(rawHeaders, this.requestId));
+    this.pending = { statusCode, statusText, headers: downstreamResponseHeaders(flat, this.requestId) };
+    queueMicrotask(this.settleHead);
     return true;
+  }
+
+  /** After the parser's turn: a head that no body bytes followed is sent after RESPONSE_HEAD_SETTLE_MS. */
+  private readonly settleHead = (): void => {
+    if (this.pending === null || this.finished || this.settleTimer !== undefined) return;
+    this.settleTimer = setTimeout(commitSettled, RESPONSE_HEAD_SETTLE_MS, this);
+  };
+
+  /** Writes the held head; false when Node refused it (the request has then failed). */
+  commitHead(): boolean {
+    const head = this.pending;
+    if (head === null) return true;
+    this.pending = null;
+    clearTimeout(this.settleTimer);
+    try {
+      this.res.writeHead(head.statusCode, head.statusText || undefined, head.headers);
+      return true;
+    } catch (e) {
+      this.fail(badResponseHead(this.where(), (e as Error).message));
+      return false;
+    }
+  }
+
+  private where(): string {
+    return `VM ${this.vmName} agent via ${describeTransport(this.transport)}`;
+  }
+
+  /** Ends this request with an error: the upstream request is aborted and the client told. */
+  private fail(err: VolantError): void {
+    this.done();
+    this.pending = null;
+    clearTimeout(this.settleTimer);
+    this.stats.upstreamErrors++;
+    this.abortUpstream?.(err);
+    sendErrorResponse(this.res, err, { headers: { 'x-request-id': this.requestId } });
   }
 
   /** Writes the held chunk, if any, once the turn that delivered it is over. */
@@ -128,6 +200,8 @@ export class ForwardHandler {
   }
 
   onData(chunk: Buffer): boolean {
+    if (this.finished) return false;
+    if (this.pending !== null && !this.commitHead()) return false;
     if (!this.streaming) {
       if (this.held === null) {
         this.held = chunk;
@@ -142,6 +216,8 @@ export class ForwardHandler {
   }
 
   onComplete(): void {
+    if (this.finished) return;
+    if (this.pending !== null && !this.commitHead()) return;
     this.done();
     this.stats.responses++;
     const held = this.held;
@@ -151,10 +227,12 @@ export class ForwardHandler {
   }
 
   onError(err: Error): void {
-    if (this.finished) return; // our own abort after the client left
+    if (this.finished) return; // our own abort after the client left, or after a refused head
     this.done();
+    this.pending = null;
+    clearTimeout(this.settleTimer);
     this.stats.upstreamErrors++;
-    sendError(this.res, upstreamFailure(err, `VM ${this.vmName} agent via ${describeTransport(this.transport)}`), this.requestId);
+    sendErrorResponse(this.res, upstreamFailure(err, this.where()), { headers: { 'x-request-id': this.requestId } });
   }
 
   onUpgrade(): void {

@@ -7,20 +7,23 @@
  * request costs one path match, one header pass and one undici dispatch on a warm per-VM
  * connection, nothing more (see bench/ingress).
  *
- * Errors are the API's JSON body with `httpStatusFor`: unsafe path or framing 400, unknown VM
- * 404 and VM not running 409 (from `lookup`), guest unreachable 502, guest too slow 504.
+ * Errors are the one JSON error shape (shared/http-error-response.ts) with `httpStatusFor`: unsafe
+ * path or framing 400, unknown VM 404 and VM not running 409 (from `lookup`), guest unreachable or
+ * answering with an invalid head 502, guest too slow 504. The server in front (host/api/server.ts)
+ * has already refused what the request-line rule refuses (shared/http-request-line.ts).
  */
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
-import type { VolantError } from '../../shared/errors.js';
+import { VolantError } from '../../shared/errors.js';
+import { sendErrorOnSocket, sendErrorResponse } from '../../shared/http-error-response.js';
 import { describeTransport, type IngressTransport } from './dialer.js';
-import { asVolantError, sendError, sendErrorOnSocket } from './error-response.js';
+import { asVolantError } from './failures.js';
 import { dispatchOptions, ForwardHandler, type ForwardStats } from './forward.js';
 import { type ClientFacts, type UpstreamRequestHead, upstreamRequestHead } from './headers.js';
 import { matchProxyPath } from './path.js';
 import { VmPools } from './pools.js';
-import { requestHead, tunnelUpgrade } from './upgrade.js';
+import { tunnelUpgrade } from './upgrade.js';
 
 export { matchProxyPath, type ProxyMatch, PROXY_ROUTE_PREFIX } from './path.js';
 export type { IngressTransport } from './dialer.js';
@@ -116,7 +119,7 @@ export function createIngress(opts: IngressOptions): Ingress {
       head = upstreamRequestHead(req.rawHeaders, clientFacts(req, false));
     } catch (e) {
       metrics.refused++;
-      sendError(res, asVolantError(e), undefined);
+      sendErrorResponse(res, asVolantError(e), { close: true });
       return true;
     }
     metrics.requests++;
@@ -124,14 +127,14 @@ export function createIngress(opts: IngressOptions): Ingress {
     try {
       target = opts.lookup(match.vmName);
     } catch (e) {
-      sendError(res, asVolantError(e), head.requestId);
+      sendErrorResponse(res, asVolantError(e), { headers: { 'x-request-id': head.requestId } });
       return true;
     }
     const { upstreamPath } = match;
     if (isPromise(target)) {
       target.then(
         (t) => forward(req, res, upstreamPath, head, t),
-        (e: unknown) => sendError(res, asVolantError(e), head.requestId),
+        (e: unknown) => sendErrorResponse(res, asVolantError(e), { headers: { 'x-request-id': head.requestId } }),
       );
     } else {
       forward(req, res, upstreamPath, head, target);
@@ -152,9 +155,11 @@ export function createIngress(opts: IngressOptions): Ingress {
       match = matchProxyPath(req.url!);
       if (match === null) return false;
       head = upstreamRequestHead(req.rawHeaders, clientFacts(req, true));
+      // Bytes after an upgrade request's head belong to the new protocol; a body would blur that line.
+      if (head.hasBody) throw new VolantError('INVALID_ARGUMENT', 'an upgrade request must not carry a body');
     } catch (e) {
       metrics.refused++;
-      sendErrorOnSocket(socket, asVolantError(e), undefined);
+      sendErrorOnSocket(socket, asVolantError(e));
       return true;
     }
     metrics.upgrades++;
@@ -163,13 +168,16 @@ export function createIngress(opts: IngressOptions): Ingress {
     const { upstreamPath } = match;
     withTarget(
       match.vmName,
-      (e) => sendErrorOnSocket(socket, e, head.requestId),
+      (e) => sendErrorOnSocket(socket, e, { headers: { 'x-request-id': head.requestId } }),
       (target) => {
         const where = `VM ${target.vmName} agent via ${describeTransport(target.transport)}`;
-        tunnelUpgrade(socket, clientHead, target.transport, requestHead(req.method!, upstreamPath, head.headers), head.requestId, where, {
-          connectTimeoutMs,
-          headersTimeoutMs,
-        });
+        tunnelUpgrade(
+          socket,
+          clientHead,
+          target.transport,
+          { method: req.method!, path: upstreamPath, headers: head.headers, requestId: head.requestId, where },
+          { connectTimeoutMs, headersTimeoutMs },
+        );
       },
     );
     return true;

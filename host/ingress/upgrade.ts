@@ -1,41 +1,51 @@
 /**
  * Upgrade requests (WebSocket) through the proxy: a fresh connection to kestrel per upgrade
- * (upgraded streams are long-lived and never return to a pool), the request head rewritten
- * like any proxied request (guest path, hop-by-hop hygiene, forwarding headers, but `Upgrade`
- * and `Connection: upgrade` kept), the bytes the client already sent after the head, then the
- * two sockets piped both ways. The guest's answer (101 or a refusal) goes back byte for byte.
+ * (upgraded streams are long-lived and never return to a pool), the request head rewritten like
+ * any proxied request (guest path, hop-by-hop hygiene, forwarding headers, but `Upgrade` and
+ * `Connection: upgrade` kept), sent by Node's HTTP client so that the guest's answer is parsed
+ * and framed like any response.
  *
- * What must hold: either side closing or failing tears down the other; a dial failure or a
- * guest that says nothing within the header timeout is a JSON 502/504 on the client socket.
+ * What must hold (upgrade smuggling):
+ *  - nothing of the client's reaches the guest before the guest has answered `101`: the bytes the
+ *    client sent after its head, and everything after, stay with us until then;
+ *  - any other answer is relayed as a normal response (head checked like every response, body
+ *    framed by our parser, `Connection: close`) and the client connection is closed, so a second
+ *    request on it can never reach the guest unchecked;
+ *  - after `101`, the two sockets are piped both ways; either side closing or failing tears down
+ *    the other;
+ *  - a dial failure, a guest that says nothing within the header timeout, or a head that breaks
+ *    shared/http-response-head.ts is a JSON 502/504 on the client socket.
  */
 
+import { type IncomingMessage, request as httpRequest, STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { VolantError } from '../../shared/errors.js';
-import { type IngressTransport, dialAgent } from './dialer.js';
-import { sendErrorOnSocket, upstreamFailure } from './error-response.js';
+import { ERROR_LINGER_MS, sendErrorOnSocket } from '../../shared/http-error-response.js';
+import { responseHeadProblem } from '../../shared/http-response-head.js';
+import { dialAgent, type IngressTransport } from './dialer.js';
+import { badResponseHead, upstreamFailure } from './failures.js';
+import { RESPONSE_HEAD_SETTLE_MS } from './forward.js';
+import { downstreamResponseHeaders } from './headers.js';
 
 export interface UpgradeLimits {
   connectTimeoutMs: number;
   headersTimeoutMs: number;
 }
 
-/** The HTTP/1.1 request head for the guest; header values were validated by Node's parser. */
-export function requestHead(method: string, path: string, headers: readonly string[]): string {
-  let head = `${method} ${path} HTTP/1.1\r\n`;
-  for (let i = 0; i < headers.length; i += 2) head += `${headers[i]}: ${headers[i + 1]}\r\n`;
-  return `${head}\r\n`;
+export interface UpgradeRequest {
+  method: string;
+  /** Origin-form path and query for the guest. */
+  path: string;
+  /** Flat `[name, value, …]` from `upstreamRequestHead` (with `Connection: upgrade`, `Upgrade`). */
+  headers: readonly string[];
+  requestId: string;
+  /** Who answers, for error messages (`VM web agent via …`). */
+  where: string;
 }
 
-export function tunnelUpgrade(
-  client: Duplex,
-  clientHead: Buffer,
-  transport: IngressTransport,
-  head: string,
-  requestId: string,
-  where: string,
-  limits: UpgradeLimits,
-): void {
+export function tunnelUpgrade(client: Duplex, clientHead: Buffer, transport: IngressTransport, up: UpgradeRequest, limits: UpgradeLimits): void {
+  const errorHeaders = { 'x-request-id': up.requestId };
   let upstream: Socket | null = null;
   let answered = false;
   let headersTimer: NodeJS.Timeout | undefined;
@@ -43,7 +53,10 @@ export function tunnelUpgrade(
     clearTimeout(headersTimer);
     upstream?.destroy();
     if (answered) client.destroy();
-    else sendErrorOnSocket(client, err, requestId);
+    else {
+      answered = true;
+      sendErrorOnSocket(client, err, { headers: errorHeaders });
+    }
   };
   const onClientGone = (): void => {
     clearTimeout(headersTimer);
@@ -58,25 +71,121 @@ export function tunnelUpgrade(
         return;
       }
       upstream = sock;
+      sock.on('error', () => undefined);
       headersTimer = setTimeout(
-        () => fail(new VolantError('TIMEOUT', `${where}: no answer to the upgrade request within ${limits.headersTimeoutMs} ms`)),
+        () => fail(new VolantError('TIMEOUT', `${up.where}: no answer to the upgrade request within ${limits.headersTimeoutMs} ms`)),
         limits.headersTimeoutMs,
       );
-      sock.once('data', () => {
-        answered = true;
+      const req = httpRequest({ createConnection: () => sock, method: up.method, path: up.path, headers: [...up.headers], setHost: false });
+      // The dialer hands the socket over paused; the client's parser is attached when 'socket' fires.
+      req.once('socket', () => sock.resume());
+      req.on('error', (err) => fail(upstreamFailure(err, up.where)));
+      req.on('upgrade', (res: IncomingMessage, upSocket: Socket, upHead: Buffer) => {
         clearTimeout(headersTimer);
+        const head = checkedHead(res, up);
+        if (head instanceof VolantError) {
+          fail(head);
+          return;
+        }
+        if (client.destroyed) {
+          upSocket.destroy();
+          return;
+        }
+        answered = true;
+        upstream = upSocket;
+        upSocket.on('error', () => client.destroy());
+        client.on('error', () => upSocket.destroy());
+        upSocket.once('close', () => client.end());
+        client.once('close', () => upSocket.destroy());
+        client.write(head);
+        if (upHead.length > 0) client.write(upHead);
+        // Only now may the client's bytes flow to the guest.
+        if (clientHead.length > 0) upSocket.write(clientHead);
+        upSocket.pipe(client);
+        client.pipe(upSocket);
+        upSocket.resume();
       });
-      sock.on('error', (err) => fail(upstreamFailure(err, where)));
-      sock.once('close', () => {
-        if (answered) client.end();
-        else fail(new VolantError('UPSTREAM_UNREACHABLE', `${where}: the guest closed the connection before answering the upgrade`));
+      req.on('response', (res: IncomingMessage) => {
+        clearTimeout(headersTimer);
+        const head = checkedHead(res, up);
+        if (head instanceof VolantError) {
+          fail(head);
+          return;
+        }
+        answered = true;
+        sock.setTimeout(limits.headersTimeoutMs, () => sock.destroy(new VolantError('TIMEOUT', `${up.where}: the answer to the upgrade request stalled`)));
+        relayRefusal(client, res, head, () => upstream?.destroy(), (e) => sendErrorOnSocket(client, e, { headers: errorHeaders }));
       });
-      sock.write(head);
-      if (clientHead.length > 0) sock.write(clientHead);
-      sock.pipe(client);
-      client.pipe(sock);
-      sock.resume();
+      req.end();
     },
-    (err: unknown) => fail(upstreamFailure(err, where)),
+    (err: unknown) => fail(upstreamFailure(err, up.where)),
   );
+}
+
+/** The guest's head, checked, as the bytes the client gets (hop-by-hop removed), or the error. */
+function checkedHead(res: IncomingMessage, up: UpgradeRequest): string | VolantError {
+  const status = res.statusCode ?? 0;
+  const reason = res.statusMessage ?? '';
+  const problem = responseHeadProblem(status, reason, res.rawHeaders);
+  if (problem !== undefined) return badResponseHead(up.where, problem);
+  const headers = downstreamResponseHeaders(res.rawHeaders, up.requestId);
+  let text = `HTTP/1.1 ${status} ${reason === '' ? (STATUS_CODES[status] ?? '') : reason}\r\n`;
+  if (status === 101) {
+    // The point of a 101: it names the protocol the connection now speaks.
+    const upgrade = headerValue(res.rawHeaders, 'upgrade');
+    if (upgrade === undefined) return badResponseHead(up.where, '101 without an Upgrade header');
+    text += `connection: upgrade\r\nupgrade: ${upgrade}\r\n`;
+  } else {
+    text += 'connection: close\r\n';
+  }
+  // A chunked refusal leaves de-chunked by our parser and close-delimited (Transfer-Encoding is
+  // hop-by-hop and gone; the head check guarantees it came without Content-Length).
+  for (let i = 0; i < headers.length; i += 2) text += `${headers[i]}: ${headers[i + 1]}\r\n`;
+  return `${text}\r\n`;
+}
+
+function headerValue(raw: readonly string[], lower: string): string | undefined {
+  for (let i = 0; i < raw.length; i += 2) if (raw[i]!.toLowerCase() === lower) return raw[i + 1];
+  return undefined;
+}
+
+/**
+ * The guest declined the upgrade: its answer goes to the client as a normal response, body and
+ * all, and the client connection ends with it. The client's own bytes are never read. As on the
+ * request path, the head waits for the first body bytes, the end, or RESPONSE_HEAD_SETTLE_MS, so
+ * a body the parser refuses at once is still a 502.
+ */
+function relayRefusal(client: Duplex, res: IncomingMessage, head: string, done: () => void, fail: (e: VolantError) => void): void {
+  let headOut = false;
+  const sendHead = (): void => {
+    if (headOut) return;
+    headOut = true;
+    clearTimeout(settle);
+    client.write(head);
+  };
+  const settle = setTimeout(sendHead, RESPONSE_HEAD_SETTLE_MS);
+  res.on('data', (chunk: Buffer) => {
+    sendHead();
+    if (!client.write(chunk)) {
+      res.pause();
+      client.once('drain', () => res.resume());
+    }
+  });
+  res.once('end', () => {
+    sendHead();
+    done();
+    client.end();
+    client.resume();
+    setTimeout(() => client.destroy(), ERROR_LINGER_MS).unref();
+  });
+  res.once('error', (err) => {
+    clearTimeout(settle);
+    done();
+    if (headOut) client.destroy();
+    else fail(new VolantError('PROTOCOL_ERROR', `the guest's answer to the upgrade request broke off: ${err.message}`));
+  });
+  client.once('close', () => {
+    clearTimeout(settle);
+    res.destroy();
+  });
 }

@@ -11,9 +11,9 @@
  * HEAD_TIMEOUT_MS, and at most MAX_FORWARDER_CONNECTIONS connections run at once (503 beyond).
  */
 
-import { STATUS_CODES } from 'node:http';
 import { createServer, type Server, type Socket } from 'node:net';
-import { type ErrorCode, httpStatusFor, VolantError } from '../../shared/errors.js';
+import { type ErrorCode, VolantError } from '../../shared/errors.js';
+import { rawErrorResponse } from '../../shared/http-error-response.js';
 import type { Endpoint } from '../server/endpoint.js';
 import { dial } from '../server/transports.js';
 import { parseProxyHead } from './head.js';
@@ -40,9 +40,9 @@ export interface EgressForwarder {
   closeAll(): void;
 }
 
-function respond(socket: Socket, status: number, code: ErrorCode, message: string): void {
-  const body = JSON.stringify({ error: { code, message } });
-  socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+/** Answers in the one error shape (shared/http-error-response.ts) and closes. */
+function respond(socket: Socket, code: ErrorCode, message: string): void {
+  socket.end(rawErrorResponse(new VolantError(code, message)));
 }
 
 export function createEgressForwarder(opts: { upstream: Endpoint; dial?: (e: Endpoint) => Promise<Socket> }): EgressForwarder {
@@ -53,7 +53,7 @@ export function createEgressForwarder(opts: { upstream: Endpoint; dial?: (e: End
   const handle = (client: Socket): void => {
     if (metrics.active >= MAX_FORWARDER_CONNECTIONS) {
       metrics.rejected++;
-      respond(client, 503, 'OVERLOADED', `the egress forwarder already carries ${MAX_FORWARDER_CONNECTIONS} connections`);
+      respond(client, 'OVERLOADED', `the egress forwarder already carries ${MAX_FORWARDER_CONNECTIONS} connections`);
       return;
     }
     metrics.active++;
@@ -65,7 +65,7 @@ export function createEgressForwarder(opts: { upstream: Endpoint; dial?: (e: End
     let headDone = false;
     const timer = setTimeout(() => {
       metrics.rejected++;
-      respond(client, 408, 'TIMEOUT', `no complete request head within ${HEAD_TIMEOUT_MS} ms`);
+      respond(client, 'REQUEST_TIMEOUT', `no complete request head within ${HEAD_TIMEOUT_MS} ms`);
     }, HEAD_TIMEOUT_MS);
     client.once('close', () => {
       open.delete(client);
@@ -83,7 +83,7 @@ export function createEgressForwarder(opts: { upstream: Endpoint; dial?: (e: End
       client.pause();
       if (result.state === 'reject') {
         metrics.rejected++;
-        respond(client, 400, 'INVALID_ARGUMENT', result.reason);
+        respond(client, 'INVALID_ARGUMENT', result.reason);
         // Read and drop what the client still sends, so the 400 is not lost to a reset.
         client.resume();
         setTimeout(() => client.destroy(), REJECT_LINGER_MS).unref();
@@ -108,7 +108,7 @@ export function createEgressForwarder(opts: { upstream: Endpoint; dial?: (e: End
         (e: unknown) => {
           metrics.upstreamFailures++;
           const err = e instanceof VolantError ? e : new VolantError('UPSTREAM_UNREACHABLE', String(e));
-          respond(client, httpStatusFor(err.code), err.code, `the host egress proxy is unreachable: ${err.message}`);
+          respond(client, err.code, `the host egress proxy is unreachable: ${err.message}`);
         },
       );
     };

@@ -14,6 +14,8 @@
  * forwarder sends the original bytes on unchanged, so what we checked is what the host reads.
  */
 
+import { isServedHttpVersion } from '../../shared/http-request-line.js';
+
 export const MAX_PROXY_HEAD_BYTES = 16 * 1024;
 export const MAX_PROXY_HEADERS = 100;
 
@@ -24,7 +26,6 @@ export type ProxyHead =
 export type HeadResult = { state: 'need-more' } | { state: 'ok'; head: ProxyHead; headBytes: number } | { state: 'reject'; reason: string };
 
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
-const VERSION = /^HTTP\/1\.[01]$/;
 const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$/;
 const IPV6 = /^\[[0-9A-Fa-f:.]{2,45}\]$/;
 const PORT = /^[1-9][0-9]{0,4}$/;
@@ -89,7 +90,7 @@ export function parseProxyHead(bytes: Buffer): HeadResult {
   if (parts.length !== 3) return reject('request line is not METHOD SP TARGET SP VERSION');
   const [method, target, version] = parts as [string, string, string];
   if (!TOKEN.test(method)) return reject(`method ${JSON.stringify(method.slice(0, 20))} is not a token`);
-  if (!VERSION.test(version)) return reject(`version ${JSON.stringify(version.slice(0, 20))} is not HTTP/1.0 or HTTP/1.1`);
+  if (!isServedHttpVersion(version)) return reject(`version ${JSON.stringify(version.slice(0, 20))} is not HTTP/1.0 or HTTP/1.1`);
   const head = parseTarget(method, target);
   if (typeof head === 'string') return reject(head);
   const headerLines = lines.slice(1);

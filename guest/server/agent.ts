@@ -9,16 +9,22 @@
  *   anything else           the workload, through proxy.ts
  *
  * The server is transport-agnostic: transports.ts feeds it connections from vsock, TCP or a
- * Unix socket via `server.emit('connection', socket)`.
+ * Unix socket via `server.emit('connection', socket)`. Like every Volant server it serves only
+ * HTTP/1.0 and 1.1 requests with a Host (shared/http-request-line.ts) and answers every refusal,
+ * the parser's own included, in the one JSON error shape (shared/http-error-response.ts).
  */
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { VolantError } from '../../shared/errors.js';
+import { answerClientError, sendErrorOnSocket, sendErrorResponse } from '../../shared/http-error-response.js';
+import { requestLineRefusal } from '../../shared/http-request-line.js';
 import type { LogLine, LogRing } from '../logs/ring.js';
 import { sendJsonError, type WorkloadProxy } from './proxy.js';
 
 /** A follower that stops reading is cut off once this much is waiting for it. */
 export const LOG_FOLLOW_MAX_PENDING_BYTES = 1024 * 1024;
 export const HEADERS_TIMEOUT_MS = 30_000;
+export const MAX_HEADER_BYTES = 16 * 1024;
 
 export interface AgentOptions {
   health: () => object;
@@ -55,7 +61,9 @@ function serveLogs(req: IncomingMessage, res: ServerResponse, logs: LogRing): vo
 }
 
 export function createAgentServer(opts: AgentOptions): Server {
-  const server = createServer({ headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: 0 }, (req, res) => {
+  const server = createServer({ headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: 0, maxHeaderSize: MAX_HEADER_BYTES, requireHostHeader: false }, (req, res) => {
+    const refusal = requestLineRefusal(req, { requireHost: true });
+    if (refusal !== undefined) return sendErrorResponse(res, refusal, { close: true });
     const path = pathOf(req.url);
     if (path === '/healthz' && (req.method === 'GET' || req.method === 'HEAD')) {
       const body = JSON.stringify(opts.health());
@@ -71,15 +79,13 @@ export function createAgentServer(opts: AgentOptions): Server {
     opts.proxy.handleRequest(req, res);
   });
   server.on('upgrade', (req, socket, head) => {
-    if (!opts.proxy) {
-      socket.end('HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
-      return;
-    }
+    const refusal = requestLineRefusal(req, { requireHost: true });
+    if (refusal !== undefined) return sendErrorOnSocket(socket, refusal);
+    if (!opts.proxy) return sendErrorOnSocket(socket, new VolantError('NOT_FOUND', 'this workload serves no HTTP (no workload.http in its manifest)'));
     opts.proxy.handleUpgrade(req, socket, head);
   });
-  server.on('clientError', (_err, socket) => {
-    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
-    else socket.destroy();
+  server.on('clientError', (err, socket) => {
+    answerClientError(err, socket, MAX_HEADER_BYTES);
   });
   return server;
 }

@@ -5,8 +5,9 @@
  * upgrades are forwarded as a raw HTTP/1.1 request on a fresh TCP connection, then the two
  * sockets are piped byte for byte.
  *
- * A workload that cannot answer gets a JSON error saying why, with the status from
- * `httpStatusFor`: not running (its state, and when it restarts), refused, timed out.
+ * A workload that cannot answer gets a JSON error saying why (the one error writer,
+ * shared/http-error-response.ts): not running (its state, and when it restarts), refused, timed
+ * out, or answering with a head no proxy may relay (shared/http-response-head.ts: 502).
  */
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -14,7 +15,9 @@ import { connect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Pool } from 'undici';
-import { type ErrorCode, httpStatusFor } from '../../shared/errors.js';
+import { type ErrorCode, VolantError } from '../../shared/errors.js';
+import { sendErrorOnSocket, sendErrorResponse } from '../../shared/http-error-response.js';
+import { responseHeadProblem } from '../../shared/http-response-head.js';
 import type { WorkloadSnapshot } from '../workload/supervisor.js';
 import { forwardRequestHeaders, forwardResponseHeaders } from './headers.js';
 
@@ -35,14 +38,20 @@ export interface WorkloadProxy {
   close(): Promise<void>;
 }
 
-export function sendJsonError(res: ServerResponse, code: ErrorCode, message: string, extraHeaders: Record<string, string> = {}): void {
-  if (res.headersSent) {
-    res.destroy();
-    return;
+export function sendJsonError(res: ServerResponse, code: ErrorCode, message: string, headers: Record<string, string> = {}): void {
+  sendErrorResponse(res, new VolantError(code, message), { headers });
+}
+
+/** undici's flat header object back to `[name, value, …]` for the head check. */
+function flatHeaders(headers: Record<string, string | string[] | undefined>): string[] {
+  const out: string[] = [];
+  for (const name in headers) {
+    const v = headers[name];
+    if (v === undefined) continue;
+    if (Array.isArray(v)) for (const one of v) out.push(name, one);
+    else out.push(name, v);
   }
-  const body = JSON.stringify({ error: { code, message } });
-  res.writeHead(httpStatusFor(code), { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...extraHeaders });
-  res.end(body);
+  return out;
 }
 
 function downReason(w: WorkloadSnapshot): string | undefined {
@@ -101,7 +110,19 @@ export function createWorkloadProxy(opts: ProxyOptions): WorkloadProxy {
         })
         .then(
           async (up) => {
-            res.writeHead(up.statusCode, forwardResponseHeaders(up.headers));
+            const problem = responseHeadProblem(up.statusCode, '', flatHeaders(up.headers));
+            if (problem !== undefined) {
+              up.body.destroy();
+              sendJsonError(res, 'PROTOCOL_ERROR', `the workload at ${base.origin} answered with a head no proxy may relay: ${problem}`);
+              return;
+            }
+            try {
+              res.writeHead(up.statusCode, forwardResponseHeaders(up.headers));
+            } catch (e) {
+              up.body.destroy();
+              sendJsonError(res, 'PROTOCOL_ERROR', `the workload at ${base.origin} answered with a head no proxy may relay: ${(e as Error).message}`);
+              return;
+            }
             try {
               await pipeline(up.body, res);
             } catch {
@@ -117,10 +138,7 @@ export function createWorkloadProxy(opts: ProxyOptions): WorkloadProxy {
     },
 
     handleUpgrade(req, socket, head) {
-      const fail = (code: ErrorCode, message: string): void => {
-        const body = JSON.stringify({ error: { code, message } });
-        socket.end(`HTTP/1.1 ${httpStatusFor(code)} Upgrade Failed\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
-      };
+      const fail = (code: ErrorCode, message: string): void => sendErrorOnSocket(socket, new VolantError(code, message));
       if (!req.url?.startsWith('/')) return fail('INVALID_ARGUMENT', 'the request target must be a path (origin-form)');
       const down = downReason(opts.workload());
       if (down) return fail('UPSTREAM_UNREACHABLE', down);

@@ -6,9 +6,16 @@
  *   .example.com        example.com and its subdomains (Squid's spelling)
  *   203.0.113.7, [2001:db8::1]   that IP literal exactly (the only way an IP target passes)
  *
- * each optionally followed by `:port` (no port: any port). Names are compared as lower-case ASCII
- * (IDN → punycode) with one trailing dot removed. IP-literal targets, in any notation the URL
- * parser accepts (decimal `2130706433`, octal, hex, IPv6, mapped), never match a name rule.
+ * each optionally followed by `:port` (no port: any port), then optionally by options, separated
+ * by spaces:
+ *
+ *   legacy.example.com:8443 sni=optional   a TLS client that sends no server name (SNI) is
+ *                                          admitted through a CONNECT tunnel (by default a
+ *                                          ClientHello without SNI for a name is refused)
+ *
+ * Names are compared as lower-case ASCII (IDN → punycode) with one trailing dot removed.
+ * IP-literal targets, in any notation the URL parser accepts (decimal `2130706433`, octal, hex,
+ * IPv6, mapped), never match a name rule. Options of identical targets add up.
  *
  * A decision is a few hash lookups: one for the exact name and one per parent domain, so it
  * costs O(labels in the host), not O(rules).
@@ -25,6 +32,16 @@ const CANONICAL_NAME = /^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)
 const MAX_RULES = 100_000;
 const MAX_HOST_LENGTH = 253;
 
+/** The options a rule may carry after its target. */
+export const RULE_OPTIONS = ['sni=optional'] as const;
+export type RuleOption = (typeof RULE_OPTIONS)[number];
+
+/** A rule's text split into its target (`host[:port]`) and its options; no validation. */
+export function splitRuleOptions(rule: string): { target: string; options: string[] } {
+  const parts = rule.trim().split(/[ \t]+/);
+  return { target: parts[0] ?? '', options: parts.slice(1) };
+}
+
 type PortSet = Set<number>;
 
 export interface RuleMatch {
@@ -35,6 +52,8 @@ export interface Decision {
   allowed: boolean;
   /** The rule that allowed the target, when one did. */
   rule?: string;
+  /** The options of the rule that allowed the target. */
+  options?: ReadonlySet<RuleOption>;
   /** Why it was refused, when it was. */
   reason?: string;
 }
@@ -43,6 +62,7 @@ interface ParsedRule {
   kind: 'exact' | 'subdomains' | 'domain-and-subdomains' | 'ip';
   host: string;
   port: number;
+  options: RuleOption[];
 }
 
 function invalid(rule: string, why: string): VolantError {
@@ -114,18 +134,32 @@ export function normalizeHostName(host: string): string | undefined {
   return h;
 }
 
+function parseOptions(texts: readonly string[], raw: string): RuleOption[] {
+  const out: RuleOption[] = [];
+  for (const t of texts) {
+    if (!(RULE_OPTIONS as readonly string[]).includes(t)) {
+      throw invalid(raw, `unknown option ${JSON.stringify(t.slice(0, 40))} (options: ${RULE_OPTIONS.join(', ')})`);
+    }
+    out.push(t as RuleOption);
+  }
+  return out;
+}
+
 function parseRule(raw: unknown): ParsedRule {
   if (typeof raw !== 'string') throw invalid(String(raw), 'a rule must be a string');
-  const rule = raw.trim();
-  if (rule === '') throw invalid(raw, 'empty rule');
-  if (rule.length > 300) throw invalid(raw, 'longer than 300 characters');
+  const text = raw.trim();
+  if (text === '') throw invalid(raw, 'empty rule');
+  if (text.length > 300) throw invalid(raw, 'longer than 300 characters');
+  if (/[\r\n\f\v]/.test(text)) throw invalid(raw, 'a rule is one line');
+  const { target: rule, options: optionTexts } = splitRuleOptions(text);
   if (/[\s@/\\?#%]/.test(rule)) throw invalid(raw, 'rules are host names, optionally with :port (no scheme, path, userinfo or spaces)');
+  const options = parseOptions(optionTexts, raw);
   const { host, port: portText } = splitPort(rule);
   const port = parsePort(portText, raw);
   const ip = canonicalIpLiteral(host);
   if (ip !== undefined) {
     if (isIP(host.replace(/^\[|\]$/g, '')) === 0) throw invalid(raw, 'IP rules must be written in standard notation (dotted-quad or RFC 5952 IPv6)');
-    return { kind: 'ip', host: ip, port };
+    return { kind: 'ip', host: ip, port, options };
   }
   let kind: ParsedRule['kind'] = 'exact';
   let name = host;
@@ -140,7 +174,7 @@ function parseRule(raw: unknown): ParsedRule {
   const normal = normalizeHostName(name);
   if (normal === undefined) throw invalid(raw, 'not a valid host name');
   if (kind !== 'exact' && !normal.includes('.')) throw invalid(raw, 'a wildcard must cover a registrable domain, not a whole top-level domain');
-  return { kind, host: normal, port };
+  return { kind, host: normal, port, options };
 }
 
 function addPort(map: Map<string, PortSet>, key: string, port: number): void {
@@ -167,6 +201,7 @@ export class Allowlist {
   private readonly suffix = new Map<string, PortSet>();
   private readonly ips = new Map<string, PortSet>();
   private readonly ruleText = new Map<string, string>();
+  private readonly ruleOptions = new Map<string, Set<RuleOption>>();
   readonly size: number;
 
   /** @throws VolantError INVALID_ARGUMENT naming the first invalid rule. */
@@ -190,7 +225,11 @@ export class Allowlist {
           addPort(this.suffix, r.host, r.port);
           break;
       }
-      this.ruleText.set(`${r.kind}|${r.host}|${r.port}`, String(raw).trim());
+      const key = `${r.kind}|${r.host}|${r.port}`;
+      this.ruleText.set(key, String(raw).trim());
+      const opts = this.ruleOptions.get(key) ?? new Set<RuleOption>();
+      for (const o of r.options) opts.add(o);
+      this.ruleOptions.set(key, opts);
     }
     this.size = rules.length;
   }
@@ -223,13 +262,17 @@ export class Allowlist {
     const ip = canonicalIpLiteral(host);
     if (ip !== undefined) {
       const s = this.ips.get(ip);
-      if (portAllowed(s, port)) return { allowed: true, rule: this.describe('ip', ip, s!, port) };
+      if (portAllowed(s, port)) return this.allowedBy([`ip|${ip}|${s!.has(ANY_PORT) ? ANY_PORT : (port ?? ANY_PORT)}`], ip);
       return { allowed: false, reason: `IP literal ${ip} is not in the allowlist (name rules never match IP addresses)` };
     }
     const name = normalizeHostName(host);
     if (name === undefined) return { allowed: false, reason: 'not a valid host name' };
     const m = this.matchName(name, port);
-    if (m) return { allowed: true, rule: this.describeName(m.host, m.ports, port, m.viaSuffix) };
+    if (m) {
+      const p = m.ports.has(ANY_PORT) ? ANY_PORT : (port ?? ANY_PORT);
+      const kinds: ParsedRule['kind'][] = m.viaSuffix ? ['subdomains', 'domain-and-subdomains'] : ['exact', 'domain-and-subdomains'];
+      return this.allowedBy(kinds.map((k) => `${k}|${m.host}|${p}`), m.host);
+    }
     return { allowed: false, reason: `${name}${port === undefined ? '' : `:${port}`} matches no allowlist rule` };
   }
 
@@ -248,17 +291,14 @@ export class Allowlist {
     return undefined;
   }
 
-  private describe(kind: ParsedRule['kind'], host: string, s: PortSet, port: number | undefined): string {
-    const p = s.has(ANY_PORT) ? ANY_PORT : (port ?? ANY_PORT);
-    return this.ruleText.get(`${kind}|${host}|${p}`) ?? host;
-  }
-
-  private describeName(host: string, s: PortSet, port: number | undefined, viaSuffix: boolean): string {
-    const kinds: ParsedRule['kind'][] = viaSuffix ? ['subdomains', 'domain-and-subdomains'] : ['exact', 'domain-and-subdomains'];
-    for (const k of kinds) {
-      const t = this.ruleText.get(`${k}|${host}|${s.has(ANY_PORT) ? ANY_PORT : (port ?? ANY_PORT)}`);
-      if (t) return t;
+  /** The decision for the first rule key that exists: its text and the options of every rule with that key. */
+  private allowedBy(keys: readonly string[], fallback: string): Decision {
+    for (const key of keys) {
+      const text = this.ruleText.get(key);
+      if (text === undefined) continue;
+      const options = this.ruleOptions.get(key);
+      return options !== undefined && options.size > 0 ? { allowed: true, rule: text, options } : { allowed: true, rule: text };
     }
-    return host;
+    return { allowed: true, rule: fallback };
   }
 }

@@ -1,14 +1,25 @@
 /**
- * Per-VM admission for the egress proxy: a token bucket for the request rate (a CONNECT counts
- * as one request) and counters for concurrent tunnels per VM and in-flight work overall. They
- * answer "may this start?" and nothing else; the proxy maps a refusal to 429 (this VM is over
- * its share) or 503 (the host is). The clock is injected so tests and decisions stay pure.
+ * Admission limits of the egress proxy: a token bucket per VM for the request rate, and counters
+ * for concurrent tunnels per VM and in-flight work overall. They answer "may this start?" and
+ * nothing else; the proxy maps a refusal to 429 (this VM is over its share) or 503 (the host is).
+ *
+ * What must hold:
+ *  - every request a VM makes takes a token before it is decided, refused or not (a VM cannot
+ *    make unlimited denied requests and audit lines). Peers no VM policy claims share one bucket
+ *    (UNIDENTIFIED_PEER), so they are bounded too;
+ *  - the overall concurrency limit is host-wide: one `EgressLimits` is shared by every VM's
+ *    listener (host/daemon/egress.ts), and VM buckets are keyed by VM name;
+ *  - `acquire` that answered 'ok' is matched by exactly one `release`.
+ *
+ * The clock is injected so tests and decisions stay pure.
  */
 
 export const REQUESTS_PER_SECOND_PER_VM = 50;
 export const REQUEST_BURST_PER_VM = 100;
 export const MAX_TUNNELS_PER_VM = 64;
 export const MAX_CONCURRENT_TOTAL = 4096;
+/** The bucket of peers that no VM policy claims (VM names are never empty). */
+export const UNIDENTIFIED_PEER = '';
 
 export class TokenBucket {
   private tokens: number;
@@ -41,7 +52,7 @@ export interface LimitsOptions {
   maxConcurrentTotal?: number;
 }
 
-export type Admission = 'ok' | 'rate-limited' | 'tunnel-limit' | 'overloaded';
+export type Slot = 'ok' | 'tunnel-limit' | 'overloaded';
 
 export class EgressLimits {
   private readonly buckets = new Map<string, TokenBucket>();
@@ -59,16 +70,20 @@ export class EgressLimits {
     this.maxConcurrentTotal = opts.maxConcurrentTotal ?? MAX_CONCURRENT_TOTAL;
   }
 
-  /** Admits one request or tunnel; on 'ok' the caller must call `release` exactly once. */
-  admit(vm: string, tunnel: boolean, now: number): Admission {
-    if (this.inFlight >= this.maxConcurrentTotal) return 'overloaded';
-    if (tunnel && (this.tunnels.get(vm) ?? 0) >= this.maxTunnelsPerVm) return 'tunnel-limit';
+  /** Charges one request (allowed or refused) to `vm`'s rate budget; false when it is spent. */
+  take(vm: string, now: number): boolean {
     let bucket = this.buckets.get(vm);
     if (!bucket) {
       bucket = new TokenBucket(this.rate, this.burst, now);
       this.buckets.set(vm, bucket);
     }
-    if (!bucket.take(now)) return 'rate-limited';
+    return bucket.take(now);
+  }
+
+  /** A concurrency slot for an allowed request or tunnel; on 'ok' the caller must `release` once. */
+  acquire(vm: string, tunnel: boolean): Slot {
+    if (this.inFlight >= this.maxConcurrentTotal) return 'overloaded';
+    if (tunnel && (this.tunnels.get(vm) ?? 0) >= this.maxTunnelsPerVm) return 'tunnel-limit';
     this.inFlight++;
     if (tunnel) this.tunnels.set(vm, (this.tunnels.get(vm) ?? 0) + 1);
     return 'ok';

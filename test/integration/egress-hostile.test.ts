@@ -24,6 +24,7 @@ import { type AuditRecord, type EgressProxy, startEgressProxy } from '../../host
 import { type DnsRecords, type DnsServer, startDnsServer } from '../support/dns-server.js';
 import { createTestCa, type TestCa } from '../support/tls-ca.js';
 import { captureClientHello } from '../support/client-hello.js';
+import { eventually } from '../support/eventually.js';
 
 const VM = 'web-1';
 
@@ -37,6 +38,8 @@ let HTTPS_PORT = 0;
 let ECHO_PORT = 0;
 let BURST_PORT = 0;
 let burstUp: TcpServer;
+/** Connections the burst upstream has finished writing to and closed. */
+let burstDone = 0;
 const BURST_BYTES = 4 * 1024 * 1024;
 let loose: EgressProxy;
 let strict: EgressProxy;
@@ -92,9 +95,9 @@ const get = (target: string, host?: string, extra = ''): string =>
 const connectReq = (authority: string): string => `CONNECT ${authority} HTTP/1.1\r\nHost: ${authority}\r\n\r\n`;
 
 /** Opens a CONNECT tunnel and resolves with the socket, paused, after the 200 (or rejects with the status line). */
-function openTunnel(proxy: EgressProxy, authority: string): Promise<Socket> {
+function openTunnel(proxy: EgressProxy, authority: string, localAddress?: string): Promise<Socket> {
   return new Promise((resolve, reject) => {
-    const c = connect(portOf(proxy), '127.0.0.1');
+    const c = connect({ port: portOf(proxy), host: '127.0.0.1', localAddress });
     let buf = '';
     const onData = (d: Buffer): void => {
       buf += d.toString('latin1');
@@ -134,14 +137,12 @@ async function tlsThroughTunnel(proxy: EgressProxy, authority: string, servernam
 
 const lastAudit = (pred: (a: AuditRecord) => boolean): AuditRecord | undefined => [...audits].reverse().find(pred);
 
-/** The audit line is written when the proxy's side of both sockets has closed, a moment after ours. */
+/**
+ * The audit line is written when the proxy's side of both sockets has closed, a moment after
+ * ours; a denial identical to one earlier in the window arrives as the window's summary line.
+ */
 async function awaitAudit(pred: (a: AuditRecord) => boolean, sinceIndex: number): Promise<AuditRecord | undefined> {
-  for (let i = 0; i < 100; i++) {
-    const hit = audits.slice(sinceIndex).reverse().find(pred);
-    if (hit) return hit;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return undefined;
+  return eventually(() => audits.slice(sinceIndex).reverse().find(pred), { timeoutMs: 3000, what: 'audit line' }).catch(() => undefined);
 }
 
 const DNS_RECORDS: DnsRecords = {
@@ -213,7 +214,7 @@ before(async () => {
   // Writes BURST_BYTES and closes at once: the proxy must still deliver all of it to a slow reader.
   burstUp = createTcpServer((s) => {
     s.on('error', () => {});
-    s.end(Buffer.alloc(BURST_BYTES, 0x42));
+    s.end(Buffer.alloc(BURST_BYTES, 0x42), () => burstDone++);
   });
   BURST_PORT = await listenPort(burstUp);
   const common = {
@@ -222,6 +223,11 @@ before(async () => {
     connectTimeoutMs: 2000,
     clientHelloTimeoutMs: 1500,
     deniedAddresses: ['93.184.216.34'],
+    // Every request of the table, refused or not, is charged to VM web-1's rate budget.
+    requestsPerSecondPerVm: 100_000,
+    requestBurstPerVm: 100_000,
+    // Identical denials in a window are one line plus a summary: keep the window short here.
+    auditWindowMs: 100,
     audit: (r: AuditRecord) => audits.push(r),
   };
   const rules = ['allowed.test', '*.wild.test', '.both.test', 'bücher.test', 'alias.test', 'alias-private.test', `raw.test:${ECHO_PORT}`, `raw.test:${BURST_PORT}`, '*.bad.test', 'rebind.test'];
@@ -366,11 +372,12 @@ for (const [host, status, reason] of [
   });
 }
 cases.push({
-  name: 'bare LF smuggles a Host header → 403 host-mismatch',
+  // The bare LF ends an HTTP/0.9-style request line (no version): refused before anything else.
+  name: 'bare LF smuggles a Host header → 400 http-version',
   proxy: 'loose',
   request: () => `GET http://allowed.test:${HTTP_PORT}/\nHost: evil.test HTTP/1.1\r\n\r\n`,
-  status: 403,
-  reason: 'host-mismatch',
+  status: 400,
+  reason: 'http-version',
 });
 cases.push({
   name: 'two Host headers → 403 host-mismatch',
@@ -500,7 +507,7 @@ describe('egress proxy: behaviour beyond the table', () => {
     assert.ok(audits.every((a) => a.decision === 'deny' || a.address === '127.0.0.1'), 'only loopback was ever dialled');
   });
 
-  it('forwards Host unchanged and strips hop-by-hop and Proxy-* headers', async () => {
+  it('forwards the Host the allowlist decided on and strips hop-by-hop and Proxy-* headers', async () => {
     upstreamSeen.length = 0;
     const r = await raw(
       loose,
@@ -508,7 +515,7 @@ describe('egress proxy: behaviour beyond the table', () => {
     );
     assert.equal(r.status, 200);
     const seen = upstreamSeen.at(-1)!;
-    assert.equal(seen.host, `Allowed.Test:${HTTP_PORT}`);
+    assert.equal(seen.host, `allowed.test:${HTTP_PORT}`, 'the canonical name the decision was made on');
     assert.equal(seen.url, '/h?q=1');
     assert.equal(seen.headers['x-keep'], '2');
     for (const h of ['proxy-authorization', 'proxy-connection', 'x-drop', 'te']) assert.equal(seen.headers[h], undefined, h);
@@ -595,8 +602,9 @@ describe('egress proxy: behaviour beyond the table', () => {
 
   it('delivers everything the upstream sent before closing to a slow reader, and honours half-close', async () => {
     const mark = audits.length;
+    const before = burstDone;
     const t = await openTunnel(loose, `raw.test:${BURST_PORT}`);
-    await new Promise((r) => setTimeout(r, 300)); // upstream has written and closed by now
+    await eventually(() => burstDone > before, { what: 'the upstream wrote everything and closed' });
     const got = await new Promise<number>((resolve) => {
       let n = 0;
       t.on('data', (d: Buffer) => {
@@ -691,19 +699,15 @@ describe('egress proxy: limits', () => {
       assert.equal(third.json?.error?.details.reason, 'tunnel-limit');
       const other = await raw(p, connectReq(`raw.test:${ECHO_PORT}`), { localAddress: '127.0.0.3', waitMs: 300 });
       assert.match(other.headers, /^HTTP\/1\.1 200/, 'another VM still gets a tunnel');
-      // 'other' closed; now occupy the global limit of 3 with a tunnel for VM two and try again.
-      const c = connect({ port: portOf(p), host: '127.0.0.1', localAddress: '127.0.0.3' });
-      await new Promise<void>((resolve) => {
-        c.on('data', () => resolve());
-        c.write(connectReq(`raw.test:${ECHO_PORT}`));
-      });
+      // 'other' closed (its slot comes back once the proxy's side has closed too); now occupy the
+      // global limit of 3 with a tunnel for VM two and try again.
+      const c = await eventually(() => openTunnel(p, `raw.test:${ECHO_PORT}`, '127.0.0.3'), { what: "VM two's slot freed" });
       const overloaded = await raw(p, connectReq(`raw.test:${ECHO_PORT}`), { localAddress: '127.0.0.4' });
       assert.equal(overloaded.status, 503);
       assert.equal(overloaded.json?.error?.details.reason, 'overloaded');
       c.destroy();
       t1.destroy();
-      await new Promise((r) => setTimeout(r, 100));
-      const again = await openTunnel(p, `raw.test:${ECHO_PORT}`);
+      const again = await eventually(() => openTunnel(p, `raw.test:${ECHO_PORT}`), { what: "VM one's tunnel slot freed" });
       again.destroy();
       t2.destroy();
     } finally {

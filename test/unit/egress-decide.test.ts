@@ -2,9 +2,10 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Allowlist } from '../../shared/allowlist.js';
 import { AddressPolicy } from '../../host/egress/address-policy.js';
-import { type AllowedTarget, decideAddresses, decideAllowlist, decideTunnelPayload, denialBody, ruleNamesPort } from '../../host/egress/decide.js';
+import { type AllowedTarget, decideAddresses, decideAllowlist, decideTunnelPayload, denialError, ruleNamesPort } from '../../host/egress/decide.js';
+import { errorBody } from '../../shared/http-error-response.js';
 
-const allowlist = new Allowlist(['api.example.com', '*.cdn.example.com', 'db.example.com:5432', '203.0.113.7', 'xn--bcher-kva.example']);
+const allowlist = new Allowlist(['api.example.com', '*.cdn.example.com', 'db.example.com:5432', '203.0.113.7', 'xn--bcher-kva.example', 'legacy.example.com:8443 sni=optional']);
 
 describe('decideAllowlist', () => {
   const table: [string, number, string | undefined, string?][] = [
@@ -44,17 +45,25 @@ describe('decideAllowlist', () => {
     assert.equal(ruleNamesPort('[2001:db8::1]:443'), true);
     assert.equal(ruleNamesPort('2001:db8::1'), false);
     assert.equal(ruleNamesPort('example.com'), false);
+    assert.equal(ruleNamesPort('legacy.example.com:8443 sni=optional'), true);
+    assert.equal(ruleNamesPort('legacy.example.com sni=optional'), false);
+  });
+  it('carries the sni=optional option of the matching rule', () => {
+    assert.equal((decideAllowlist(allowlist, { host: 'legacy.example.com', port: 8443 }) as AllowedTarget).sniOptional, true);
+    assert.equal((decideAllowlist(allowlist, { host: 'api.example.com', port: 443 }) as AllowedTarget).sniOptional, false);
   });
 });
 
 describe('decideAddresses', () => {
   const policy = new AddressPolicy({ allowPrivate: ['10.9.0.0/16'] });
-  const target: AllowedTarget = { host: 'api.example.com', literal: false, port: 443, rule: 'api.example.com', ruleNamesPort: false };
+  const target: AllowedTarget = { host: 'api.example.com', literal: false, port: 443, rule: 'api.example.com', ruleNamesPort: false, sniOptional: false };
   it('refuses when any address is bad and names it', () => {
     const d = decideAddresses(policy, target, ['93.184.216.34', '2606:2800::1', '10.0.0.5']);
     assert.ok('status' in d);
     assert.equal(d.address, '10.0.0.5');
-    assert.match(JSON.parse(denialBody(d)).error.message, /10\.0\.0\.5 \(private\)/);
+    const body = JSON.parse(errorBody(denialError(d)));
+    assert.match(body.error.message, /10\.0\.0\.5 \(private\)/);
+    assert.deepEqual(body.error.details, { reason: 'blocked-address', rule: 'api.example.com', address: '10.0.0.5' });
   });
   it('orders IPv4 first and keeps only checked addresses', () => {
     assert.deepEqual(decideAddresses(policy, target, ['2606:2800::1', '93.184.216.34', '10.9.1.1']), ['93.184.216.34', '10.9.1.1', '2606:2800::1']);
@@ -63,12 +72,17 @@ describe('decideAddresses', () => {
 });
 
 describe('decideTunnelPayload', () => {
-  const anyPort: AllowedTarget = { host: 'api.example.com', literal: false, port: 443, rule: 'api.example.com', ruleNamesPort: false };
+  const anyPort: AllowedTarget = { host: 'api.example.com', literal: false, port: 443, rule: 'api.example.com', ruleNamesPort: false, sniOptional: false };
+  const sniOptional: AllowedTarget = { ...anyPort, rule: 'api.example.com sni=optional', sniOptional: true };
   const withPort: AllowedTarget = { ...anyPort, port: 5432, rule: 'api.example.com:5432', ruleNamesPort: true };
   const table: [string, AllowedTarget, Parameters<typeof decideTunnelPayload>[1], string][] = [
     ['matching SNI', anyPort, { state: 'done', serverName: 'api.example.com' }, 'allow'],
     ['SNI in other case with dot', anyPort, { state: 'done', serverName: 'API.example.com.' }, 'allow'],
-    ['no SNI', anyPort, { state: 'done', serverName: undefined }, 'allow'],
+    ['no SNI for a name target', anyPort, { state: 'done', serverName: undefined }, 'sni-missing'],
+    ['no SNI under a port rule', withPort, { state: 'done', serverName: undefined }, 'sni-missing'],
+    ['no SNI where the rule says sni=optional', sniOptional, { state: 'done', serverName: undefined }, 'allow'],
+    ['wrong SNI where the rule says sni=optional', sniOptional, { state: 'done', serverName: 'evil.com' }, 'sni-mismatch'],
+    ['no SNI to an IP-literal target', { ...anyPort, host: '203.0.113.7', literal: true }, { state: 'done', serverName: undefined }, 'allow'],
     ['other SNI', anyPort, { state: 'done', serverName: 'evil.com' }, 'sni-mismatch'],
     ['subdomain SNI', anyPort, { state: 'done', serverName: 'x.api.example.com' }, 'sni-mismatch'],
     ['other SNI under a port rule', withPort, { state: 'done', serverName: 'evil.com' }, 'sni-mismatch'],

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { EgressLimits, TokenBucket } from '../../host/egress/limits.js';
+import { EgressLimits, TokenBucket, UNIDENTIFIED_PEER } from '../../host/egress/limits.js';
 import { EgressMetrics } from '../../host/egress/metrics.js';
 
 describe('TokenBucket', () => {
@@ -22,23 +22,25 @@ describe('TokenBucket', () => {
 describe('EgressLimits', () => {
   it('tunnels per VM, global concurrency, release', () => {
     const l = new EgressLimits({ maxTunnelsPerVm: 2, maxConcurrentTotal: 3, requestsPerSecondPerVm: 1000 });
-    assert.equal(l.admit('a', true, 0), 'ok');
-    assert.equal(l.admit('a', true, 0), 'ok');
-    assert.equal(l.admit('a', true, 0), 'tunnel-limit');
-    assert.equal(l.admit('a', false, 0), 'ok', 'plain requests do not count as tunnels');
-    assert.equal(l.admit('b', true, 0), 'overloaded');
+    assert.equal(l.acquire('a', true), 'ok');
+    assert.equal(l.acquire('a', true), 'ok');
+    assert.equal(l.acquire('a', true), 'tunnel-limit');
+    assert.equal(l.acquire('a', false), 'ok', 'plain requests do not count as tunnels');
+    assert.equal(l.acquire('b', true), 'overloaded');
     l.release('a', false);
-    assert.equal(l.admit('b', true, 0), 'ok');
+    assert.equal(l.acquire('b', true), 'ok');
     l.release('a', true);
     assert.equal(l.activeTunnels('a'), 1);
     assert.equal(l.active, 2);
   });
-  it('rate per VM is independent', () => {
+  it('rate per VM is independent, and unidentified peers share one budget', () => {
     const l = new EgressLimits({ requestsPerSecondPerVm: 1, requestBurstPerVm: 1 });
-    assert.equal(l.admit('a', false, 0), 'ok');
-    assert.equal(l.admit('a', false, 1), 'rate-limited');
-    assert.equal(l.admit('b', false, 1), 'ok');
-    assert.equal(l.admit('a', false, 1001), 'ok');
+    assert.equal(l.take('a', 0), true);
+    assert.equal(l.take('a', 1), false);
+    assert.equal(l.take('b', 1), true);
+    assert.equal(l.take('a', 1001), true);
+    assert.equal(l.take(UNIDENTIFIED_PEER, 0), true);
+    assert.equal(l.take(UNIDENTIFIED_PEER, 1), false);
   });
 });
 

@@ -16,6 +16,19 @@
  * `allow_private` covers, directly and when embedded. An operator who allows the bridge subnet
  * lets VMs reach other machines there, never volantd's host.
  *
+ * NAT64 (RFC 6052 §2.2) embeds the IPv4 address at a place that depends on the prefix length.
+ * The well-known prefix 64:ff9b::/96 holds it in the last 32 bits. The local-use prefix
+ * 64:ff9b:1::/48 (RFC 8215) is read with the /48 layout: IPv4 bits 48-63 and 72-87, the "u"
+ * octet (bits 64-71) zero, the suffix (bits 88-127) zero. An address that breaks the layout
+ * (a network that carves a longer prefix out of the /48 puts the IPv4 address elsewhere, where
+ * the suffix would hide it) is refused: the proxy cannot know what it embeds. Teredo (RFC 4380)
+ * embeds the server's address and the client's (obfuscated); a client contacts both, so both
+ * must be public.
+ *
+ * The classes follow the IANA special-purpose registries (RFC 6890 and updates): what the
+ * registries mark as not globally reachable is refused; a few globally reachable anycast
+ * assignments inside refused blocks (192.0.0.9/32, 2001:1::1/128 …) are refused with their block.
+ *
  * Everything here is pure: addresses are numbers (IPv4) or bigints (IPv6).
  */
 
@@ -147,6 +160,15 @@ interface V6Class {
   embedded?: number;
 }
 
+/**
+ * The IPv4 address a local-use NAT64 address (64:ff9b:1::/48) embeds under the /48 layout of
+ * RFC 6052 §2.2, or undefined when the address breaks that layout (u octet or suffix not zero).
+ */
+export function localNat64Embedded(v: bigint): number | undefined {
+  if (bits(v, 64, 8) !== 0n || bits(v, 88, 40) !== 0n) return undefined;
+  return Number((bits(v, 48, 16) << 16n) | bits(v, 72, 16));
+}
+
 function classifyV6(v: bigint): V6Class {
   if (v === 0n) return { cls: 'unspecified' };
   if (v === 1n) return { cls: 'loopback' };
@@ -154,9 +176,18 @@ function classifyV6(v: bigint): V6Class {
   if (bits(v, 0, 96) === 0xffffn) return { cls: 'ipv4-mapped', embedded: Number(bits(v, 96, 32)) };
   if (bits(v, 0, 96) === 0n) return { cls: 'ipv4-compatible', embedded: Number(bits(v, 96, 32)) };
   if (bits(v, 0, 96) === 0x0064ff9b0000000000000000n) return { cls: 'nat64', embedded: Number(bits(v, 96, 32)) };
-  if (bits(v, 0, 48) === 0x0064ff9b0001n) return { cls: 'nat64', embedded: Number(bits(v, 96, 32)) };
+  if (bits(v, 0, 48) === 0x0064ff9b0001n) {
+    // A broken layout embeds nothing we can check: the class alone refuses it.
+    const embedded = localNat64Embedded(v);
+    return embedded === undefined ? { cls: 'nat64' } : { cls: 'nat64', embedded };
+  }
   if (top16 === 0x2002n) return { cls: '6to4', embedded: Number(bits(v, 16, 32)) };
-  if (bits(v, 0, 32) === 0x20010000n) return { cls: 'teredo', embedded: Number(bits(v, 96, 32) ^ 0xffffffffn) };
+  // Teredo: the server's address in bits 32-63, the client's (obfuscated) in 96-127; a server
+  // address that is not public decides.
+  if (bits(v, 0, 32) === 0x20010000n) {
+    const server = Number(bits(v, 32, 32));
+    return { cls: 'teredo', embedded: classifyV4(server) === 'public' ? Number(bits(v, 96, 32) ^ 0xffffffffn) : server };
+  }
   if (bits(v, 0, 8) === 0xffn) return { cls: 'multicast' };
   if (bits(v, 0, 10) === 0b1111111010n) return { cls: 'link-local' };
   if (bits(v, 0, 10) === 0b1111111011n) return { cls: 'reserved' };

@@ -11,6 +11,8 @@
  *    alone. Anyone else gets 403 `no-policy`.
  * Every listener refuses to dial the host itself: all addresses of all interfaces (read when the
  * listener starts) and the loopback / "this host" ranges, whatever `egress.allow_private` says.
+ * Every listener shares one `EgressLimits`: the overall concurrency limit is host-wide, and each
+ * VM's rate and tunnel budget is keyed by its name.
  */
 
 import { readFileSync } from 'node:fs';
@@ -20,6 +22,7 @@ import { egressServesPeer } from '../../shared/network-policy.js';
 import { EGRESS_VSOCK_PORT, guestInitiatedSocketPath } from '../../shared/vsock.js';
 import type { VolantConfig } from '../config/schema.js';
 import { hostDeniedAddresses } from '../egress/address-policy.js';
+import { EgressLimits } from '../egress/limits.js';
 import type { EgressMetrics } from '../egress/metrics.js';
 import { startEgressProxy } from '../egress/proxy.js';
 import { macForAddress, parseProcNetArp } from '../network/neighbours.js';
@@ -78,6 +81,8 @@ export function mergeExpositions(texts: string[]): string {
 
 export interface EgressStarterWithMetrics {
   start: EgressStarter;
+  /** The one limiter every VM's listener shares. */
+  limits: EgressLimits;
   /** Prometheus text of every live per-VM proxy. */
   renderMetrics(): string;
 }
@@ -87,6 +92,7 @@ export function createEgressStarter(cfg: Pick<VolantConfig, 'egress'>, hostCidr:
   const interfaceAddresses = wiring.interfaceAddresses ?? hostInterfaceAddresses;
   const macOf = wiring.macOf ?? ((address: string) => neighbourMac(wiring.bridge, address));
   const live = new Set<{ metrics: EgressMetrics }>();
+  const limits = new EgressLimits({ maxTunnelsPerVm: cfg.egress.max_tunnels_per_vm, requestsPerSecondPerVm: cfg.egress.requests_per_second_per_vm });
   const start: EgressStarter = async (vm): Promise<EgressHandle> => {
     const viaVsock = vm.egress.route.via === 'hybrid-vsock';
     const peers = vm.egress.peers;
@@ -104,8 +110,7 @@ export function createEgressStarter(cfg: Pick<VolantConfig, 'egress'>, hostCidr:
       upgradeToHttps: cfg.egress.upgrade_to_https,
       connectTimeoutMs: cfg.egress.connect_timeout_ms,
       dnsTimeoutMs: cfg.egress.dns_timeout_ms,
-      maxTunnelsPerVm: cfg.egress.max_tunnels_per_vm,
-      requestsPerSecondPerVm: cfg.egress.requests_per_second_per_vm,
+      limits,
       audit: (r) => log(`egress ${JSON.stringify(r)}`),
     });
     const a = proxy.address;
@@ -119,5 +124,5 @@ export function createEgressStarter(cfg: Pick<VolantConfig, 'egress'>, hostCidr:
       },
     };
   };
-  return { start, renderMetrics: () => mergeExpositions([...live].map((p) => p.metrics.render())) };
+  return { start, limits, renderMetrics: () => mergeExpositions([...live].map((p) => p.metrics.render())) };
 }

@@ -112,14 +112,14 @@ export function createWorkloadProxy(opts: ProxyOptions): WorkloadProxy {
           async (up) => {
             const problem = responseHeadProblem(up.statusCode, '', flatHeaders(up.headers));
             if (problem !== undefined) {
-              up.body.destroy();
+              up.body.on('error', () => undefined).destroy();
               sendJsonError(res, 'PROTOCOL_ERROR', `the workload at ${base.origin} answered with a head no proxy may relay: ${problem}`);
               return;
             }
             try {
               res.writeHead(up.statusCode, forwardResponseHeaders(up.headers));
             } catch (e) {
-              up.body.destroy();
+              up.body.on('error', () => undefined).destroy();
               sendJsonError(res, 'PROTOCOL_ERROR', `the workload at ${base.origin} answered with a head no proxy may relay: ${(e as Error).message}`);
               return;
             }

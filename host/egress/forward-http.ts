@@ -149,7 +149,7 @@ export async function handlePlainRequest(env: ProxyEnv, req: IncomingMessage, re
     const up = await client.request({ method: req.method ?? 'GET', path: httpTarget!.path, headers, body: hasBody ? counted : undefined, signal: abort.signal });
     const problem = responseHeadProblem(up.statusCode, '', flat(up.headers));
     if (problem !== undefined) {
-      up.body.destroy();
+      up.body.on('error', () => undefined).destroy();
       throw new VolantError('PROTOCOL_ERROR', `the upstream's response head is refused: ${problem}`);
     }
     const listed = connectionTokens(up.headers.connection);

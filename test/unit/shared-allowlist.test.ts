@@ -147,3 +147,26 @@ describe('scales by labels, not rules', () => {
     assert.equal(big.allows('host9998.example.com', 443), false);
   });
 });
+
+describe('rule options', () => {
+  const withOptions = new Allowlist(['legacy.example.com:8443 sni=optional', '*.old.example sni=optional', 'plain.example.com', '  spaced.example   sni=optional  ']);
+  test('an option rides on the decision of the rule that allowed the target', () => {
+    assert.deepEqual([...(withOptions.decide('legacy.example.com', 8443).options ?? [])], ['sni=optional']);
+    assert.deepEqual([...(withOptions.decide('a.old.example', 443).options ?? [])], ['sni=optional']);
+    assert.deepEqual([...(withOptions.decide('spaced.example', 443).options ?? [])], ['sni=optional']);
+    assert.equal(withOptions.decide('plain.example.com', 443).options, undefined);
+    assert.equal(withOptions.decide('legacy.example.com', 8443).rule, 'legacy.example.com:8443 sni=optional');
+    assert.equal(withOptions.allows('legacy.example.com', 8443), true);
+    assert.equal(withOptions.allows('legacy.example.com', 443), false);
+  });
+  test('options of identical targets add up', () => {
+    const twice = new Allowlist(['dup.example', 'dup.example sni=optional']);
+    assert.deepEqual([...(twice.decide('dup.example', 443).options ?? [])], ['sni=optional']);
+  });
+  test('unknown options and options that smuggle a second target are refused, naming the allowed ones', () => {
+    for (const bad of ['a.example sni=off', 'a.example sni-optional', 'a.example b.example', 'a.example\nsni=optional']) {
+      assert.throws(() => new Allowlist([bad]), (e: unknown) => e instanceof VolantError && e.code === 'INVALID_ARGUMENT', bad);
+    }
+    assert.match(Allowlist.check(['a.example sni=off'])[0]!.message, /options: sni=optional/);
+  });
+});

@@ -58,3 +58,15 @@ export function responseHeadProblem(status: number, reason: string, headers: rea
   }
   return undefined;
 }
+
+/** A header object (undici's `headers`, Node's `IncomingHttpHeaders`) as the flat list the check takes. */
+export function flatHeaders(headers: Readonly<Record<string, string | string[] | undefined>>): string[] {
+  const out: string[] = [];
+  for (const name in headers) {
+    const v = headers[name];
+    if (v === undefined) continue;
+    if (Array.isArray(v)) for (const one of v) out.push(name, one);
+    else out.push(name, v);
+  }
+  return out;
+}

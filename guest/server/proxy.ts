@@ -17,7 +17,7 @@ import { pipeline } from 'node:stream/promises';
 import { Pool } from 'undici';
 import { type ErrorCode, VolantError } from '../../shared/errors.js';
 import { sendErrorOnSocket, sendErrorResponse } from '../../shared/http-error-response.js';
-import { responseHeadProblem } from '../../shared/http-response-head.js';
+import { flatHeaders, responseHeadProblem } from '../../shared/http-response-head.js';
 import type { WorkloadSnapshot } from '../workload/supervisor.js';
 import { forwardRequestHeaders, forwardResponseHeaders } from './headers.js';
 
@@ -40,18 +40,6 @@ export interface WorkloadProxy {
 
 export function sendJsonError(res: ServerResponse, code: ErrorCode, message: string, headers: Record<string, string> = {}): void {
   sendErrorResponse(res, new VolantError(code, message), { headers });
-}
-
-/** undici's flat header object back to `[name, value, …]` for the head check. */
-function flatHeaders(headers: Record<string, string | string[] | undefined>): string[] {
-  const out: string[] = [];
-  for (const name in headers) {
-    const v = headers[name];
-    if (v === undefined) continue;
-    if (Array.isArray(v)) for (const one of v) out.push(name, one);
-    else out.push(name, v);
-  }
-  return out;
 }
 
 function downReason(w: WorkloadSnapshot): string | undefined {

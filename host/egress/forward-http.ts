@@ -22,7 +22,7 @@ import { Client } from 'undici';
 import { VolantError } from '../../shared/errors.js';
 import { connectionTokens, isHopByHop } from '../../shared/http-headers.js';
 import { requestLineRefusal } from '../../shared/http-request-line.js';
-import { responseHeadProblem } from '../../shared/http-response-head.js';
+import { flatHeaders, responseHeadProblem } from '../../shared/http-response-head.js';
 import { admit, charge } from './admission.js';
 import { newExchange } from './audit.js';
 import { type AllowedTarget, deny, type DenyReason } from './decide.js';
@@ -61,18 +61,6 @@ function countHeader(raw: readonly string[], name: string): number {
   let n = 0;
   for (let i = 0; i < raw.length; i += 2) if (raw[i]!.toLowerCase() === name) n++;
   return n;
-}
-
-/** undici's header object as a flat `[name, value, …]` list. */
-function flat(headers: Record<string, string | string[] | undefined>): string[] {
-  const out: string[] = [];
-  for (const k in headers) {
-    const v = headers[k];
-    if (v === undefined) continue;
-    if (Array.isArray(v)) for (const one of v) out.push(k, one);
-    else out.push(k, v);
-  }
-  return out;
 }
 
 export async function handlePlainRequest(env: ProxyEnv, req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -147,7 +135,7 @@ export async function handlePlainRequest(env: ProxyEnv, req: IncomingMessage, re
   try {
     if (hasBody) req.pipe(counted);
     const up = await client.request({ method: req.method ?? 'GET', path: httpTarget!.path, headers, body: hasBody ? counted : undefined, signal: abort.signal });
-    const problem = responseHeadProblem(up.statusCode, '', flat(up.headers));
+    const problem = responseHeadProblem(up.statusCode, '', flatHeaders(up.headers));
     if (problem !== undefined) {
       up.body.on('error', () => undefined).destroy();
       throw new VolantError('PROTOCOL_ERROR', `the upstream's response head is refused: ${problem}`);

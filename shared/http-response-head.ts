@@ -15,48 +15,106 @@
  *    exactly `chunked` (anything else would reach the client re-framed but still encoded);
  *    never both; 1xx and 204 carry no body framing (a 204 may say `Content-Length: 0`).
  *
- * Pure: the caller passes what its parser reported, with header names and values as strings
- * (latin1 for raw bytes). `undefined` means the head may be relayed.
+ * Pure: the caller passes what its parser reported, with header names as strings and values as
+ * strings (latin1) or raw bytes. `undefined` means the head may be relayed. `ResponseHeadCheck`
+ * applies the same rules field by field, for a proxy that walks the raw head once anyway.
  */
 
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
-/** Any byte a field value or reason phrase must not hold. */
-const BAD_TEXT = /[^\t\x20-\x7e\x80-\xff]/;
 const DIGITS = /^[0-9]{1,15}$/;
+/** Field names already found to be tokens (they repeat across responses); bounded. */
+const VALID_NAMES = new Set<string>();
+const VALID_NAMES_MAX_ENTRIES = 2048;
 
 export const MIN_STATUS = 100;
 export const MAX_STATUS = 599;
 
-export function responseHeadProblem(status: number, reason: string, headers: readonly string[]): string | undefined {
-  if (!Number.isInteger(status) || status < MIN_STATUS || status > MAX_STATUS) return `status code ${status} is not 100-599`;
-  if (BAD_TEXT.test(reason)) return 'the reason phrase holds a control character';
-  let contentLength: string | undefined;
-  let transferEncodings = 0;
-  let chunked = false;
-  for (let i = 0; i < headers.length; i += 2) {
-    const name = headers[i]!;
-    const value = headers[i + 1]!;
-    if (!TOKEN.test(name)) return `header name ${JSON.stringify(name.slice(0, 40))} is not a token`;
-    if (BAD_TEXT.test(value)) return `header ${name} holds a control character in its value`;
-    if (name.length === 14 && name.toLowerCase() === 'content-length') {
-      for (const part of value.split(',')) {
-        const v = part.trim();
-        if (!DIGITS.test(v)) return `Content-Length ${JSON.stringify(value.slice(0, 40))} is not a decimal number`;
-        if (contentLength !== undefined && contentLength !== v) return 'differing Content-Length values';
-        contentLength = v;
+/** Any character a field value or reason phrase must not hold (CTL but HTAB, DEL, above U+00FF). */
+const BAD_TEXT = /[^\t\x20-\x7e\x80-\xff]/;
+
+function hasBadText(text: string | Buffer): boolean {
+  if (typeof text === 'string') return BAD_TEXT.test(text);
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]!;
+    if ((c < 0x20 && c !== 0x09) || c === 0x7f) return true;
+  }
+  return false;
+}
+
+function isToken(name: string): boolean {
+  if (VALID_NAMES.has(name)) return true;
+  if (!TOKEN.test(name)) return false;
+  if (VALID_NAMES.size < VALID_NAMES_MAX_ENTRIES) VALID_NAMES.add(name);
+  return true;
+}
+
+function isNamed(name: string, lower: string): boolean {
+  return name.length === lower.length && (name === lower || name.toLowerCase() === lower);
+}
+
+/**
+ * The rules applied one field at a time, for a proxy that walks the raw head once anyway (the
+ * ingress): `field` for each header (the value as a string or as raw bytes), then `finish`.
+ * The first problem found is kept.
+ */
+export class ResponseHeadCheck {
+  problem: string | undefined;
+  private contentLength: string | undefined;
+  private transferEncodings = 0;
+  private chunked = false;
+
+  /** False once the head is refused. */
+  field(name: string, value: string | Buffer): boolean {
+    if (this.problem !== undefined) return false;
+    if (!isToken(name)) this.problem = `header name ${JSON.stringify(name.slice(0, 40))} is not a token`;
+    else if (hasBadText(value)) this.problem = `header ${name} holds a control character in its value`;
+    else if (isNamed(name, 'content-length')) this.contentLengthOf(typeof value === 'string' ? value : value.toString('latin1'));
+    else if (isNamed(name, 'transfer-encoding')) {
+      this.transferEncodings++;
+      this.chunked = (typeof value === 'string' ? value : value.toString('latin1')).trim().toLowerCase() === 'chunked';
+    }
+    return this.problem === undefined;
+  }
+
+  private contentLengthOf(value: string): void {
+    if (DIGITS.test(value)) {
+      if (this.contentLength !== undefined && this.contentLength !== value) this.problem = 'differing Content-Length values';
+      this.contentLength = value;
+      return;
+    }
+    for (const part of value.split(',')) {
+      const v = part.trim();
+      if (!DIGITS.test(v)) {
+        this.problem = `Content-Length ${JSON.stringify(value.slice(0, 40))} is not a decimal number`;
+        return;
       }
-    } else if (name.length === 17 && name.toLowerCase() === 'transfer-encoding') {
-      transferEncodings++;
-      chunked = value.trim().toLowerCase() === 'chunked';
+      if (this.contentLength !== undefined && this.contentLength !== v) {
+        this.problem = 'differing Content-Length values';
+        return;
+      }
+      this.contentLength = v;
     }
   }
-  if (transferEncodings > 1) return 'more than one Transfer-Encoding header';
-  if (transferEncodings === 1 && !chunked) return 'Transfer-Encoding other than "chunked"';
-  if (transferEncodings === 1 && contentLength !== undefined) return 'both Content-Length and Transfer-Encoding';
-  if (status < 200 || status === 204) {
-    if (transferEncodings > 0 || (contentLength !== undefined && contentLength.replace(/^0+/, '') !== '')) return `a ${status} response with a body`;
+
+  /** The verdict on the whole head, given its status line. */
+  finish(status: number, reason: string): string | undefined {
+    if (this.problem !== undefined) return this.problem;
+    if (!Number.isInteger(status) || status < MIN_STATUS || status > MAX_STATUS) return `status code ${status} is not 100-599`;
+    if (hasBadText(reason)) return 'the reason phrase holds a control character';
+    if (this.transferEncodings > 1) return 'more than one Transfer-Encoding header';
+    if (this.transferEncodings === 1 && !this.chunked) return 'Transfer-Encoding other than "chunked"';
+    if (this.transferEncodings === 1 && this.contentLength !== undefined) return 'both Content-Length and Transfer-Encoding';
+    if (status < 200 || status === 204) {
+      if (this.transferEncodings > 0 || (this.contentLength !== undefined && this.contentLength.replace(/^0+/, '') !== '')) return `a ${status} response with a body`;
+    }
+    return undefined;
   }
-  return undefined;
+}
+
+export function responseHeadProblem(status: number, reason: string, headers: readonly string[]): string | undefined {
+  const check = new ResponseHeadCheck();
+  for (let i = 0; i < headers.length && check.field(headers[i]!, headers[i + 1]!); i += 2);
+  return check.finish(status, reason);
 }
 
 /** A header object (undici's `headers`, Node's `IncomingHttpHeaders`) as the flat list the check takes. */

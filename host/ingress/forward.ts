@@ -23,7 +23,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Dispatcher } from 'undici';
 import { sendErrorResponse } from '../../shared/http-error-response.js';
-import { responseHeadProblem } from '../../shared/http-response-head.js';
+import { ResponseHeadCheck } from '../../shared/http-response-head.js';
 import type { VolantError } from '../../shared/errors.js';
 import { describeTransport, type IngressTransport } from './dialer.js';
 import { badResponseHead, upstreamFailure } from './failures.js';
@@ -60,6 +60,19 @@ function onClientSocketClose(this: WatchedSocket): void {
 
 function commitSettled(handler: ForwardHandler): void {
   handler.commitHead();
+}
+
+/** Heads waiting for the end of the current parser turn: one microtask serves them all. */
+let unsettled: ForwardHandler[] = [];
+
+function settleAll(): void {
+  const batch = unsettled;
+  unsettled = [];
+  for (const h of batch) h.settleHead();
+}
+
+function settleAfterThisTurn(h: ForwardHandler): void {
+  if (unsettled.push(h) === 1) queueMicrotask(settleAll);
 }
 
 function onResponseDrain(this: ServerResponse & { [inFlight]?: ForwardHandler }): void {
@@ -134,24 +147,24 @@ export class ForwardHandler {
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
     if (statusCode < 200) return true; // 1xx: informational, our server speaks for itself
     if (this.finished) return false;
-    const flat = new Array<string>(rawHeaders.length);
-    for (let i = 0; i < rawHeaders.length; i++) flat[i] = rawHeaders[i]!.toString('latin1');
-    const problem = responseHeadProblem(statusCode, statusText, flat);
-    if (problem !== undefined) {
-      this.fail(badResponseHead(this.where(), problem));
+    const check = new ResponseHeadCheck();
+    const headers = downstreamResponseHeaders(rawHeaders, this.requestId, check);
+    const problem = check.finish(statusCode, statusText);
+    if (headers === undefined || problem !== undefined) {
+      this.fail(badResponseHead(this.where(), problem ?? 'invalid header'));
       return false;
     }
     this.resumeUpstream = resume;
-    this.pending = { statusCode, statusText, headers: downstreamResponseHeaders(flat, this.requestId) };
-    queueMicrotask(this.settleHead);
+    this.pending = { statusCode, statusText, headers };
+    settleAfterThisTurn(this);
     return true;
   }
 
   /** After the parser's turn: a head that no body bytes followed is sent after RESPONSE_HEAD_SETTLE_MS. */
-  private readonly settleHead = (): void => {
+  settleHead(): void {
     if (this.pending === null || this.finished || this.settleTimer !== undefined) return;
     this.settleTimer = setTimeout(commitSettled, RESPONSE_HEAD_SETTLE_MS, this);
-  };
+  }
 
   /** Writes the held head; false when Node refused it (the request has then failed). */
   commitHead(): boolean {

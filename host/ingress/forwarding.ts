@@ -78,6 +78,9 @@ export function clientAddress(remoteAddress: string | undefined): string {
   return remoteAddress.startsWith('::ffff:') && isIP(remoteAddress.slice(7)) === 4 ? remoteAddress.slice(7) : remoteAddress;
 }
 
+/** The last facts and their headers: requests on one connection repeat them (this runs per request). */
+let last: { remoteAddress: string | undefined; proto: string; host: string | undefined; headers: readonly string[] } | undefined;
+
 const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 
 /** An RFC 7239 value: a token as is, anything else as a quoted-string. */
@@ -85,10 +88,17 @@ function forwardedValue(v: string): string {
   return TOKEN.test(v) ? v : `"${v.replace(/["\\]/g, '\\$&')}"`;
 }
 
-/** The forwarding headers the ingress adds, as a flat `[name, value, …]` list. */
-export function forwardingHeaders(facts: ForwardingFacts): string[] {
+/** The forwarding headers the ingress adds, as a flat `[name, value, …]` list (do not modify it). */
+export function forwardingHeaders(facts: ForwardingFacts): readonly string[] {
+  if (last !== undefined && last.remoteAddress === facts.remoteAddress && last.host === facts.host && last.proto === facts.proto) return last.headers;
+  const headers = buildForwardingHeaders(facts);
+  last = { remoteAddress: facts.remoteAddress, proto: facts.proto, host: facts.host, headers };
+  return headers;
+}
+
+function buildForwardingHeaders(facts: ForwardingFacts): string[] {
   const client = clientAddress(facts.remoteAddress);
-  const forNode = isIP(client) === 6 ? `"[${client}]"` : forwardedValue(client);
+  const forNode = client.includes(':') ? `"[${client}]"` : forwardedValue(client);
   let forwarded = `for=${forNode}`;
   if (facts.host !== undefined) forwarded += `;host=${forwardedValue(facts.host)}`;
   forwarded += `;proto=${facts.proto}`;

@@ -24,6 +24,7 @@
 import { randomUUID } from 'node:crypto';
 import { VolantError } from '../../shared/errors.js';
 import { connectionTokens, HOP_BY_HOP_HEADERS } from '../../shared/http-headers.js';
+import type { ResponseHeadCheck } from '../../shared/http-response-head.js';
 import { forwardingHeaders, isForwardingHeader } from './forwarding.js';
 
 enum Kind {
@@ -167,7 +168,8 @@ export function upstreamRequestHead(raw: readonly string[], facts: ClientFacts):
     hasBody = true;
   }
   const kept = connection === undefined ? out : dropNamedByConnection(out, connection, facts.upgrade);
-  for (const h of forwardingHeaders({ remoteAddress: facts.remoteAddress, proto: facts.proto, host })) kept.push(h);
+  const forwarding = forwardingHeaders({ remoteAddress: facts.remoteAddress, proto: facts.proto, host });
+  for (let i = 0; i < forwarding.length; i++) kept.push(forwarding[i]!);
   requestId ??= randomUUID();
   kept.push('x-request-id', requestId);
   if (facts.upgrade && upgrade !== undefined) kept.push('connection', 'upgrade', 'upgrade', upgrade);
@@ -191,32 +193,42 @@ function dropNamedByConnection(headers: string[], value: string, upgrade: boolea
   return kept;
 }
 
+const latin1 = (x: string | Buffer): string => (typeof x === 'string' ? x : x.toString('latin1'));
+
 /**
- * The guest's response headers (a flat `[name, value, …]` list of strings, latin1 for raw bytes)
- * as the client gets them: without hop-by-hop headers, `X-Request-Id` added when the guest sent
- * none. Validity is response-head.ts's business; this only filters.
+ * The guest's response headers (undici's raw Buffers, or the strings Node's HTTP client parsed)
+ * as the client gets them, in one pass: every field goes through `check`
+ * (shared/http-response-head.ts), hop-by-hop headers are dropped, and `X-Request-Id` is added
+ * when the guest sent none. Values of dropped headers are checked as they are, never decoded.
+ * Returns `undefined` once `check` has refused a field.
  */
-export function downstreamResponseHeaders(raw: readonly string[], requestId: string): string[] {
+export function downstreamResponseHeaders(raw: readonly (string | Buffer)[], requestId: string, check: ResponseHeadCheck): string[] | undefined {
   const out: string[] = [];
   let connection: string | undefined;
   let sawRequestId = false;
   for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i]!;
-    switch (kindOf(name)) {
+    const name = latin1(raw[i]!);
+    const kind = kindOf(name);
+    switch (kind) {
+      case Kind.RequestId:
       case Kind.Pass:
       case Kind.Host:
       case Kind.ContentLength:
-      case Kind.Forwarding:
-        out.push(name, raw[i + 1]!);
+      case Kind.Forwarding: {
+        const value = latin1(raw[i + 1]!);
+        if (!check.field(name, value)) return undefined;
+        out.push(name, value);
+        if (kind === Kind.RequestId) sawRequestId = true;
         break;
-      case Kind.RequestId:
-        sawRequestId = true;
-        out.push(name, raw[i + 1]!);
+      }
+      case Kind.Connection: {
+        const value = latin1(raw[i + 1]!);
+        if (!check.field(name, value)) return undefined;
+        connection = connection === undefined ? value : `${connection},${value}`;
         break;
-      case Kind.Connection:
-        connection = connection === undefined ? raw[i + 1]! : `${connection},${raw[i + 1]!}`;
-        break;
+      }
       default:
+        if (!check.field(name, raw[i + 1]!)) return undefined;
         break;
     }
   }

@@ -22,7 +22,7 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { VolantError } from '../../shared/errors.js';
 import { ERROR_LINGER_MS, sendErrorOnSocket } from '../../shared/http-error-response.js';
-import { responseHeadProblem } from '../../shared/http-response-head.js';
+import { ResponseHeadCheck } from '../../shared/http-response-head.js';
 import { dialAgent, type IngressTransport } from './dialer.js';
 import { badResponseHead, upstreamFailure } from './failures.js';
 import { RESPONSE_HEAD_SETTLE_MS } from './forward.js';
@@ -126,9 +126,10 @@ export function tunnelUpgrade(client: Duplex, clientHead: Buffer, transport: Ing
 function checkedHead(res: IncomingMessage, up: UpgradeRequest): string | VolantError {
   const status = res.statusCode ?? 0;
   const reason = res.statusMessage ?? '';
-  const problem = responseHeadProblem(status, reason, res.rawHeaders);
-  if (problem !== undefined) return badResponseHead(up.where, problem);
-  const headers = downstreamResponseHeaders(res.rawHeaders, up.requestId);
+  const check = new ResponseHeadCheck();
+  const headers = downstreamResponseHeaders(res.rawHeaders, up.requestId, check);
+  const problem = check.finish(status, reason);
+  if (headers === undefined || problem !== undefined) return badResponseHead(up.where, problem ?? 'invalid header');
   let text = `HTTP/1.1 ${status} ${reason === '' ? (STATUS_CODES[status] ?? '') : reason}\r\n`;
   if (status === 101) {
     // The point of a 101: it names the protocol the connection now speaks.

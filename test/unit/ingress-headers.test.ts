@@ -2,7 +2,10 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { isVolantError } from '../../shared/errors.js';
-import { type ClientFacts, downstreamResponseHeaders, upstreamRequestHead } from '../../host/ingress/headers.js';
+import { type ClientFacts, downstreamResponseHeaders as downstream, upstreamRequestHead } from '../../host/ingress/headers.js';
+import { ResponseHeadCheck } from '../../shared/http-response-head.js';
+
+const downstreamResponseHeaders = (raw: readonly string[], rid: string): string[] => downstream(raw, rid, new ResponseHeadCheck()) ?? [];
 
 const facts: ClientFacts = { remoteAddress: '10.0.0.9', proto: 'http', httpVersionMinor: 1, upgrade: false };
 

@@ -94,8 +94,8 @@ class Tunnel {
     this.pending = head;
     client.on('close', (hadError) => {
       const up = this.upstream;
-      // Gone while its target was being dialled: nothing was relayed.
-      if (this.phase === 'dialling' && up === null) this.verdict = { decision: 'deny', reason: 'connect-failed' };
+      // Gone before its target was connected: nothing was relayed, whatever the phase.
+      if (up === null && this.verdict.decision === 'allow') this.verdict = { decision: 'deny', reason: 'connect-failed' };
       if (up !== null) {
         if (hadError || this.verdict.decision === 'deny') up.destroy();
         else up.end();

@@ -84,6 +84,9 @@ export function createAgentServer(opts: AgentOptions): Server {
     if (!opts.proxy) return sendErrorOnSocket(socket, new VolantError('NOT_FOUND', 'this workload serves no HTTP (no workload.http in its manifest)'));
     opts.proxy.handleUpgrade(req, socket, head);
   });
+  server.on('connect', (req, socket) => {
+    sendErrorOnSocket(socket, requestLineRefusal(req, { requireHost: false }) ?? new VolantError('NOT_SUPPORTED', 'CONNECT is not served by the agent'));
+  });
   server.on('clientError', (err, socket) => {
     answerClientError(err, socket, MAX_HEADER_BYTES);
   });

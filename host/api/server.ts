@@ -3,6 +3,7 @@
  *
  *   request ─▶ request-line rule ─▶ bearer auth (when required) ─▶ ingress.handleRequest (first refusal) ─▶ fastify routes
  *   upgrade ─▶ request-line rule ─▶ bearer auth ─▶ ingress.handleUpgrade ─▶ 404 NOT_FOUND
+ *   CONNECT ─▶ 501 NOT_SUPPORTED
  *   parser refusals (clientError) ─▶ answerClientError (431 / 408 / 400)
  *
  * The request-line rule (shared/http-request-line.ts) is the front door for the API and the
@@ -26,6 +27,7 @@ import { checkBearer } from './auth.js';
 import type { ApiContext, IngressSeam } from './context.js';
 import { answerClientError, ERROR_CONTENT_TYPE, sendErrorOnSocket, sendErrorResponse } from '../../shared/http-error-response.js';
 import { requestLineRefusal } from '../../shared/http-request-line.js';
+import { VolantError } from '../../shared/errors.js';
 import { errorReply, toVolantError } from './errors.js';
 import type { ListenAddress } from './listen.js';
 import { eventRoutes } from './routes/events.js';
@@ -126,6 +128,11 @@ export async function createApiServer(opts: ApiServerOptions): Promise<ApiServer
         handler(req, res);
         },
       );
+      // Without a listener Node closes a CONNECT without a word; say why instead.
+      server.on('connect', (req: IncomingMessage, socket: Duplex) => {
+        socket.on('error', () => socket.destroy());
+        sendErrorOnSocket(socket, requestLineRefusal(req, { requireHost: false }) ?? new VolantError('NOT_SUPPORTED', 'CONNECT is not served here: volantd is not a forward proxy'));
+      });
       server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
         socket.on('error', () => socket.destroy());
         try {

@@ -274,6 +274,7 @@ describe('ingress and API: one error shape for every refusal, the HTTP server’
   it('API errors, unknown routes and upgrades nobody serves share the shape', async () => {
     assertErrorShape(await rawExchange(stack.port, 'GET /api/v1/nope HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n'), 404, 'NOT_FOUND');
     assertErrorShape(await rawExchange(stack.port, 'GET /api/v1/nope HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n'), 404, 'NOT_FOUND');
+    assertErrorShape(await rawExchange(stack.port, 'CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n'), 501, 'NOT_SUPPORTED');
     const big = 'x'.repeat(1024 * 1024 + 10);
     assertErrorShape(
       await rawExchange(stack.port, `POST /api/v1/plugins HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: ${big.length}\r\nConnection: close\r\n\r\n${big}`),

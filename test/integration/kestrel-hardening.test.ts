@@ -63,6 +63,10 @@ describe('kestrel: the request-line rule and the one error shape', () => {
     });
   }
 
+  it('501 for CONNECT, which the agent never serves', async () => {
+    assertError(await rawExchange(port, 'CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n'), 501, 'NOT_SUPPORTED');
+  });
+
   it('431 for a head over the limit', async () => {
     assertError(await rawExchange(port, `GET /app HTTP/1.1\r\nHost: a\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`), 431, 'HEADERS_TOO_LARGE');
   });

@@ -63,6 +63,7 @@ before(async () => {
       'closed.test': { a: ['127.0.0.1'] },
       'raw.test': { a: ['127.0.0.1'] },
       'other.test': { a: ['127.0.0.1'] },
+      'hold.test': { a: ['93.184.216.34'] },
       // RFC 6052 /48 layout of 64:ff9b:1::/48: IPv4 10.0.0.1 in bits 48-63 and 72-87; the last
       // 32 bits spell 8.8.8.8 for a reader that only looks there.
       'nat64-local.test': { aaaa: ['64:ff9b:1:a00:0:100:808:808'] },
@@ -418,19 +419,20 @@ describe('egress: one limiter for every VM’s listener', () => {
   it('the daemon gives every VM’s listener the same limiter', async () => {
     const cfg = defaultConfig();
     cfg.egress.dns_servers = [dns.address];
-    cfg.egress.allow_private = ['127.0.0.0/8'];
-    const starter = createEgressStarter({ egress: cfg.egress }, parseCidr('127.0.0.1/8'), () => undefined);
-    const rules = [`raw.test:${ECHO_PORT}`];
+    const starter = createEgressStarter({ egress: cfg.egress }, parseCidr('127.0.0.1/8'), { bridge: 'lo', interfaceAddresses: () => [] }, () => undefined);
     const handles = [];
     const sockets: Socket[] = [];
     try {
       for (const name of ['one', 'two']) {
         const vsockSocketPath = join(dir, `${name}.vsock`);
-        handles.push(await starter.start({ name, mode: 'vsock', vsockSocketPath, allowedDomains: rules }));
+        const egress = { route: { via: 'hybrid-vsock' as const }, peers: { kind: 'vm-socket' as const }, allowedDomains: ['hold.test'] };
+        handles.push(await starter.start({ name, vsockSocketPath, egress, guest: () => ({ mac: '02:00:00:00:00:01' }) }));
+        // A TLS-only tunnel holds its slot from the 200 while it waits for the ClientHello; nothing
+        // is dialled (hold.test's public address is never contacted: no hello is sent).
         const c = connect({ path: `${vsockSocketPath}_3128` });
         await new Promise<void>((resolve) => {
           c.once('data', () => resolve());
-          c.write(`CONNECT raw.test:${ECHO_PORT} HTTP/1.1\r\n\r\n`);
+          c.write('CONNECT hold.test:443 HTTP/1.1\r\n\r\n');
         });
         sockets.push(c);
       }

@@ -17,6 +17,15 @@ export const ADDON_FILE = 'volant_native.node';
 
 type ConnectCallback = (error: Error | null, fd?: number) => void;
 
+/** The addon's epoll set (native/src/device_io.cc); native/device-io.ts documents it. */
+export interface NativeEpoll {
+  add(fd: number, events: number, token: number): void;
+  modify(fd: number, events: number, token: number): void;
+  remove(fd: number): void;
+  wait(out: Int32Array): number;
+  close(): void;
+}
+
 /** The raw addon. Arguments are validated by native/index.ts; the C++ checks types again. */
 export interface VolantNativeAddon {
   vsockListen(cid: number, port: number, backlog: number): { fd: number; port: number };
@@ -35,6 +44,18 @@ export interface VolantNativeAddon {
   setChildSubreaper(): void;
   peekExitedChild(): number;
   reapChild(pid: number): boolean;
+  Epoll: new (onReady: () => void) => NativeEpoll;
+  recvMsg(fd: number, array: Uint8Array, offset: number, length: number): { bytes: number; fds: number[] };
+  sendMsg(fd: number, array: Uint8Array, offset: number, length: number, fds: number[]): number;
+  readInto(fd: number, array: Uint8Array, offset: number, length: number): number;
+  writeFrom(fd: number, array: Uint8Array, offset: number, length: number): number;
+  shutdownWrite(fd: number): number;
+  listenUnixSocket(path: string, backlog: number): number;
+  acceptConnection(fd: number): number;
+  connectUnixSocket(path: string): number;
+  mmapShared(fd: number, offset: number, length: number): ArrayBuffer;
+  memfdCreate(name: string, size: number): number;
+  eventfdCreate(): number;
 }
 
 /** Where to look for the addon, in order (pure; `moduleDir` is the directory of this module). */

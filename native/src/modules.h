@@ -6,3 +6,4 @@
 void RegisterSockets(Napi::Env env, Napi::Object exports);
 void RegisterNetconf(Napi::Env env, Napi::Object exports);
 void RegisterSystem(Napi::Env env, Napi::Object exports);
+void RegisterDeviceIo(Napi::Env env, Napi::Object exports);

@@ -65,6 +65,13 @@ export const VolantConfig = Type.Object(
       {
         prefer: Type.Union([Type.Literal('auto'), Type.Literal('cloud-hypervisor'), Type.Literal('qemu')]),
         accel: Type.Union([Type.Literal('auto'), Type.Literal('kvm'), Type.Literal('tcg')]),
+        qemu: Type.Object(
+          {
+            /** vhost-user: our device back-end (hybrid socket, any host); vhost-kernel: /dev/vhost-vsock (AF_VSOCK by CID). */
+            vsock: Type.Union([Type.Literal('vhost-user'), Type.Literal('vhost-kernel')]),
+          },
+          { additionalProperties: false },
+        ),
       },
       { additionalProperties: false },
     ),
@@ -114,7 +121,7 @@ export function defaultConfig(): Omit<VolantConfig, 'network' | 'api'> & { netwo
     network: { bridge: 'vbr0', host_cidr: DEFAULT_HOST_CIDR, reservations: {}, dns: [] },
     dhcp: { server: 'auto', lease_time_s: 3600 },
     kernel: {},
-    vmm: { prefer: 'auto', accel: 'auto' },
+    vmm: { prefer: 'auto', accel: 'auto', qemu: { vsock: 'vhost-user' } },
     egress: {
       port: 3128,
       allow_private: [],

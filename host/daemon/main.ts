@@ -27,7 +27,7 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   try {
-    const daemon = await runDaemon({ configFile: values.config, stateDir: values['state-dir'], listen: values.listen, kernelPath: values.kernel, launcher: (cfg) => selectLauncher({ prefer: cfg.vmm.prefer, accel: cfg.vmm.accel }) });
+    const daemon = await runDaemon({ configFile: values.config, stateDir: values['state-dir'], listen: values.listen, kernelPath: values.kernel, launcher: (cfg) => selectLauncher({ prefer: cfg.vmm.prefer, accel: cfg.vmm.accel, qemuVsock: cfg.vmm.qemu.vsock }) });
     await new Promise<void>((resolve) => {
       const stop = (sig: string) => {
         console.error(`volantd: ${sig}: shutting down (VMs keep running and are re-adopted on next start)`);

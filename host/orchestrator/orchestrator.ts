@@ -650,7 +650,7 @@ export class Orchestrator {
           if (!vm) return;
           const next: VmState = stateAfterExit(vm.state, exit);
           await this.teardown(vm, { killProcess: false });
-          const error = next === 'failed' ? `the ${proc.kind} VMM exited unexpectedly (code ${exit.code}, signal ${exit.signal})` : null;
+          const error = next === 'failed' ? `the ${proc.kind} VMM exited unexpectedly (code ${exit.code}, signal ${exit.signal})${exit.detail ? `: ${exit.detail}` : ''}` : null;
           this.log(`VM ${name}: VMM exited (code ${exit.code}, signal ${exit.signal}) → ${next}`);
           this.publishState(this.vms.update(name, { state: next, error, pid: null }));
         })

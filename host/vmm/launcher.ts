@@ -43,6 +43,8 @@ export interface LaunchSpec {
 export interface VmmExit {
   code: number | null;
   signal: NodeJS.Signals | null;
+  /** Why the VMM ended when the launcher ended it (e.g. its vsock device died). */
+  detail?: string;
 }
 
 export interface VmmCapabilities {
@@ -50,8 +52,9 @@ export interface VmmCapabilities {
   accel: 'kvm' | 'tcg';
   /**
    * The guest's vsock device and how the host reaches it: `hybrid-socket` = through
-   * `vsock.socketPath` (Cloud Hypervisor); `af-vsock` = by CID through the host kernel (QEMU
-   * vhost-vsock); `none` = no vsock device.
+   * `vsock.socketPath` (Cloud Hypervisor's own device; under QEMU our vhost-user back-end,
+   * host/vsock/device/); `af-vsock` = by CID through the host kernel (QEMU vhost-vsock);
+   * `none` = no vsock device.
    */
   vsock: VsockCapability;
 }

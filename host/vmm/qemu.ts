@@ -3,12 +3,19 @@
  * hold:
  *
  *  - q35 with `-cpu max`; KVM only when it really boots a kernel here (accel.ts), else TCG.
+ *  - Guest RAM is a shared memfd (`qemuMemoryArgs`, the one place memory is set up): a vhost-user
+ *    device maps it, and with private RAM it would never see a guest write.
  *  - Nothing implicit: `-nodefaults -no-user-config -display none`; the only devices are the
  *    serial port (appended to the per-VM log), virtio-net on the VM's tap for bridged/dhcp
- *    (vhost off: no /dev/vhost-net needed), and vhost-vsock with the VM's CID when
- *    /dev/vhost-vsock exists. QEMU has no hybrid vsock socket: with vhost-vsock the host reaches
- *    the guest by CID over AF_VSOCK: `vsockCapability()` says `af-vsock` before launch (the network
- *    policy needs it), `none` without the device.
+ *    (vhost off: no /dev/vhost-net needed), and vsock:
+ *      `vhost-user` (default, config `vmm.qemu.vsock`): vhost-user-vsock-pci served by our device
+ *        back-end in its own process (vsock-backend.ts, host/vsock/device/), which exposes the
+ *        VM's vsock exactly as Cloud Hypervisor does: the hybrid socket `spec.vsock.socketPath`
+ *        (vsock capability `hybrid-socket`, known before launch). Started before QEMU, ended with it; if
+ *        it dies the VM is killed and reported failed.
+ *      `vhost-kernel`: vhost-vsock-pci with the VM's CID, where /dev/vhost-vsock exists (the host
+ *        reaches the guest by CID over AF_VSOCK: `af-vsock`); without it, no vsock at all (`none`).
+ *    `vsockCapability()` says which before launch: the network policy needs it.
  *  - `-no-reboot`: with the kernel's `reboot=k panic=-1`, a guest power-off, reboot or panic
  *    ends the process, so the orchestrator sees every guest death as an exit.
  *  - Stop: QMP `system_powerdown` (ACPI, the guest may shut down cleanly), then QMP `quit`, then
@@ -22,9 +29,10 @@ import { VolantError } from '../../shared/errors.js';
 import type { VsockCapability } from '../../shared/network-policy.js';
 import { type Accel, type AccelSetting, resolveAccel } from './accel.js';
 import { assertLaunchSpec, DEFAULT_STOP_TIMEOUT_MS, type LaunchSpec, type Launcher, type VmmCapabilities, type VmProcess } from './launcher.js';
-import { abortFailedStart, argvContains, readProcessArgv, SupervisedVm, spawnVmm, watchAdoptedPid } from './process.js';
+import { abortFailedStart, argvContains, readProcessArgv, SIGKILL_WAIT_MS, type SpawnedVmm, SupervisedVm, spawnVmm, waitForExit, watchAdoptedPid } from './process.js';
 import { qmpExecute } from './qmp.js';
-import { assertBootFiles, prepareRunDir } from './run-dir.js';
+import { assertBootFiles, prepareRunDir, removeStaleSocket } from './run-dir.js';
+import { findVsockBackend, pairedExit, removeBackendFiles, startVsockBackend, stopVsockBackend, type VsockBackend, vhostUserSocketPath } from './vsock-backend.js';
 
 export const QEMU_BINARY = 'qemu-system-x86_64';
 /** Time QEMU gets to exit after QMP `quit`. */
@@ -33,10 +41,15 @@ export const QMP_QUIT_WAIT_MS = 3000;
 export const QMP_READY_TIMEOUT_MS = 10_000;
 const QMP_READY_POLL_MS = 50;
 
+/** config `vmm.qemu.vsock`: which vsock device QEMU gets. */
+export type QemuVsockBackend = 'vhost-user' | 'vhost-kernel';
+
 export interface QemuOptions {
   binary?: string;
   /** config `vmm.accel`; `auto` probes once per kernel. */
   accel?: AccelSetting;
+  /** config `vmm.qemu.vsock`; default `vhost-user`. */
+  vsock?: QemuVsockBackend;
   /** Device paths checked for support (tests point them elsewhere). */
   kvmDevice?: string;
   vhostVsockDevice?: string;
@@ -48,13 +61,39 @@ export const qemuOptValue = (value: string): string => value.replaceAll(',', ',,
 
 export const qmpSocketPath = (spec: Pick<LaunchSpec, 'runDir'>): string => join(spec.runDir, 'qmp.sock');
 
+/** The id of guest RAM's memory backend. */
+export const RAM_BACKEND_ID = 'ram0';
+
+/**
+ * Every memory argument of a VM (pure; the one place guest memory is set up): the machine, its
+ * size, and RAM as a shared memfd so a vhost-user device can map it.
+ */
+export function qemuMemoryArgs(spec: Pick<LaunchSpec, 'memoryMb'>): string[] {
+  const size = `${spec.memoryMb}M`;
+  return ['-machine', `q35,memory-backend=${RAM_BACKEND_ID}`, '-m', size, '-object', `memory-backend-memfd,id=${RAM_BACKEND_ID},size=${size},share=on`];
+}
+
+/** The vsock device for the capabilities chosen (pure). */
+export function qemuVsockArgs(spec: Pick<LaunchSpec, 'runDir' | 'vsock'>, caps: VmmCapabilities): string[] {
+  if (caps.vsock === 'hybrid-socket') return ['-chardev', `socket,id=vsock0,path=${qemuOptValue(vhostUserSocketPath(spec))}`, '-device', 'vhost-user-vsock-pci,chardev=vsock0'];
+  if (caps.vsock === 'af-vsock') return ['-device', `vhost-vsock-pci,guest-cid=${spec.vsock.cid}`];
+  return [];
+}
+
+/** The vsock capability of a QEMU VM, known before launch (pure). */
+export function qemuVsockCapability(vsock: QemuVsockBackend, vhostKernelPresent: boolean): VsockCapability {
+  if (vsock === 'vhost-user') return 'hybrid-socket';
+  return vhostKernelPresent ? 'af-vsock' : 'none';
+}
+
 /** QEMU's argv for a spec and the capabilities chosen for it (pure). */
 export function buildQemuArgs(spec: LaunchSpec, caps: VmmCapabilities, binary = QEMU_BINARY): string[] {
   const args = [
     binary,
     ...['-name', `guest=${qemuOptValue(spec.vmName)}`],
-    ...['-M', 'q35', '-cpu', 'max', '-accel', caps.accel],
-    ...['-m', String(spec.memoryMb), '-smp', String(spec.cpus)],
+    ...['-cpu', 'max', '-accel', caps.accel],
+    ...qemuMemoryArgs(spec),
+    ...['-smp', String(spec.cpus)],
     ...['-kernel', spec.kernelPath, '-initrd', spec.initramfsPath, '-append', spec.cmdline],
     ...['-display', 'none', '-nodefaults', '-no-user-config', '-no-reboot'],
     ...['-chardev', `file,id=serial0,path=${qemuOptValue(spec.serialLogPath)},append=on`, '-serial', 'chardev:serial0'],
@@ -64,7 +103,7 @@ export function buildQemuArgs(spec: LaunchSpec, caps: VmmCapabilities, binary = 
     args.push('-netdev', `tap,id=n0,ifname=${spec.tap.name},script=no,downscript=no,vhost=off`);
     args.push('-device', `virtio-net-pci,netdev=n0,mac=${spec.tap.mac}`);
   }
-  if (caps.vsock === 'af-vsock') args.push('-device', `vhost-vsock-pci,guest-cid=${spec.vsock.cid}`);
+  args.push(...qemuVsockArgs(spec, caps));
   return args;
 }
 
@@ -90,12 +129,19 @@ export function createQemuLauncher(options: QemuOptions = {}): Launcher {
   const binary = options.binary ?? QEMU_BINARY;
   const defaultStopTimeoutMs = options.defaultStopTimeoutMs ?? DEFAULT_STOP_TIMEOUT_MS;
   const vhostVsockDevice = options.vhostVsockDevice ?? '/dev/vhost-vsock';
+  const vsock = options.vsock ?? 'vhost-user';
 
-  /** QEMU's vhost-vsock needs the host kernel's device; without it the VM has no vsock at all. */
-  const vsockCapability = (): VsockCapability => (existsSync(vhostVsockDevice) ? 'af-vsock' : 'none');
+  const vsockCapability = (): VsockCapability => qemuVsockCapability(vsock, existsSync(vhostVsockDevice));
 
-  const supervise = (spec: LaunchSpec, pid: number, caps: VmmCapabilities, exited: VmProcess['exited'], isStillIt: () => boolean): VmProcess => {
+  const supervise = (spec: LaunchSpec, pid: number, caps: VmmCapabilities, qemuExited: VmProcess['exited'], isStillIt: () => boolean, backend: VsockBackend | undefined): VmProcess => {
     const qmp = qmpSocketPath(spec);
+    // A killed QEMU leaves its QMP socket; once it is gone the file is stale either way.
+    const exited = (backend ? pairedExit({ pid, exited: qemuExited, isStillIt }, backend, spec) : qemuExited).then((x) => {
+      try {
+        removeStaleSocket(qmp);
+      } catch {}
+      return x;
+    });
     return new SupervisedVm({
       kind: 'qemu',
       pid,
@@ -119,9 +165,17 @@ export function createQemuLauncher(options: QemuOptions = {}): Launcher {
       assertLaunchSpec(spec);
       assertBootFiles(spec);
       const qmp = qmpSocketPath(spec);
-      const vmmLog = prepareRunDir(spec, [qmp]);
+      const vmmLog = prepareRunDir(spec, [qmp, vhostUserSocketPath(spec)]);
       const caps: VmmCapabilities = { accel: await resolveAccel(options.accel ?? 'auto', binary, spec.kernelPath, options.kvmDevice), vsock: vsockCapability() };
-      const spawned = await spawnVmm([...(spec.commandPrefix ?? []), ...buildQemuArgs(spec, caps, binary)], vmmLog);
+      // The device back-end first: QEMU connects to it while it sets the machine up.
+      const backend = caps.vsock === 'hybrid-socket' ? await startVsockBackend(spec) : undefined;
+      let spawned: SpawnedVmm;
+      try {
+        spawned = await spawnVmm([...(spec.commandPrefix ?? []), ...buildQemuArgs(spec, caps, binary)], vmmLog);
+      } catch (e) {
+        if (backend) await stopVsockBackend(backend, spec);
+        throw e;
+      }
       let gone = false;
       void spawned.exited.then(() => {
         gone = true;
@@ -129,9 +183,10 @@ export function createQemuLauncher(options: QemuOptions = {}): Launcher {
       try {
         await waitForQmpReady(qmp, () => gone);
       } catch (e) {
+        if (backend) await stopVsockBackend(backend, spec);
         return abortFailedStart('qemu', spec.vmName, spawned, vmmLog, e);
       }
-      return supervise(spec, spawned.pid, caps, spawned.exited, () => !gone);
+      return supervise(spec, spawned.pid, caps, spawned.exited, () => !gone, backend);
     },
 
     async adopt(pid, spec) {
@@ -144,8 +199,23 @@ export function createQemuLauncher(options: QemuOptions = {}): Launcher {
       if (!argv || !argvContains(argv, needle)) return undefined;
       const accelAt = argv.indexOf('-accel');
       const accel: Accel = argv[accelAt + 1] === 'kvm' ? 'kvm' : 'tcg';
-      const caps: VmmCapabilities = { accel, vsock: argv.some((a) => a.startsWith('vhost-vsock-pci,')) ? 'af-vsock' : 'none' };
-      return supervise(spec, pid, caps, watchAdoptedPid(isStillIt), isStillIt);
+      const device = argv.find((a) => a.startsWith('vhost-user-vsock-pci,') || a.startsWith('vhost-vsock-pci,'));
+      const caps: VmmCapabilities = { accel, vsock: device === undefined ? 'none' : device.startsWith('vhost-user') ? 'hybrid-socket' : 'af-vsock' };
+      let backend: VsockBackend | undefined;
+      if (caps.vsock === 'hybrid-socket') {
+        backend = findVsockBackend(spec);
+        if (!backend) {
+          // Its device is gone: the VM cannot be reached or serve its guest. End it here, so the
+          // caller's "VMM gone" path leaves nothing behind.
+          try {
+            process.kill(pid, 'SIGKILL');
+          } catch {}
+          await waitForExit(watchAdoptedPid(isStillIt), SIGKILL_WAIT_MS);
+          removeBackendFiles(spec);
+          return undefined;
+        }
+      }
+      return supervise(spec, pid, caps, watchAdoptedPid(isStillIt), isStillIt, backend);
     },
   };
 }

@@ -12,7 +12,7 @@ import { VolantError } from '../../shared/errors.js';
 import { type AccelSetting, kvmDeviceUsable } from './accel.js';
 import { CLOUD_HYPERVISOR_BINARY, createCloudHypervisorLauncher } from './cloud-hypervisor.js';
 import type { Launcher, VmmKind } from './launcher.js';
-import { createQemuLauncher, QEMU_BINARY } from './qemu.js';
+import { createQemuLauncher, QEMU_BINARY, type QemuVsockBackend } from './qemu.js';
 import { assertBootFiles } from './run-dir.js';
 
 export type VmmPreference = 'auto' | VmmKind;
@@ -60,6 +60,8 @@ export function findOnPath(binary: string, searchPath = process.env.PATH ?? ''):
 export interface SelectLauncherOptions {
   prefer: VmmPreference;
   accel: AccelSetting;
+  /** config `vmm.qemu.vsock` (QEMU only). */
+  qemuVsock?: QemuVsockBackend;
   /** Checked when given, so a missing kernel stops start-up. */
   kernelPath?: string;
   searchPath?: string;
@@ -74,5 +76,5 @@ export function selectLauncher(opts: SelectLauncherOptions): Launcher {
   const kind = chooseVmm(opts.prefer, { cloudHypervisor: ch !== undefined, qemu: qemu !== undefined, kvm: kvmDeviceUsable(opts.kvmDevice) });
   return kind === 'cloud-hypervisor'
     ? createCloudHypervisorLauncher({ binary: ch })
-    : createQemuLauncher({ binary: qemu, accel: opts.accel, ...(opts.kvmDevice ? { kvmDevice: opts.kvmDevice } : {}) });
+    : createQemuLauncher({ binary: qemu, accel: opts.accel, ...(opts.qemuVsock ? { vsock: opts.qemuVsock } : {}), ...(opts.kvmDevice ? { kvmDevice: opts.kvmDevice } : {}) });
 }

@@ -5,22 +5,28 @@
  * are shared). Checks: the marker reaches the serial log; stop() ends QEMU through QMP (not a
  * signal); SIGKILL is seen through `exited`; a guest whose init dies (kernel panic) ends the
  * VMM by itself (`panic=-1` + `-no-reboot`); a start-up failure is reported with QEMU's words.
+ *
+ * Every VM gets the vhost-user vsock device back-end (its own process) by default: QEMU connects
+ * to it at start-up even though this guest never loads a vsock driver, so the pair's life cycle
+ * is checked here (kill -9 of either end, adoption); the data path is the e2e suite's.
  */
 
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { kvmDeviceUsable } from '../../host/vmm/accel.js';
 import { buildKernelCmdline } from '../../host/vmm/cmdline.js';
 import type { LaunchSpec, VmProcess } from '../../host/vmm/launcher.js';
-import { waitForExit } from '../../host/vmm/process.js';
-import { createQemuLauncher } from '../../host/vmm/qemu.js';
+import { spawnVmm, waitForExit } from '../../host/vmm/process.js';
+import { buildQemuArgs, createQemuLauncher } from '../../host/vmm/qemu.js';
 import { VolantError } from '../../shared/errors.js';
 import { testKernel } from '../support/kernel.js';
 import { BUSYBOX, INIT_MARKER, makeTestInitramfs, waitForSerial } from '../support/vmm-initramfs.js';
-import { pidsMentioning } from '../support/vmm-procs.js';
+import { findVsockBackend, startVsockBackend, vhostUserSocketPath } from '../../host/vmm/vsock-backend.js';
+import { eventually } from '../support/eventually.js';
+import { isAlive, pidsMentioning } from '../support/vmm-procs.js';
 
 const QEMU = 'qemu-system-x86_64';
 
@@ -46,6 +52,12 @@ function spec(name: string, extra: Partial<LaunchSpec> = {}): LaunchSpec {
 }
 
 const launcher = createQemuLauncher({ binary: QEMU, accel: 'tcg', defaultStopTimeoutMs: 1500 });
+const HYBRID = { accel: 'tcg', vsock: 'hybrid-socket' } as const;
+
+/** Files left in a run directory besides logs (sockets, pid files). */
+function leftovers(runDir: string): string[] {
+  return existsSync(runDir) ? readdirSync(runDir).filter((f) => !f.endsWith('.log') && !f.endsWith('.metrics.json')) : [];
+}
 
 describe('QEMU launcher (real kernel under TCG)', { skip: BUSYBOX ? false : 'busybox is not installed' }, () => {
   before(async () => {
@@ -67,13 +79,16 @@ describe('QEMU launcher (real kernel under TCG)', { skip: BUSYBOX ? false : 'bus
     const vm = await launcher.launch(s);
     started.push(vm);
     assert.equal(vm.kind, 'qemu');
-    assert.deepEqual(vm.capabilities, { accel: 'tcg', vsock: 'none' }, 'TCG as configured; no /dev/vhost-vsock on these machines');
+    assert.deepEqual(vm.capabilities, HYBRID, 'TCG as configured; vsock through the vhost-user device and its hybrid socket');
+    assert.ok(existsSync(s.vsock.socketPath), 'the hybrid socket exists while the VM runs');
     const serial = await waitForSerial(s.serialLogPath, new RegExp(`${INIT_MARKER} cmdline: .*volant\\.name=boots`), vm);
     assert.match(serial, /console=ttyS0 reboot=k panic=-1 volant\.mode=vsock volant\.name=boots volant\.env=/);
+    assert.ok(!existsSync(vhostUserSocketPath(s)), 'the vhost-user socket is gone once QEMU connected');
     const exit = await vm.stop({ timeoutMs: 1000 });
     assert.deepEqual(exit, { code: 0, signal: null });
     assert.doesNotMatch(readFileSync(join(s.runDir, 'vmm.log'), 'utf8'), /terminating on signal/, 'QMP quit ended it, not SIGTERM');
-    assert.deepEqual(pidsMentioning(s.runDir), []);
+    assert.deepEqual(pidsMentioning(s.runDir), [], 'QEMU and its vsock device are gone');
+    assert.deepEqual(leftovers(s.runDir), [], 'no socket or pid file is left');
   });
 
   it('accel auto picks an acceleration that boots on this machine (probe: /dev/kvm + a real KVM boot)', async () => {
@@ -85,12 +100,33 @@ describe('QEMU launcher (real kernel under TCG)', { skip: BUSYBOX ? false : 'bus
     await vm.stop({ timeoutMs: 500 });
   });
 
-  it('SIGKILL of QEMU is seen through exited', async () => {
+  it('SIGKILL of QEMU is seen through exited; its vsock device exits by itself', async () => {
     const s = spec('killed');
     const vm = await launcher.launch(s);
     started.push(vm);
+    const backend = findVsockBackend(s);
+    assert.ok(backend, 'the vsock device runs beside QEMU');
+    await waitForSerial(s.serialLogPath, new RegExp(`${INIT_MARKER} cmdline:`), vm);
     process.kill(vm.pid, 'SIGKILL');
     assert.deepEqual(await vm.exited, { code: null, signal: 'SIGKILL' });
+    assert.equal(isAlive(backend.pid), false, 'the device back-end is gone');
+    assert.match(readFileSync(join(s.runDir, 'vsock-device.log'), 'utf8'), /ends: the VMM closed the vhost-user connection/, 'it ended on its own, not by a signal');
+    assert.deepEqual(pidsMentioning(s.runDir), []);
+    assert.deepEqual(leftovers(s.runDir), []);
+  });
+
+  it('SIGKILL of the vsock device ends QEMU and reports a failure, leaving nothing', async () => {
+    const s = spec('devkilled');
+    const vm = await launcher.launch(s);
+    started.push(vm);
+    await waitForSerial(s.serialLogPath, new RegExp(`${INIT_MARKER} cmdline:`), vm);
+    const backend = findVsockBackend(s)!;
+    process.kill(backend.pid, 'SIGKILL');
+    const exit = await vm.exited;
+    assert.equal(exit.signal, 'SIGKILL', 'QEMU was killed: the VM is failed, not stopped');
+    assert.match(exit.detail ?? '', /vsock device \(pid \d+\) exited with signal SIGKILL/);
+    assert.deepEqual(pidsMentioning(s.runDir), []);
+    assert.deepEqual(leftovers(s.runDir), [], 'the dead device left sockets; the launcher removed them');
   });
 
   it('adopt: a new launcher finds the running QEMU by PID and stops it', async () => {
@@ -102,9 +138,37 @@ describe('QEMU launcher (real kernel under TCG)', { skip: BUSYBOX ? false : 'bus
     assert.equal(await fresh.adopt(process.pid, s), undefined);
     const adopted = await fresh.adopt(vm.pid, s);
     assert.ok(adopted);
-    assert.deepEqual(adopted.capabilities, { accel: 'tcg', vsock: 'none' });
+    assert.deepEqual(adopted.capabilities, HYBRID);
     await adopted.stop();
     assert.deepEqual(await vm.exited, { code: 0, signal: null });
+    assert.deepEqual(pidsMentioning(s.runDir), [], 'the adopted device went with its QEMU');
+    assert.deepEqual(leftovers(s.runDir), []);
+  });
+
+  it('adopt: a QEMU whose vsock device is gone is ended and not adopted', async () => {
+    // The pair as a launch leaves it for the next volantd: spawned with the launcher's own argv,
+    // supervised by nobody.
+    const s = spec('orphaned');
+    mkdirSync(s.runDir, { recursive: true });
+    const backend = await startVsockBackend(s);
+    const qemu = await spawnVmm(buildQemuArgs(s, HYBRID, QEMU), join(s.runDir, 'vmm.log'));
+    await eventually(() => existsSync(join(s.runDir, 'qmp.sock')) && !existsSync(vhostUserSocketPath(s)), { what: 'QEMU connected to its device' });
+    process.kill(backend.pid, 'SIGKILL');
+    await backend.exited;
+    const fresh = createQemuLauncher({ binary: QEMU, accel: 'tcg' });
+    assert.equal(await fresh.adopt(qemu.pid, s), undefined);
+    assert.deepEqual(await qemu.exited, { code: null, signal: 'SIGKILL' }, 'adopt ended the QEMU it could not adopt');
+    assert.deepEqual(pidsMentioning(s.runDir), []);
+    assert.deepEqual(leftovers(s.runDir).filter((f) => f !== 'qmp.sock'), [], 'the dead device left sockets; adopt removed them (QMP is the caller\'s run directory to clear)');
+  });
+
+  it('vmm.qemu.vsock vhost-kernel without /dev/vhost-vsock: no vsock device and no back-end', async () => {
+    const s = spec('nokernelvsock');
+    const vm = await createQemuLauncher({ binary: QEMU, accel: 'tcg', vsock: 'vhost-kernel', vhostVsockDevice: join(root, 'no-such-device') }).launch(s);
+    started.push(vm);
+    assert.deepEqual(vm.capabilities, { accel: 'tcg', vsock: 'none' });
+    assert.equal(findVsockBackend(s), undefined);
+    await vm.stop({ timeoutMs: 500 });
   });
 
   it('a guest whose init dies ends the VMM on its own (panic=-1 + -no-reboot)', async () => {

@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { kvmProbeBooted, resolveAccel } from '../../host/vmm/accel.js';
 import { buildKernelCmdline, type CmdlineNetwork } from '../../host/vmm/cmdline.js';
 import type { LaunchSpec, VmmCapabilities } from '../../host/vmm/launcher.js';
-import { buildQemuArgs, qemuOptValue } from '../../host/vmm/qemu.js';
+import { buildQemuArgs, qemuMemoryArgs, qemuOptValue, qemuVsockCapability } from '../../host/vmm/qemu.js';
 
 function specFor(network: CmdlineNetwork, extra: Partial<LaunchSpec> = {}): LaunchSpec {
   return {
@@ -26,30 +26,38 @@ const values = (args: string[], flag: string): string[] => args.flatMap((a, i) =
 
 const tcg: VmmCapabilities = { accel: 'tcg', vsock: 'none' };
 const kvmVsock: VmmCapabilities = { accel: 'kvm', vsock: 'af-vsock' };
+const tcgHybrid: VmmCapabilities = { accel: 'tcg', vsock: 'hybrid-socket' };
+
+const VHOST_USER_DEVICES = ['vhost-user-vsock-pci,chardev=vsock0'];
+const VHOST_KERNEL_DEVICES = ['vhost-vsock-pci,guest-cid=42'];
+const BRIDGED: CmdlineNetwork = { mode: 'bridged', ip: { address: '10.0.0.5', gateway: '10.0.0.1', prefix: 24 } };
 
 describe('QEMU argv', () => {
-  const table: { name: string; network: CmdlineNetwork; caps: VmmCapabilities; netdev: boolean }[] = [
-    { name: 'bridged, TCG, no vhost-vsock', network: { mode: 'bridged', ip: { address: '10.0.0.5', gateway: '10.0.0.1', prefix: 24 } }, caps: tcg, netdev: true },
-    { name: 'dhcp, KVM with vhost-vsock', network: { mode: 'dhcp', ip: 'dhcp' }, caps: kvmVsock, netdev: true },
-    { name: 'vsock mode: no NIC', network: { mode: 'vsock' }, caps: kvmVsock, netdev: false },
-    { name: 'vsock mode without vhost-vsock: no devices at all', network: { mode: 'vsock' }, caps: tcg, netdev: false },
+  const table: { name: string; network: CmdlineNetwork; caps: VmmCapabilities; netdev: boolean; vsockDevices: string[] }[] = [
+    { name: 'bridged, TCG, vhost-user vsock', network: BRIDGED, caps: tcgHybrid, netdev: true, vsockDevices: VHOST_USER_DEVICES },
+    { name: 'bridged, TCG, vhost-kernel asked for but absent: no vsock', network: BRIDGED, caps: tcg, netdev: true, vsockDevices: [] },
+    { name: 'dhcp, KVM with vhost-vsock', network: { mode: 'dhcp', ip: 'dhcp' }, caps: kvmVsock, netdev: true, vsockDevices: VHOST_KERNEL_DEVICES },
+    { name: 'vsock mode, vhost-kernel: no NIC', network: { mode: 'vsock' }, caps: kvmVsock, netdev: false, vsockDevices: VHOST_KERNEL_DEVICES },
+    { name: 'vsock mode, vhost-user: no NIC, the vsock device only', network: { mode: 'vsock' }, caps: tcgHybrid, netdev: false, vsockDevices: VHOST_USER_DEVICES },
   ];
   for (const t of table) {
     it(t.name, () => {
       const spec = specFor(t.network);
       const args = buildQemuArgs(spec, t.caps, '/usr/bin/qemu-system-x86_64');
       assert.equal(args[0], '/usr/bin/qemu-system-x86_64');
-      assert.deepEqual(values(args, '-M'), ['q35']);
+      assert.deepEqual(values(args, '-machine'), ['q35,memory-backend=ram0']);
+      assert.deepEqual(values(args, '-M'), []);
       assert.deepEqual(values(args, '-cpu'), ['max']);
       assert.deepEqual(values(args, '-accel'), [t.caps.accel]);
-      assert.deepEqual(values(args, '-m'), ['384']);
+      assert.deepEqual(values(args, '-m'), ['384M']);
+      assert.deepEqual(values(args, '-object'), ['memory-backend-memfd,id=ram0,size=384M,share=on'], 'guest RAM is a shared memfd, always');
       assert.deepEqual(values(args, '-smp'), ['2']);
       assert.deepEqual(values(args, '-kernel'), ['/k/vmlinuz']);
       assert.deepEqual(values(args, '-initrd'), ['/p/initramfs.img']);
       assert.deepEqual(values(args, '-append'), [spec.cmdline], 'the command line is one argv element, never re-split');
       for (const flag of ['-nodefaults', '-no-user-config', '-no-reboot']) assert.ok(args.includes(flag), flag);
       assert.deepEqual(values(args, '-display'), ['none']);
-      assert.deepEqual(values(args, '-chardev'), ['file,id=serial0,path=/var/log/volant/web.serial.log,append=on']);
+      assert.deepEqual(values(args, '-chardev')[0], 'file,id=serial0,path=/var/log/volant/web.serial.log,append=on');
       assert.deepEqual(values(args, '-serial'), ['chardev:serial0']);
       assert.deepEqual(values(args, '-qmp'), ['unix:/run/volant/vms/web/qmp.sock,server=on,wait=off']);
       const devices = values(args, '-device');
@@ -59,10 +67,29 @@ describe('QEMU argv', () => {
       } else {
         assert.deepEqual(values(args, '-netdev'), []);
       }
-      assert.equal(devices.includes('vhost-vsock-pci,guest-cid=42'), t.caps.vsock === 'af-vsock');
-      assert.equal(devices.length, (t.netdev ? 1 : 0) + (t.caps.vsock === 'af-vsock' ? 1 : 0), 'no device beyond the NIC and vsock');
+      assert.deepEqual(
+        devices.filter((d) => d.includes('vsock')),
+        t.vsockDevices,
+      );
+      assert.equal(devices.length, (t.netdev ? 1 : 0) + t.vsockDevices.length, 'no device beyond the NIC and vsock');
+      const chardevs = values(args, '-chardev').filter((c) => c.startsWith('socket,'));
+      assert.deepEqual(chardevs, t.caps.vsock === 'hybrid-socket' ? ['socket,id=vsock0,path=/run/volant/vms/web/vhost-vsock.sock'] : [], 'vhost-user connects to the back-end in the run directory');
     });
   }
+
+  it('memory arguments come from one pure function: machine, size, shared memfd RAM', () => {
+    assert.deepEqual(qemuMemoryArgs({ memoryMb: 1024 }), ['-machine', 'q35,memory-backend=ram0', '-m', '1024M', '-object', 'memory-backend-memfd,id=ram0,size=1024M,share=on']);
+  });
+
+  it('the vsock capability is known before launch: vhost-user is a hybrid socket everywhere; vhost-kernel needs /dev/vhost-vsock', () => {
+    const table: [Parameters<typeof qemuVsockCapability>, ReturnType<typeof qemuVsockCapability>][] = [
+      [['vhost-user', false], 'hybrid-socket'],
+      [['vhost-user', true], 'hybrid-socket'],
+      [['vhost-kernel', true], 'af-vsock'],
+      [['vhost-kernel', false], 'none'],
+    ];
+    for (const [args, capability] of table) assert.equal(qemuVsockCapability(...args), capability, JSON.stringify(args));
+  });
 
   it('commas in option values are doubled so they cannot add QEMU options', () => {
     assert.equal(qemuOptValue('/a,b/c'), '/a,,b/c');

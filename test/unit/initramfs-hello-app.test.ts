@@ -12,6 +12,9 @@ import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { once } from 'node:events';
+import { WebSocket } from 'ws';
+import { eventually } from '../support/eventually.js';
 
 const SERVER = join(import.meta.dirname, '..', '..', 'examples', 'hello', 'app', 'server.mjs');
 const pattern = (i: number) => (i * 31 + 7) & 0xff;
@@ -116,6 +119,31 @@ describe('examples/hello workload', () => {
     assert.deepEqual(proxied, ['CONNECT allowed.test:8443']);
     const refused = await fetch(`${base}/fetch?url=${encodeURIComponent('https://denied.test/')}`);
     assert.equal(refused.status, 403);
+  });
+
+  test('GET /bytes?n=N&cut=1 sends N bytes and then breaks the connection', async () => {
+    await assert.rejects(
+      (async () => {
+        const r = await fetch(`${base}/bytes?n=100000&cut=1`);
+        await r.arrayBuffer();
+      })(),
+      'the response is cut short: the client sees an error, not a complete body',
+    );
+  });
+
+  test('WS /ws echoes text and binary frames (ws client)', async () => {
+    const ws = new WebSocket(`${base.replace('http', 'ws')}/ws`);
+    await once(ws, 'open');
+    const big = Buffer.alloc(200_000, 7);
+    const got: (string | Buffer)[] = [];
+    ws.on('message', (d, binary) => got.push(binary ? (d as Buffer) : d.toString()));
+    ws.send('hello over ws');
+    ws.send(big);
+    await eventually(() => got.length === 2);
+    assert.equal(got[0], 'hello over ws');
+    assert.ok(Buffer.isBuffer(got[1]) && (got[1] as Buffer).equals(big));
+    ws.close();
+    await once(ws, 'close');
   });
 
   test('GET /fetch refuses non-http schemes and a missing url', async () => {

@@ -3,11 +3,15 @@
  * carries. Endpoints (used by the demo and the end-to-end tests):
  *   GET /healthz        → {"ok":true}
  *   GET /hello?...      → {"message":"hello","path":...,"query":{...}}
- *   GET /bytes?n=N      → N bytes streamed; byte i is (i * 31 + 7) mod 256, so a client can verify
+ *   GET /bytes?n=N      → N bytes streamed; byte i is (i * 31 + 7) mod 256, so a client can verify;
+ *                         with &cut=1 the connection is destroyed after them instead of ending
+ *                         (a workload that dies mid-response)
  *   GET /fetch?url=URL  → fetches URL through HTTP_PROXY / HTTPS_PROXY (absolute-form request for
  *                         http://, CONNECT tunnel for https://) and answers {status, body}
+ *   WS  /ws             → a WebSocket (RFC 6455) that echoes every text and binary frame
  */
 
+import { createHash } from 'node:crypto';
 import http from 'node:http';
 import https from 'node:https';
 import tls from 'node:tls';
@@ -28,8 +32,9 @@ function json(res, status, body) {
   res.end(text);
 }
 
-function streamBytes(res, n) {
-  res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': n });
+function streamBytes(res, n, cut) {
+  // A cut stream announces more than it sends, so a client cannot mistake it for a whole one.
+  res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': cut ? n + 1 : n });
   let sent = 0;
   const pump = () => {
     while (sent < n) {
@@ -39,9 +44,63 @@ function streamBytes(res, n) {
       sent += len;
       if (!res.write(chunk)) return res.once('drain', pump);
     }
-    res.end();
+    if (cut) res.socket?.destroy();
+    else res.end();
   };
   pump();
+}
+
+const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
+const WS_MAX_FRAME = 16 * 1024 * 1024;
+
+/** One WebSocket frame (unmasked, as a server sends it). */
+function wsFrame(opcode, payload) {
+  const len = payload.length;
+  const head = len < 126 ? Buffer.from([0x80 | opcode, len]) : len < 65536 ? Buffer.from([0x80 | opcode, 126, len >> 8, len & 255]) : Buffer.alloc(10);
+  if (len >= 65536) {
+    head[0] = 0x80 | opcode;
+    head[1] = 127;
+    head.writeBigUInt64BE(BigInt(len), 2);
+  }
+  return Buffer.concat([head, payload]);
+}
+
+/** Echoes text and binary frames, answers ping with pong and close with close. */
+function websocketEcho(req, socket) {
+  const key = req.headers['sec-websocket-key'];
+  if (req.url !== '/ws' || typeof key !== 'string') return socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n');
+  const accept = createHash('sha1').update(key + WS_GUID).digest('base64');
+  socket.write(`HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: ${accept}\r\n\r\n`);
+  let buf = Buffer.alloc(0);
+  socket.on('error', () => socket.destroy());
+  socket.on('data', (chunk) => {
+    buf = Buffer.concat([buf, chunk]);
+    for (;;) {
+      if (buf.length < 2) return;
+      const opcode = buf[0] & 0x0f;
+      let len = buf[1] & 0x7f;
+      let at = 2;
+      if (len === 126) {
+        if (buf.length < 4) return;
+        len = buf.readUInt16BE(2);
+        at = 4;
+      } else if (len === 127) {
+        if (buf.length < 10) return;
+        len = Number(buf.readBigUInt64BE(2));
+        at = 10;
+      }
+      if (len > WS_MAX_FRAME) return socket.destroy();
+      const masked = (buf[1] & 0x80) !== 0;
+      const need = at + (masked ? 4 : 0) + len;
+      if (buf.length < need) return;
+      const payload = Buffer.from(buf.subarray(need - len, need));
+      if (masked) for (let i = 0; i < len; i++) payload[i] ^= buf[at + (i & 3)];
+      buf = buf.subarray(need);
+      if (opcode === 0x8) return socket.end(wsFrame(0x8, payload));
+      if (opcode === 0x9) socket.write(wsFrame(0xa, payload));
+      else if (opcode <= 0x2) socket.write(wsFrame(opcode, payload));
+    }
+  });
 }
 
 function proxyFor(url) {
@@ -110,7 +169,7 @@ const server = http.createServer(async (req, res) => {
     case '/bytes': {
       const n = Number(url.searchParams.get('n') ?? '0');
       if (!Number.isSafeInteger(n) || n < 0 || n > MAX_BYTES) return json(res, 400, { error: `n must be an integer in 0..${MAX_BYTES}` });
-      return streamBytes(res, n);
+      return streamBytes(res, n, url.searchParams.get('cut') === '1');
     }
     case '/fetch': {
       const target = url.searchParams.get('url');
@@ -126,5 +185,6 @@ const server = http.createServer(async (req, res) => {
   }
 });
 
+server.on('upgrade', websocketEcho);
 server.listen(PORT, process.env.HOST ?? '0.0.0.0', () => console.log(`hello: listening on :${server.address().port}`));
 for (const sig of ['SIGTERM', 'SIGINT']) process.on(sig, () => server.close(() => process.exit(0)));

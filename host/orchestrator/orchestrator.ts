@@ -418,6 +418,10 @@ export class Orchestrator {
       const transport = this.transportFor(vm, net);
       if (!transport) throw new VolantError('INTERNAL', `VM ${name}: no way to reach kestrel although the network policy chose ${agent.via}`);
       await waitForHealthy(transport, { timeoutMs: Math.max(0, deadline - Date.now()), abandon: exitedEarly, afVsock: this.opts.afVsockConnect });
+      // A guest whose address only the bridge's neighbour table tells (another DHCP server) and
+      // that is reached over vsock needs no address, but users see it (guest_ip): kestrel
+      // announced its lease before it answered, so one lookup finds it.
+      if (policy.lockdown?.address === 'none' && net.address === undefined) net.address = await this.lookUpGuestAddress(vm);
 
       step = 'record running';
       assertTransition(name, this.get(name).state, 'running');
@@ -466,7 +470,7 @@ export class Orchestrator {
           net.locked = true;
         });
       }
-      if (policy.agent.via === 'tcp' && policy.agent.address === 'neighbour') net.address = await this.lookUpGuestAddress(vm);
+      if (policy.lockdown?.address === 'none') net.address = await this.lookUpGuestAddress(vm);
     } catch (e) {
       await egress?.close().catch(() => undefined);
       this.forgetNet(net);

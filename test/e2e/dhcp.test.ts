@@ -2,8 +2,8 @@
  * dhcp mode end to end on a real kernel: dnsmasq (Debian's dnsmasq-base) serves DHCP on the
  * bridge inside volantd's private namespace (see test/support/e2e-env.ts); a VM created with
  * `--network dhcp` leases an address from it with busybox udhcpc, kestrel announces itself to
- * the gateway, and volantd finds the guest by MAC in the bridge's neighbour table and reaches
- * kestrel over TCP (this machine's QEMU has no vhost-vsock). No IPAM lease is taken.
+ * the gateway, and volantd finds the guest by MAC in the bridge's neighbour table (the API's
+ * guest_ip); kestrel itself is reached over the VM's vsock device. No IPAM lease is taken.
  *
  * Needs root, qemu-system-x86_64 and dnsmasq; skips with a message otherwise.
  */

@@ -4,26 +4,39 @@
  * and CLI, and traffic flows host → kestrel → workload and workload → kestrel → egress proxy →
  * an "outside world" namespace with DNS and HTTP servers.
  *
- * On this machine QEMU has no vhost-vsock (no /dev/vhost-vsock), so ingress to VMs goes over TCP
- * on the bridge; the vsock half is proven inside a guest: kestrel's AF_VSOCK listener answers a
- * vsock client in the same guest over the kernel's vsock_loopback transport.
+ * Every VM has the vhost-user vsock device (host/vsock/device/, one back-end process per VM), so
+ * volantd reaches kestrel over `<run_dir>/vsock.sock` in every mode, and a vsock-mode VM (no NIC
+ * at all) reaches its egress listener over `vsock.sock_3128`. The device is also driven directly
+ * here: 200 concurrent connections, a client that vanishes mid-stream, a workload that dies
+ * mid-response, and kill -9 of the device process.
  *
  * Needs root and qemu-system-x86_64; skips with a message otherwise.
  */
 
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { once } from 'node:events';
 import { existsSync, readFileSync } from 'node:fs';
+import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { request } from 'undici';
+import { WebSocket } from 'ws';
+import { dialHybridVsock } from '../../host/vsock/hybrid.js';
+import type { DeviceMetrics } from '../../host/vsock/device/metrics.js';
+import { AGENT_VSOCK_PORT } from '../../shared/vsock.js';
 import { ALLOWED_NAME, DENIED_NAME, type E2eEnv, PRIVATE_NAME, startE2eEnv, WORLD_IP } from '../support/e2e-env.js';
+import { eventually } from '../support/eventually.js';
 import { REPO_ROOT } from '../support/kernel.js';
-import { bootQemu, isRoot, qemuAvailable } from '../support/qemu.js';
+import { isRoot, qemuAvailable } from '../support/qemu.js';
+import { isAlive, pidsMentioning } from '../support/vmm-procs.js';
 
 const SUITE_TIMEOUT_MS = 25 * 60_000;
 const CREATE_TIMEOUT_MS = 6 * 60_000;
 const BYTES_20MB = 20 * 1024 * 1024;
+const CONCURRENT_CONNECTIONS = 200;
+/** A device's counters are rewritten every second; its connection table drains within a few guest round trips. */
+const DRAIN_TIMEOUT_MS = 30_000;
 
 const skip = !isRoot() ? 'needs root (network namespaces, bridges, taps, iptables)' : !qemuAvailable() ? 'qemu-system-x86_64 is not installed (scripts/install-deps.sh installs it)' : false;
 
@@ -71,6 +84,28 @@ describe('volant end to end (QEMU, real kernel)', { skip, timeout: SUITE_TIMEOUT
     return env.api('GET', `/api/v1/vms/${name}/proxy${pathAndQuery}`);
   }
 
+  const runDir = (name: string): string => join(env.stateDir, 'run', 'vms', name);
+
+  function deviceMetrics(name: string): DeviceMetrics {
+    return JSON.parse(readFileSync(join(runDir(name), 'vsock-device.metrics.json'), 'utf8')) as DeviceMetrics;
+  }
+
+  /** One HTTP/1.1 request straight through the VM's hybrid socket to kestrel (no volantd in between). */
+  async function agentRequest(name: string, path: string): Promise<Socket> {
+    const sock = await dialHybridVsock(join(runDir(name), 'vsock.sock'), AGENT_VSOCK_PORT, { timeoutMs: 10_000 });
+    sock.write(`GET ${path} HTTP/1.1\r\nhost: kestrel\r\nconnection: close\r\n\r\n`);
+    sock.resume();
+    return sock;
+  }
+
+  /** Reads a whole response from `agentRequest` (until the guest closes). */
+  async function readAll(sock: Socket): Promise<Buffer> {
+    const chunks: Buffer[] = [];
+    sock.on('data', (c: Buffer) => chunks.push(c));
+    await once(sock, 'close');
+    return Buffer.concat(chunks);
+  }
+
   test('1. volar plugins build + install the example plugin', async () => {
     const b = await env.volar(['plugins', 'build', join(REPO_ROOT, 'examples', 'hello'), '-o', buildDir, '--kernel', env.kernel.vmlinuz, '--modules', env.kernel.modulesDir], { timeoutMs: 300_000 });
     assert.equal(b.code, 0, b.stderr + b.stdout);
@@ -116,6 +151,16 @@ describe('volant end to end (QEMU, real kernel)', { skip, timeout: SUITE_TIMEOUT
     const logs = await env.volar(['vms', 'logs', 'web']);
     assert.equal(logs.code, 0, logs.stderr);
     assert.match(logs.stdout, /GET \/hello\?x=1&y=two/, 'the workload log shows the proxied request');
+
+    // A bridged VM's agent traffic went through its vsock device too (the bridge is the guest's own network).
+    const m = await eventually(
+      () => {
+        const now = deviceMetrics('web');
+        return now.txBytes >= BYTES_20MB ? now : undefined;
+      },
+      { what: 'the 20 MB counted by the device' },
+    );
+    assert.ok(m.hostConnections >= 3, `host connections through the device: ${JSON.stringify(m)}`);
   });
 
   test('3. outbound: allowed name 200; denied name, IP literal and private resolution 403', async () => {
@@ -136,24 +181,106 @@ describe('volant end to end (QEMU, real kernel)', { skip, timeout: SUITE_TIMEOUT
     }
   });
 
-  test('4. vsock: a vsock-mode guest has no eth0 address and kestrel answers over vsock_loopback', async () => {
-    const image = join(buildDir, 'initramfs.img');
-    const guest = await bootQemu({
-      kernel: env.kernel.vmlinuz,
-      initrd: image,
-      append: 'console=ttyS0 panic=-1 volant.mode=vsock volant.name=vs volant.selftest=vsock',
-      memoryMb: 1024,
-    });
-    env.track(guest.pid);
-    try {
-      const out = await guest.waitForConsole(/kestrel: selftest vsock: (ok|failed)[^\n]*/, 240_000);
-      const line = /kestrel: selftest vsock: (ok|failed)[^\n]*/.exec(out)![0];
-      assert.match(line, /selftest vsock: ok/, line);
-      assert.doesNotMatch(out, /kestrel: eth0 \d/, 'no eth0 address in vsock mode');
-      console.log('  (this host has no /dev/vhost-vsock: ingress over vsock is proven with the muxer double; AF_VSOCK itself ran in the guest over vsock_loopback)');
-    } finally {
-      await guest.stop();
+  test('4. vsock VM: no NIC; proxied path and query, 20 MB, WebSocket echo and logs through the device; egress 200/403 over vsock.sock_3128', { timeout: CREATE_TIMEOUT_MS + 120_000 }, async () => {
+    const c = await env.volar(['vms', 'create', 'vs', '--plugin', 'hello', '--network', 'vsock', '--json'], { timeoutMs: CREATE_TIMEOUT_MS });
+    assert.equal(c.code, 0, c.stderr + c.stdout);
+    const vs = await vm('vs');
+    if (vs.pid) env.track(vs.pid);
+    assert.equal(vs.state, 'running', JSON.stringify(vs));
+    assert.equal(vs.network_mode, 'vsock');
+    assert.equal(vs.ip ?? undefined, undefined, 'a vsock VM holds no address');
+
+    const health = await proxy('vs', '/healthz');
+    assert.equal(health.status, 200, health.text);
+    const h = health.json as { mode?: string; network?: { eth0?: unknown }; vsock?: { listening?: boolean } };
+    assert.equal(h.mode, 'vsock');
+    assert.equal(h.network?.eth0, null, 'the guest has no eth0');
+    assert.equal(h.vsock?.listening, true);
+    assert.doesNotMatch(readFileSync(join(env.stateDir, 'vms', 'vs', 'serial.log'), 'utf8'), /kestrel: eth0 \d/, 'no eth0 address in vsock mode');
+
+    const hello = await proxy('vs', '/hello?x=1&y=two');
+    assert.equal(hello.status, 200, hello.text);
+    assert.deepEqual((hello.json as { query?: unknown }).query, { x: '1', y: 'two' });
+
+    const res = await request(`http://localhost/api/v1/vms/vs/proxy/bytes?n=${BYTES_20MB}`, { dispatcher: env.dispatcher });
+    assert.equal(res.statusCode, 200);
+    const hash = createHash('sha256');
+    let n = 0;
+    for await (const chunk of res.body) {
+      hash.update(chunk as Buffer);
+      n += (chunk as Buffer).length;
     }
+    assert.equal(n, BYTES_20MB);
+    assert.equal(hash.digest('hex'), expectedBytesDigest(BYTES_20MB), '20 MB arrive intact through the device');
+
+    const ws = new WebSocket(`ws+unix://${env.apiSocket}:/api/v1/vms/vs/proxy/ws`);
+    await once(ws, 'open');
+    const echoed: Buffer[] = [];
+    ws.on('message', (d) => echoed.push(Buffer.from(d as Buffer)));
+    const big = Buffer.alloc(300_000, 0x5a);
+    ws.send('ping over vsock');
+    ws.send(big);
+    await eventually(() => echoed.length === 2, { timeoutMs: 60_000, what: 'two echoes' });
+    assert.equal(echoed[0]!.toString(), 'ping over vsock');
+    assert.ok(echoed[1]!.equals(big), 'a 300 KB binary frame comes back intact');
+    ws.close();
+    await once(ws, 'close');
+
+    const logs = await env.volar(['vms', 'logs', 'vs']);
+    assert.equal(logs.code, 0, logs.stderr);
+    assert.match(logs.stdout, /GET \/hello\?x=1&y=two/, 'the logs stream comes through the device');
+
+    // Outbound: the workload → kestrel's forwarder → vsock (CID 2, 3128) → the device → vsock.sock_3128 → egress.
+    assert.ok(existsSync(join(runDir('vs'), 'vsock.sock_3128')), 'volantd listens for the guest on vsock.sock_3128');
+    const fetchVia = async (url: string) => (await proxy('vs', `/fetch?url=${encodeURIComponent(url)}`)).json as { status: number; body?: string };
+    const allowed = await fetchVia(`http://${ALLOWED_NAME}/from-vsock`);
+    assert.equal(allowed.status, 200, JSON.stringify(allowed));
+    assert.match(allowed.body ?? '', /from-vsock/);
+    const denied = await fetchVia(`http://${DENIED_NAME}/`);
+    assert.equal(denied.status, 403, JSON.stringify(denied));
+    const m = await eventually(
+      () => {
+        const now = deviceMetrics('vs');
+        return now.guestConnections >= 2 ? now : undefined;
+      },
+      { what: 'guest connections counted' },
+    );
+    assert.equal(m.guestRefused, 0, JSON.stringify(m));
+  });
+
+  test('5. the device: 200 concurrent connections; a client gone mid-stream and a workload dying mid-response leave nothing open', { timeout: 600_000 }, async () => {
+    const bodies = await Promise.all(
+      Array.from({ length: CONCURRENT_CONNECTIONS }, async (_, i) => (await readAll(await agentRequest('vs', `/hello?i=${i}`))).toString('latin1')),
+    );
+    bodies.forEach((b, i) => {
+      assert.match(b, /^HTTP\/1\.1 200 /, `connection ${i}: ${b.slice(0, 200)}`);
+      assert.ok(b.includes(`"i":"${i}"`), `connection ${i} got its own answer`);
+    });
+
+    // A host client that reads a little of a long stream and disappears.
+    const gone = await agentRequest('vs', `/bytes?n=${500 * 1024 * 1024}`);
+    let got = 0;
+    await new Promise<void>((resolve) => {
+      gone.on('data', (c: Buffer) => {
+        got += c.length;
+        if (got >= 1024 * 1024) {
+          gone.destroy();
+          resolve();
+        }
+      });
+    });
+    // A workload that dies mid-response: the guest side ends the stream early, and the client sees the end.
+    const cut = await readAll(await agentRequest('vs', '/bytes?n=3000000&cut=1'));
+    assert.ok(cut.length < 3_000_001 + 1000, `the cut stream ended early (${cut.length} bytes)`);
+    assert.ok(cut.length > 1000, 'its head and some bytes came through first');
+    const viaIngress = await request('http://localhost/api/v1/vms/vs/proxy/bytes?n=3000000&cut=1', { dispatcher: env.dispatcher });
+    await assert.rejects(viaIngress.body.arrayBuffer(), 'through the ingress the body is cut short, not hung');
+
+    await eventually(() => deviceMetrics('vs').connections === 0, { timeoutMs: DRAIN_TIMEOUT_MS, what: 'the device connection table empties' });
+    assert.equal((await proxy('vs', '/hello?after=stress')).status, 200, 'the VM still answers');
+    const m = deviceMetrics('vs');
+    assert.equal(m.creditViolations, 0, JSON.stringify(m));
+    assert.equal(m.txRefusedChains, 0, JSON.stringify(m));
   });
 
   test('6. life cycle: delete releases the address and the tap; kill -9 of QEMU is noticed; volantd restart re-adopts', { timeout: 2 * CREATE_TIMEOUT_MS }, async () => {
@@ -189,7 +316,9 @@ describe('volant end to end (QEMU, real kernel)', { skip, timeout: SUITE_TIMEOUT
     const running = await vm('web2');
     if (running.pid) env.track(running.pid);
 
-    // kill -9 of the VMM: volantd notices, the VM is no longer running, its tap goes.
+    // kill -9 of the VMM: volantd notices, the VM is no longer running, its tap goes, its vsock device exits.
+    const devicePid = Number(readFileSync(join(runDir('web2'), 'vsock-device.pid'), 'utf8'));
+    assert.ok(isAlive(devicePid), 'the vsock device runs beside QEMU');
     process.kill(running.pid!, 'SIGKILL');
     const deadline = Date.now() + 30_000;
     let state = 'running';
@@ -201,7 +330,30 @@ describe('volant end to end (QEMU, real kernel)', { skip, timeout: SUITE_TIMEOUT
     assert.ok(state === 'failed' || state === 'stopped', `state after kill -9: ${state}`);
     const links = await env.inHost(['ip', '-j', 'link', 'show']);
     assert.ok(!links.stdout.includes(`"${web2.tap}"`), 'tap removed after the VMM died');
+    await eventually(() => !isAlive(devicePid), { what: 'the vsock device exits with its QEMU' });
+    assert.deepEqual(pidsMentioning(runDir('web2')), []);
     const d = await env.volar(['vms', 'delete', 'web2', '--force']);
+    assert.equal(d.code, 0, d.stderr);
+  });
+
+  test('7. kill -9 of a VM\'s vsock device: the VM is marked failed, QEMU and every file go', async () => {
+    const before = await vm('vs');
+    assert.equal(before.state, 'running');
+    const devicePid = Number(readFileSync(join(runDir('vs'), 'vsock-device.pid'), 'utf8'));
+    process.kill(devicePid, 'SIGKILL');
+    const after = await eventually(
+      async () => {
+        const v = await vm('vs');
+        return v.state !== 'running' ? v : undefined;
+      },
+      { timeoutMs: 30_000, what: 'the VM leaves running' },
+    );
+    assert.equal(after.state, 'failed', JSON.stringify(after));
+    assert.match(after.error ?? '', /its vsock device \(pid \d+\) exited/, 'the reason names the device (adopted after the restart: its exit status is unknown)');
+    await eventually(() => !isAlive(before.pid!), { what: 'QEMU is gone' });
+    assert.deepEqual(pidsMentioning(runDir('vs')), [], 'no process of that VM is left');
+    assert.equal(existsSync(runDir('vs')), false, 'its run directory (sockets, pid file) is gone');
+    const d = await env.volar(['vms', 'delete', 'vs']);
     assert.equal(d.code, 0, d.stderr);
   });
 });

@@ -79,8 +79,8 @@ export const FIRST_HOST_PORT = 2 ** 30;
 const HOST_PORT_LIMIT = 2 ** 31;
 /** How often connection timers are checked while any runs. */
 export const TIMER_SWEEP_MS = 100;
-/** Listen backlog of the hybrid socket. */
-export const HYBRID_LISTEN_BACKLOG = 128;
+/** Listen backlog of the hybrid socket: a burst of MAX_CONNECTIONS clients must not see EAGAIN. */
+export const HYBRID_LISTEN_BACKLOG = 1024;
 
 const HOST_EVENTS = (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET) >>> 0;
 

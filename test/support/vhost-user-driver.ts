@@ -71,7 +71,6 @@ export class VsockDriver {
   readonly #kick = [-1, -1];
   readonly #call = [-1, -1];
   #txAvail = 0;
-  #txUsedSeen = 0;
   #rxAvail = 0;
   #rxUsedSeen = 0;
   #txNext = 0;
@@ -267,7 +266,6 @@ export class VsockDriver {
   async txDone(): Promise<void> {
     const r = ring(TX_RING);
     await eventually(() => Atomics.load(this.#u16, (r.used + 2) >> 1) === this.#txAvail, { pollMs: 2, what: 'the device consumed TX' });
-    this.#txUsedSeen = this.#txAvail;
   }
 
   respond(to: Packet, bufAlloc = GUEST_BUF_ALLOC): void {

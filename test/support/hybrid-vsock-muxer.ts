@@ -1,6 +1,8 @@
 /**
- * TEST DOUBLE of a VMM's hybrid-vsock muxer (Cloud Hypervisor / Firecracker), because neither
- * VMM nor vhost-vsock can run on the test machines. It follows the published behaviour in
+ * TEST DOUBLE of a VMM's hybrid-vsock muxer (Cloud Hypervisor / Firecracker) for tests that need
+ * a VMM's hybrid socket without a VM: Cloud Hypervisor cannot run on the test machines, and our
+ * own device (host/vsock/device/, used by every test that boots a guest) needs a guest behind it.
+ * It follows the published behaviour in
  * /work/shared/reference/PROTOCOLS.md ("Hybrid vsock over a Unix socket"), which summarises
  * Firecracker `docs/vsock.md` and Cloud Hypervisor `virtio-devices/src/vsock/unix/muxer.rs`:
  *

@@ -50,7 +50,6 @@ export interface VolantNativeAddon {
   readInto(fd: number, array: Uint8Array, offset: number, length: number): number;
   writeFrom(fd: number, array: Uint8Array, offset: number, length: number): number;
   shutdownWrite(fd: number): number;
-  listenUnixSocket(path: string, backlog: number): number;
   acceptConnection(fd: number): number;
   connectUnixSocket(path: string): number;
   mmapShared(fd: number, offset: number, length: number): ArrayBuffer;

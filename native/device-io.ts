@@ -60,7 +60,8 @@ export function deviceIo() {
     readInto: a.readInto,
     writeFrom: a.writeFrom,
     shutdownWrite: a.shutdownWrite,
-    listenUnixSocket: a.listenUnixSocket,
+    /** A listening AF_UNIX socket, non-blocking and close-on-exec (throws). */
+    listenUnixSocket: a.unixListen,
     acceptConnection: a.acceptConnection,
     connectUnixSocket: a.connectUnixSocket,
     mmapShared: a.mmapShared,

@@ -9,7 +9,8 @@
 //   readInto   read(2) into a Uint8Array window (e.g. guest memory): no JavaScript Buffer per call
 //   writeFrom  send(MSG_NOSIGNAL) or write(2) from a Uint8Array window
 //   mmapShared mmap(MAP_SHARED) of a memory fd as an external ArrayBuffer, unmapped when collected
-//   listen/accept/connect on AF_UNIX, shutdown(SHUT_WR), memfd_create and eventfd for tests
+//   accept/connect on AF_UNIX (listening is sockets.cc's unixListen), shutdown(SHUT_WR),
+//              memfd_create and eventfd for tests
 //
 // What must hold:
 // - every fd made here is O_NONBLOCK and O_CLOEXEC (received fds too: MSG_CMSG_CLOEXEC), so no
@@ -37,6 +38,7 @@
 
 #include "errno_error.h"
 #include "modules.h"
+#include "unix_address.h"
 
 namespace {
 
@@ -44,14 +46,6 @@ namespace {
 constexpr size_t kMaxFdsPerMessage = 8;
 // Events fetched by one Epoll.wait call at most (the caller loops while it gets a full batch).
 constexpr int kMaxEventsPerWait = 256;
-
-bool UnixPath(const std::string& path, sockaddr_un* addr) {
-  memset(addr, 0, sizeof *addr);
-  addr->sun_family = AF_UNIX;
-  if (path.empty() || path.size() >= sizeof addr->sun_path) return false;
-  memcpy(addr->sun_path, path.data(), path.size());
-  return true;
-}
 
 // Resolves (array, offset, length) to a pointer inside the typed array, or nullptr (after a
 // TypeError/RangeError is thrown) when the window does not fit.
@@ -79,6 +73,33 @@ int FdArgument(const Napi::CallbackInfo& info, size_t index) {
   if (!ExpectUint32(info, index, "fd")) return -1;
   return static_cast<int>(info[index].As<Napi::Number>().Uint32Value());
 }
+
+// The (fd, array, offset, length) arguments the I/O calls start with; false after throwing.
+struct FdWindow {
+  int fd;
+  uint8_t* data;
+  size_t length;
+};
+
+bool FdWindowArguments(const Napi::CallbackInfo& info, FdWindow* out) {
+  out->fd = FdArgument(info, 0);
+  if (out->fd < 0) return false;
+  out->data = Window(info, 1, &out->length);
+  return out->data != nullptr;
+}
+
+// Runs a syscall again while it is interrupted; returns its result (errno set when negative).
+template <typename Call>
+ssize_t Retrying(Call call) {
+  ssize_t n;
+  do {
+    n = call();
+  } while (n < 0 && errno == EINTR);
+  return n;
+}
+
+// A byte count, or the negative errno of the failed call that produced `n`.
+Napi::Value CountOrErrno(Napi::Env env, ssize_t n) { return Napi::Number::New(env, n < 0 ? -errno : static_cast<double>(n)); }
 
 // ---------------------------------------------------------------------------------------------
 // Epoll
@@ -213,29 +234,34 @@ class Epoll : public Napi::ObjectWrap<Epoll> {
 // ---------------------------------------------------------------------------------------------
 // Messages with fds
 
+// A msghdr over one buffer, with room for kMaxFdsPerMessage fds of ancillary data.
+struct OneBufferMessage {
+  explicit OneBufferMessage(const FdWindow& w) : iov{w.data, w.length} {
+    memset(&msg, 0, sizeof msg);
+    memset(control, 0, sizeof control);
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+  }
+  OneBufferMessage(const OneBufferMessage&) = delete;
+  OneBufferMessage& operator=(const OneBufferMessage&) = delete;
+  iovec iov;
+  msghdr msg;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFdsPerMessage)];
+};
+
 // recvMsg(fd, array, offset, length) -> { bytes, fds }: bytes is negative errno on failure
 // (-EAGAIN when nothing is there); fds are the SCM_RIGHTS descriptors that came with the bytes.
 // A truncated control message (more fds than kMaxFdsPerMessage) is reported as -EMSGSIZE after
 // closing what did arrive.
 Napi::Value RecvMsg(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int fd = FdArgument(info, 0);
-  if (fd < 0) return env.Undefined();
-  size_t len = 0;
-  uint8_t* data = Window(info, 1, &len);
-  if (data == nullptr) return env.Undefined();
-  iovec iov = {data, len};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFdsPerMessage)];
-  msghdr msg;
-  memset(&msg, 0, sizeof msg);
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  ssize_t n;
-  do {
-    n = recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-  } while (n < 0 && errno == EINTR);
+  FdWindow w;
+  if (!FdWindowArguments(info, &w)) return env.Undefined();
+  OneBufferMessage m(w);
+  msghdr& msg = m.msg;
+  msg.msg_control = m.control;
+  msg.msg_controllen = sizeof m.control;
+  ssize_t n = Retrying([&] { return recvmsg(w.fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC); });
   Napi::Object result = Napi::Object::New(env);
   Napi::Array fds = Napi::Array::New(env);
   int err = n < 0 ? errno : 0;
@@ -262,11 +288,8 @@ Napi::Value RecvMsg(const Napi::CallbackInfo& info) {
 // sendMsg(fd, array, offset, length, fds: number[]) -> bytes sent or negative errno.
 Napi::Value SendMsg(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int fd = FdArgument(info, 0);
-  if (fd < 0) return env.Undefined();
-  size_t len = 0;
-  uint8_t* data = Window(info, 1, &len);
-  if (data == nullptr) return env.Undefined();
+  FdWindow w;
+  if (!FdWindowArguments(info, &w)) return env.Undefined();
   if (!info[4].IsArray()) {
     Napi::TypeError::New(env, "argument 4 (fds) must be an array").ThrowAsJavaScriptException();
     return env.Undefined();
@@ -279,15 +302,10 @@ Napi::Value SendMsg(const Napi::CallbackInfo& info) {
     if (!v.IsNumber()) return ThrowErrno(env, EINVAL, "sendmsg", "fds must be numbers");
     send_fds[i] = v.As<Napi::Number>().Int32Value();
   }
-  iovec iov = {data, len};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFdsPerMessage)];
-  msghdr msg;
-  memset(&msg, 0, sizeof msg);
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
+  OneBufferMessage m(w);
+  msghdr& msg = m.msg;
   if (list.Length() > 0) {
-    memset(control, 0, sizeof control);
-    msg.msg_control = control;
+    msg.msg_control = m.control;
     msg.msg_controllen = CMSG_SPACE(sizeof(int) * list.Length());
     cmsghdr* c = CMSG_FIRSTHDR(&msg);
     c->cmsg_level = SOL_SOCKET;
@@ -295,11 +313,7 @@ Napi::Value SendMsg(const Napi::CallbackInfo& info) {
     c->cmsg_len = CMSG_LEN(sizeof(int) * list.Length());
     memcpy(CMSG_DATA(c), send_fds, sizeof(int) * list.Length());
   }
-  ssize_t n;
-  do {
-    n = sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
-  } while (n < 0 && errno == EINTR);
-  return Napi::Number::New(env, n < 0 ? -errno : static_cast<double>(n));
+  return CountOrErrno(env, Retrying([&] { return sendmsg(w.fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL); }));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -307,38 +321,19 @@ Napi::Value SendMsg(const Napi::CallbackInfo& info) {
 
 // readInto(fd, array, offset, length) -> bytes read (0 = end of stream) or negative errno.
 Napi::Value ReadInto(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int fd = FdArgument(info, 0);
-  if (fd < 0) return env.Undefined();
-  size_t len = 0;
-  uint8_t* data = Window(info, 1, &len);
-  if (data == nullptr) return env.Undefined();
-  ssize_t n;
-  do {
-    n = read(fd, data, len);
-  } while (n < 0 && errno == EINTR);
-  return Napi::Number::New(env, n < 0 ? -errno : static_cast<double>(n));
+  FdWindow w;
+  if (!FdWindowArguments(info, &w)) return info.Env().Undefined();
+  return CountOrErrno(info.Env(), Retrying([&] { return read(w.fd, w.data, w.length); }));
 }
 
 // writeFrom(fd, array, offset, length) -> bytes written or negative errno. Sockets get
 // MSG_NOSIGNAL (a closed peer is EPIPE, never SIGPIPE); other fds (eventfds) plain write(2).
 Napi::Value WriteFrom(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int fd = FdArgument(info, 0);
-  if (fd < 0) return env.Undefined();
-  size_t len = 0;
-  uint8_t* data = Window(info, 1, &len);
-  if (data == nullptr) return env.Undefined();
-  ssize_t n;
-  do {
-    n = send(fd, data, len, MSG_DONTWAIT | MSG_NOSIGNAL);
-  } while (n < 0 && errno == EINTR);
-  if (n < 0 && errno == ENOTSOCK) {
-    do {
-      n = write(fd, data, len);
-    } while (n < 0 && errno == EINTR);
-  }
-  return Napi::Number::New(env, n < 0 ? -errno : static_cast<double>(n));
+  FdWindow w;
+  if (!FdWindowArguments(info, &w)) return info.Env().Undefined();
+  ssize_t n = Retrying([&] { return send(w.fd, w.data, w.length, MSG_DONTWAIT | MSG_NOSIGNAL); });
+  if (n < 0 && errno == ENOTSOCK) n = Retrying([&] { return write(w.fd, w.data, w.length); });
+  return CountOrErrno(info.Env(), n);
 }
 
 // shutdownWrite(fd) -> 0 or negative errno.
@@ -352,39 +347,12 @@ Napi::Value ShutdownWrite(const Napi::CallbackInfo& info) {
 // ---------------------------------------------------------------------------------------------
 // Unix sockets
 
-// listenUnixSocket(path, backlog) -> fd (throws): a non-blocking listening AF_UNIX socket.
-Napi::Value ListenUnixSocket(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (!ExpectString(info, 0, "path") || !ExpectUint32(info, 1, "backlog")) return env.Undefined();
-  std::string path = info[0].As<Napi::String>().Utf8Value();
-  sockaddr_un addr;
-  if (!UnixPath(path, &addr)) return ThrowErrno(env, ENAMETOOLONG, "bind", path);
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return ThrowErrno(env, errno, "socket");
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    int err = errno;
-    close(fd);
-    return ThrowErrno(env, err, "bind", path);
-  }
-  if (listen(fd, static_cast<int>(info[1].As<Napi::Number>().Uint32Value())) != 0) {
-    int err = errno;
-    close(fd);
-    unlink(path.c_str());
-    return ThrowErrno(env, err, "listen", path);
-  }
-  return Napi::Number::New(env, fd);
-}
-
 // acceptConnection(fd) -> new fd (non-blocking, close-on-exec) or negative errno.
 Napi::Value AcceptConnection(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = FdArgument(info, 0);
   if (fd < 0) return env.Undefined();
-  int conn;
-  do {
-    conn = accept4(fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-  } while (conn < 0 && errno == EINTR);
-  return Napi::Number::New(env, conn < 0 ? -errno : conn);
+  return CountOrErrno(env, Retrying([&] { return accept4(fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC); }));
 }
 
 // connectUnixSocket(path) -> fd or negative errno. An AF_UNIX connect finishes at once: it is
@@ -394,14 +362,10 @@ Napi::Value ConnectUnixSocket(const Napi::CallbackInfo& info) {
   if (!ExpectString(info, 0, "path")) return env.Undefined();
   std::string path = info[0].As<Napi::String>().Utf8Value();
   sockaddr_un addr;
-  if (!UnixPath(path, &addr)) return Napi::Number::New(env, -ENAMETOOLONG);
+  if (!UnixAddress(path, &addr)) return Napi::Number::New(env, -ENAMETOOLONG);
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return Napi::Number::New(env, -errno);
-  int rc;
-  do {
-    rc = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  } while (rc != 0 && errno == EINTR);
-  if (rc != 0) {
+  if (Retrying([&] { return connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr); }) != 0) {
     int err = errno;
     close(fd);
     return Napi::Number::New(env, -err);
@@ -479,7 +443,6 @@ void RegisterDeviceIo(Napi::Env env, Napi::Object exports) {
   exports.Set("readInto", Napi::Function::New(env, ReadInto, "readInto"));
   exports.Set("writeFrom", Napi::Function::New(env, WriteFrom, "writeFrom"));
   exports.Set("shutdownWrite", Napi::Function::New(env, ShutdownWrite, "shutdownWrite"));
-  exports.Set("listenUnixSocket", Napi::Function::New(env, ListenUnixSocket, "listenUnixSocket"));
   exports.Set("acceptConnection", Napi::Function::New(env, AcceptConnection, "acceptConnection"));
   exports.Set("connectUnixSocket", Napi::Function::New(env, ConnectUnixSocket, "connectUnixSocket"));
   exports.Set("mmapShared", Napi::Function::New(env, MmapShared, "mmapShared"));

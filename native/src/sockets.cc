@@ -26,6 +26,7 @@
 
 #include "errno_error.h"
 #include "modules.h"
+#include "unix_address.h"
 
 namespace {
 
@@ -134,15 +135,6 @@ sockaddr_in Inet4Address(uint32_t host_order_address, uint32_t port) {
   return addr;
 }
 
-// Fills a sockaddr_un; false when the path does not fit (sun_path keeps room for a NUL).
-bool UnixAddress(const std::string& path, sockaddr_un* addr) {
-  memset(addr, 0, sizeof *addr);
-  addr->sun_family = AF_UNIX;
-  if (path.empty() || path.size() >= sizeof addr->sun_path) return false;
-  memcpy(addr->sun_path, path.data(), path.size());
-  return true;
-}
-
 // vsockListen(cid, port, backlog) -> { fd, port }: port is the bound one (VMADDR_PORT_ANY picks).
 Napi::Value VsockListen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -186,9 +178,11 @@ Napi::Value VsockLocalCid(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, cid);
 }
 
-// Test twins (see native/index.ts `forTesting`): the same listen/connect code on AF_UNIX/AF_INET.
+// AF_UNIX/AF_INET twins of the same listen/connect code. unixListen also serves the host's vsock
+// device (its hybrid and vhost-user sockets, native/device-io.ts); the others are for tests
+// (native/index.ts `forTesting`).
 
-// unixListen(path, backlog) -> fd
+// unixListen(path, backlog) -> fd, non-blocking and close-on-exec
 Napi::Value UnixListen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!ExpectString(info, 0, "path") || !ExpectUint32(info, 1, "backlog")) return env.Undefined();

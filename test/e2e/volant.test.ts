@@ -86,6 +86,19 @@ describe('volant end to end (QEMU, real kernel)', { skip, timeout: SUITE_TIMEOUT
 
   const runDir = (name: string): string => join(env.stateDir, 'run', 'vms', name);
 
+  /** GET /bytes?n=N through the ingress proxy: how many bytes came and their sha256. */
+  async function download(name: string, n: number): Promise<{ bytes: number; sha256: string }> {
+    const res = await request(`http://localhost/api/v1/vms/${name}/proxy/bytes?n=${n}`, { dispatcher: env.dispatcher });
+    assert.equal(res.statusCode, 200);
+    const hash = createHash('sha256');
+    let bytes = 0;
+    for await (const chunk of res.body) {
+      hash.update(chunk as Buffer);
+      bytes += (chunk as Buffer).length;
+    }
+    return { bytes, sha256: hash.digest('hex') };
+  }
+
   function deviceMetrics(name: string): DeviceMetrics {
     return JSON.parse(readFileSync(join(runDir(name), 'vsock-device.metrics.json'), 'utf8')) as DeviceMetrics;
   }
@@ -137,16 +150,7 @@ describe('volant end to end (QEMU, real kernel)', { skip, timeout: SUITE_TIMEOUT
     assert.equal(body.path, '/hello');
     assert.deepEqual(body.query, { x: '1', y: 'two' });
 
-    const res = await request(`http://localhost/api/v1/vms/web/proxy/bytes?n=${BYTES_20MB}`, { dispatcher: env.dispatcher });
-    assert.equal(res.statusCode, 200);
-    const hash = createHash('sha256');
-    let n = 0;
-    for await (const chunk of res.body) {
-      hash.update(chunk as Buffer);
-      n += (chunk as Buffer).length;
-    }
-    assert.equal(n, BYTES_20MB);
-    assert.equal(hash.digest('hex'), expectedBytesDigest(BYTES_20MB), '20 MB arrive intact');
+    assert.deepEqual(await download('web', BYTES_20MB), { bytes: BYTES_20MB, sha256: expectedBytesDigest(BYTES_20MB) }, '20 MB arrive intact');
 
     const logs = await env.volar(['vms', 'logs', 'web']);
     assert.equal(logs.code, 0, logs.stderr);
@@ -202,16 +206,7 @@ describe('volant end to end (QEMU, real kernel)', { skip, timeout: SUITE_TIMEOUT
     assert.equal(hello.status, 200, hello.text);
     assert.deepEqual((hello.json as { query?: unknown }).query, { x: '1', y: 'two' });
 
-    const res = await request(`http://localhost/api/v1/vms/vs/proxy/bytes?n=${BYTES_20MB}`, { dispatcher: env.dispatcher });
-    assert.equal(res.statusCode, 200);
-    const hash = createHash('sha256');
-    let n = 0;
-    for await (const chunk of res.body) {
-      hash.update(chunk as Buffer);
-      n += (chunk as Buffer).length;
-    }
-    assert.equal(n, BYTES_20MB);
-    assert.equal(hash.digest('hex'), expectedBytesDigest(BYTES_20MB), '20 MB arrive intact through the device');
+    assert.deepEqual(await download('vs', BYTES_20MB), { bytes: BYTES_20MB, sha256: expectedBytesDigest(BYTES_20MB) }, '20 MB arrive intact through the device');
 
     const ws = new WebSocket(`ws+unix://${env.apiSocket}:/api/v1/vms/vs/proxy/ws`);
     await once(ws, 'open');

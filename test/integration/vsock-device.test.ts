@@ -57,9 +57,14 @@ async function rig(): Promise<Rig> {
   return r;
 }
 
+/** When each host client closed (recorded from the start: the device may close it before a test looks). */
+const closes = new WeakMap<Socket, Promise<unknown>>();
+const whenClosed = (s: Socket): Promise<unknown> => closes.get(s) ?? once(s, 'close');
+
 /** A host client: connect to `<uds>`, send the command (and maybe bytes after it). */
 function hostClient(r: Rig, command: string): Socket {
   const s = connect(r.spec.vsock.socketPath);
+  closes.set(s, new Promise((resolve) => s.once('close', resolve)));
   s.on('error', () => s.destroy());
   s.write(command);
   return s;
@@ -153,7 +158,7 @@ describe('vsock device back-end (scripted front-end and guest driver)', { skip }
     r.driver.sendPacket({ srcPort: 1234, dstPort: req.srcPort, op: OP_SHUTDOWN, flags: SHUTDOWN_BOTH });
     assert.equal((await r.driver.next((p) => p.op === OP_RST)).dstPort, 1234);
     client.resume();
-    await once(client, 'close');
+    await whenClosed(client);
     await eventually(() => r.metrics().connections === 0);
   });
 
@@ -219,7 +224,7 @@ describe('vsock device back-end (scripted front-end and guest driver)', { skip }
     await r.driver.next((p) => p.op === OP_RW);
     r.driver.sendPacket({ srcPort: 80, dstPort: req.srcPort, op: OP_RST });
     client.resume();
-    await once(client, 'close');
+    await whenClosed(client);
 
     // A client that closes its socket: SHUTDOWN(RCV|SEND); this guest never answers, so the device resets after its timeout.
     const closing = await openFromHost(r, 81);
@@ -329,11 +334,13 @@ describe('vsock device back-end (scripted front-end and guest driver)', { skip }
   it(`at most ${MAX_CONNECTIONS} connections: the next client is accepted and closed at once`, async () => {
     const r = await rig();
     const clients: Socket[] = [];
-    for (let i = 0; i < MAX_CONNECTIONS; i++) clients.push(connect(r.spec.vsock.socketPath));
+    for (let i = 0; i < MAX_CONNECTIONS; i++) clients.push(connect(r.spec.vsock.socketPath).on('error', () => undefined));
     await eventually(() => r.metrics().connections === MAX_CONNECTIONS, { timeoutMs: 30_000 });
     const extra = connect(r.spec.vsock.socketPath);
+    const extraClosed = new Promise((resolve) => extra.once('close', resolve));
+    extra.on('error', () => undefined);
     extra.resume();
-    await once(extra, 'close');
+    await extraClosed;
     assert.equal(r.metrics().overLimit >= 1 || (await eventually(() => r.metrics().overLimit >= 1)), true);
     for (const c of clients) c.destroy();
     await eventually(() => r.metrics().connections === 0, { timeoutMs: 30_000 });

@@ -117,7 +117,7 @@ export function readHeader(chain: DescriptorChain, header: PacketHeader): boolea
     header.read(chain.views[0]!, chain.offsets[0]!);
     return true;
   }
-  gather(chain, 0, scratch);
+  copyAcross(chain, 0, scratch, false);
   header.read(scratchView, 0);
   return true;
 }
@@ -131,30 +131,24 @@ export function writeHeader(chain: DescriptorChain, header: PacketHeader): boole
     return true;
   }
   header.write(scratchView, 0);
-  scatter(chain, first, scratch);
+  copyAcross(chain, first, scratch, true);
   return true;
 }
 
-/** Copies the first `into.length` bytes of the segments from `segment` on into `into`. */
-function gather(chain: DescriptorChain, segment: number, into: Uint8Array): void {
-  let filled = 0;
-  for (let s = segment; s < chain.count && filled < into.length; s++) {
-    const bytes = chain.bytes[s]!;
-    const base = chain.offsets[s]!;
-    const n = Math.min(chain.lengths[s]!, into.length - filled);
-    for (let i = 0; i < n; i++) into[filled + i] = bytes[base + i]!;
-    filled += n;
-  }
-}
-
-/** Copies `from` over the segments from `segment` on. */
-function scatter(chain: DescriptorChain, segment: number, from: Uint8Array): void {
+/**
+ * Copies between `buf` and the segments from `segment` on, laid end to end: out of the chain into
+ * `buf` (`toChain` false) or from `buf` into the chain. Only for headers split across descriptors.
+ */
+function copyAcross(chain: DescriptorChain, segment: number, buf: Uint8Array, toChain: boolean): void {
   let done = 0;
-  for (let s = segment; s < chain.count && done < from.length; s++) {
+  for (let s = segment; s < chain.count && done < buf.length; s++) {
     const bytes = chain.bytes[s]!;
     const base = chain.offsets[s]!;
-    const n = Math.min(chain.lengths[s]!, from.length - done);
-    for (let i = 0; i < n; i++) bytes[base + i] = from[done + i]!;
+    const n = Math.min(chain.lengths[s]!, buf.length - done);
+    for (let i = 0; i < n; i++) {
+      if (toChain) bytes[base + i] = buf[done + i]!;
+      else buf[done + i] = bytes[base + i]!;
+    }
     done += n;
   }
 }

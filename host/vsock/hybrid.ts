@@ -1,6 +1,6 @@
 /**
- * Host side of hybrid vsock (Cloud Hypervisor / Firecracker `docs/vsock.md`): a VM's vsock device
- * appears on the host as a Unix socket.
+ * Host side of hybrid vsock (Cloud Hypervisor's and Firecracker's, and our own device's under QEMU;
+ * the contract is in docs/vsock.md): a VM's vsock device appears on the host as a Unix socket.
  *
  *  - host → guest: connect to the socket, write `CONNECT <port>\n`, read `OK <n>\n`; the stream is
  *    then raw bytes to the guest listener. A close without `OK` means nothing listens there.

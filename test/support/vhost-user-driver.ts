@@ -4,9 +4,9 @@
  * QEMU and Linux guest run in the e2e suite; this double exists to do what a well-behaved guest
  * never does (send past its credit, write malformed descriptors, never answer a REQUEST, reset
  * mid-stream) and to see exactly which packets the device sends. It follows the published
- * protocols: vhost-user (QEMU docs/interop/vhost-user.rst; the message order QEMU 7.2 uses with
+ * protocols as docs/vsock.md summarises them: vhost-user (in the message order QEMU 7.2 uses with
  * vhost-user-vsock-pci, see host/vsock/device/session.ts) and the virtio 1.2 split virtqueue and
- * vsock packet format (§2.7, §5.10).
+ * vsock packet format.
  *
  * Guest memory is a memfd shared with the back-end (as `memory-backend-memfd,share=on`), at
  * guest-physical GUEST_RAM_GPA and "QEMU address" GUEST_RAM_USER. RX and TX rings of QUEUE_SIZE;

@@ -1,5 +1,5 @@
 /**
- * vsock flow control (virtio 1.2 §5.10.6.3), as pure u32 arithmetic. Each side of a connection
+ * vsock flow control (virtio 1.2; docs/vsock.md), as pure u32 arithmetic. Each side of a connection
  * tells the other, in every packet, how big its receive buffer is (`buf_alloc`) and how many
  * bytes it has consumed from it so far (`fwd_cnt`, free-running, wraps at 2^32). A sender may
  * have at most `buf_alloc - (sent - fwd_cnt)` bytes in flight.

@@ -1,5 +1,5 @@
 /**
- * The virtio-vsock device proper (virtio 1.2 §5.10): two queues the vhost-user session hands over
+ * The virtio-vsock device proper (virtio 1.2; docs/vsock.md): two queues the vhost-user session hands over
  * once the guest's driver started them, and the muxer behind them.
  *
  *   queue 0 (RX)  device → guest: the driver posts empty buffers; the device fills each with one

@@ -1,5 +1,5 @@
 /**
- * The virtio-vsock packet header (virtio 1.2 §5.10.6), 44 bytes, little-endian, packed:
+ * The virtio-vsock packet header (virtio 1.2; docs/vsock.md), 44 bytes, little-endian, packed:
  *
  *   u64 src_cid  u64 dst_cid  u32 src_port  u32 dst_port  u32 len
  *   u16 type     u16 op       u32 flags     u32 buf_alloc u32 fwd_cnt

@@ -1,5 +1,5 @@
 /**
- * The vhost-user wire format (QEMU docs/interop/vhost-user.rst), as far as a vsock back-end
+ * The vhost-user wire format (the protocol QEMU defines; primer in docs/vsock.md), as far as a vsock back-end
  * needs it: pure encoding and decoding, no I/O.
  *
  * A message is a 12-byte header in host byte order (little-endian here) — u32 request,

@@ -1,5 +1,5 @@
 /**
- * The split virtqueue (virtio 1.2 §2.7), device side, over guest memory. Three areas, all
+ * The split virtqueue (virtio 1.2; primer in docs/vsock.md), device side, over guest memory. Three areas, all
  * little-endian, indices free-running u16 (slot = index % size):
  *
  *   descriptor table  size × { u64 addr (guest-physical), u32 len, u16 flags, u16 next }

@@ -42,7 +42,7 @@ interface Rig {
 
 const rigs: Rig[] = [];
 
-async function rig(): Promise<Rig> {
+async function rig(opts: { driverUp?: boolean } = {}): Promise<Rig> {
   const runDir = join(root, `vm${++n}`);
   const { mkdirSync } = await import('node:fs');
   mkdirSync(runDir, { recursive: true });
@@ -50,8 +50,10 @@ async function rig(): Promise<Rig> {
   const backend = await startVsockBackend(spec);
   const driver = new VsockDriver(CID);
   await driver.connect(vhostUserSocketPath(spec));
-  assert.equal(await driver.start(), CID, 'GET_CONFIG carries the guest CID');
-  driver.postRx();
+  if (opts.driverUp !== false) {
+    assert.equal(await driver.start(), CID, 'GET_CONFIG carries the guest CID');
+    driver.postRx();
+  }
   const r: Rig = { spec, backend, driver, metrics: () => JSON.parse(readFileSync(vsockBackendMetricsPath(spec), 'utf8')) as DeviceMetrics };
   rigs.push(r);
   return r;
@@ -184,6 +186,14 @@ describe('vsock device back-end (scripted front-end and guest driver)', { skip }
       return now.handshakeFailures >= 6 && now.connections === 0 ? now : undefined;
     });
     assert.equal(m.hostConnections, 2);
+  });
+
+  it('before the guest driver is up, a host client waits out the request timeout and leaves nothing behind', async () => {
+    const r = await rig({ driverUp: false });
+    const started = Date.now();
+    await assert.rejects(readLine(hostClient(r, 'CONNECT 8080\n')), /closed before a line/);
+    assert.ok(Date.now() - started >= REQUEST_TIMEOUT_MS - 100);
+    await eventually(() => r.metrics().connections === 0, { what: 'no connection waits for a guest that never heard of it' });
   });
 
   it('guest → host: REQUEST to CID 2 port P reaches `<uds>_P`; half-close each way; nothing listening → RST', async () => {

@@ -114,6 +114,8 @@ class Connection {
   hostHangup = false;
   /** A CREDIT_REQUEST went out and no credit has come since. */
   creditRequested = false;
+  /** The guest has heard of this connection (our REQUEST went out, or it sent one). */
+  guestKnows: boolean;
   /** Credit counters (credit.ts): what we sent the guest, what it consumed, its buffer. */
   sentToPeer = 0;
   peerFwdCnt = 0;
@@ -132,6 +134,7 @@ class Connection {
   constructor(fd: number, state: 'handshake' | 'peer-init') {
     this.fd = fd;
     this.control = initialControl(state);
+    this.guestKnows = state === 'peer-init';
   }
 
   earlyBytes(): number {
@@ -156,6 +159,8 @@ export class Muxer {
   readonly #table = new Map<number, Map<number, Connection>>();
   /** Host clients still sending `CONNECT`: not in the table yet (no ports). */
   readonly #handshaking = new Set<Connection>();
+  /** Connections in `#table`. */
+  #inTable = 0;
   readonly #usedHostPorts = new Set<number>();
   readonly #timed = new Set<Connection>();
   readonly #rxQueue: Connection[] = [];
@@ -384,6 +389,7 @@ export class Muxer {
     }
     if (c.pending & RX_REQUEST) {
       c.pending &= ~RX_REQUEST;
+      c.guestKnows = true;
       h.op = OP_REQUEST;
       this.#emit(c, chain, 0);
       return HEADER_BYTES;
@@ -636,7 +642,9 @@ export class Muxer {
     if (s.timer === 'none') this.#clearTimer(c);
     else if (s.timer !== 'keep') this.#setTimer(c, s.timer);
     if (s.ends !== undefined && NOTABLE_ENDINGS.test(s.ends)) this.#o.log(`vsock: connection ${c.localPort}→${c.peerPort} ends: ${s.ends}`);
-    if (c.control.state === 'closed') this.#remove(c);
+    // An RST for a connection the guest never heard of (its REQUEST never left, e.g. while the
+    // guest's driver is not up yet) is not sent: the connection just goes.
+    if (c.control.state === 'closed' || (c.control.state === 'closing' && !c.guestKnows)) this.#remove(c);
     else this.#schedule(c);
   }
 
@@ -670,6 +678,7 @@ export class Muxer {
       this.#table.set(c.localPort, byPeer);
     }
     byPeer.set(c.peerPort, c);
+    this.#inTable++;
     this.#o.metrics.connections = this.#connectionCount();
   }
 
@@ -682,6 +691,7 @@ export class Muxer {
     const byPeer = this.#table.get(c.localPort);
     if (byPeer?.get(c.peerPort) === c) {
       byPeer.delete(c.peerPort);
+      this.#inTable--;
       if (byPeer.size === 0) this.#table.delete(c.localPort);
       if (c.localPort >= FIRST_HOST_PORT && c.localPort < HOST_PORT_LIMIT) this.#usedHostPorts.delete(c.localPort);
     }
@@ -698,9 +708,7 @@ export class Muxer {
   }
 
   #connectionCount(): number {
-    let n = this.#handshaking.size;
-    for (const byPeer of this.#table.values()) n += byPeer.size;
-    return n;
+    return this.#handshaking.size + this.#inTable;
   }
 
   #allocateHostPort(): number {

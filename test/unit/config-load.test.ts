@@ -38,6 +38,8 @@ describe('layers', () => {
     assert.equal(c.state_dir, '/var/lib/volant');
     assert.equal(c.runtime_dir, '/run/volant');
     assert.equal(c.egress.port, 3128);
+    assert.equal(c.vmm.qemu.vsock, 'vhost-user', 'QEMU VMs get the vhost-user vsock device unless told otherwise');
+    assert.equal(loadConfig({ file: yamlFile('vmm:\n  prefer: qemu\n') }).vmm.qemu.vsock, 'vhost-user', 'setting another vmm key keeps the default');
   });
 
   test('file < env < flags, section by section', () => {
@@ -110,6 +112,7 @@ describe('bad config names the key, the value and what is allowed', () => {
     ['port not a number', { env: { VOLANT_EGRESS_PORT: 'http' } }, '/egress/port', /integer.*"http"/],
     ['port too big', { env: { VOLANT_EGRESS_PORT: '70000' } }, '/egress/port', /65535.*70000/],
     ['vmm not one of', { overrides: { vmm: { prefer: 'firecracker' as 'qemu' } } }, '/vmm/prefer', /"auto", "cloud-hypervisor", "qemu".*firecracker/],
+    ['qemu vsock not one of', { file: yamlFile('vmm:\n  qemu:\n    vsock: vhost-net\n') }, '/vmm/qemu/vsock', /"vhost-user", "vhost-kernel".*vhost-net/],
     ['octal-looking address', { overrides: { network: { pool_start: '192.168.127.0100' } } }, '/network/pool_start', /dotted-quad|match/],
     ['reservation outside pool', { overrides: { network: { reservations: { db: '192.168.127.5' } } } }, '/network/reservations/db', /outside the pool/],
     ['reservation clash', { overrides: { network: { reservations: { db: '192.168.127.150', web: '192.168.127.150' } } } }, '/network/reservations/web', /already reserved for "db"/],

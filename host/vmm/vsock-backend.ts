@@ -19,7 +19,7 @@ import { lstatSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { VolantError } from '../../shared/errors.js';
-import { formatBackendArgs } from '../vsock/device/args.js';
+import { formatBackendArgs, parseBackendArgs } from '../vsock/device/args.js';
 import type { LaunchSpec, VmmExit } from './launcher.js';
 import { argvContains, readProcessArgv, SIGKILL_WAIT_MS, type SpawnedVmm, spawnVmm, waitForExit, watchAdoptedPid } from './process.js';
 import { logTail, removeStaleSocket } from './run-dir.js';
@@ -44,12 +44,15 @@ export function vsockBackendCommand(): string[] {
   return fromSource ? [process.execPath, '--import', import.meta.resolve('tsx'), main] : [process.execPath, main];
 }
 
-/** The back-end's argv for a spec (pure apart from locating the program). */
+/** The back-end's argv for a spec (pure apart from locating the program); INVALID_ARGUMENT when the paths cannot be sockets. */
 export function vsockBackendArgv(spec: Pick<LaunchSpec, 'runDir' | 'vsock'>): string[] {
-  return [
-    ...vsockBackendCommand(),
-    ...formatBackendArgs({ vhostUser: vhostUserSocketPath(spec), socket: spec.vsock.socketPath, cid: spec.vsock.cid, metrics: vsockBackendMetricsPath(spec) }),
-  ];
+  const args = formatBackendArgs({ vhostUser: vhostUserSocketPath(spec), socket: spec.vsock.socketPath, cid: spec.vsock.cid, metrics: vsockBackendMetricsPath(spec) });
+  try {
+    parseBackendArgs(args);
+  } catch (e) {
+    throw new VolantError('INVALID_ARGUMENT', `vsock device for ${spec.runDir}: ${(e as Error).message}`);
+  }
+  return [...vsockBackendCommand(), ...args];
 }
 
 export interface VsockBackend {

@@ -4,6 +4,8 @@ import { kvmProbeBooted, resolveAccel } from '../../host/vmm/accel.js';
 import { buildKernelCmdline, type CmdlineNetwork } from '../../host/vmm/cmdline.js';
 import type { LaunchSpec, VmmCapabilities } from '../../host/vmm/launcher.js';
 import { buildQemuArgs, qemuMemoryArgs, qemuOptValue, qemuVsockCapability } from '../../host/vmm/qemu.js';
+import { vsockBackendArgv } from '../../host/vmm/vsock-backend.js';
+import { VolantError } from '../../shared/errors.js';
 
 function specFor(network: CmdlineNetwork, extra: Partial<LaunchSpec> = {}): LaunchSpec {
   return {
@@ -89,6 +91,19 @@ describe('QEMU argv', () => {
       [['vhost-kernel', false], 'none'],
     ];
     for (const [args, capability] of table) assert.equal(qemuVsockCapability(...args), capability, JSON.stringify(args));
+  });
+
+  it('the vsock device back-end gets the run directory\'s sockets and the CID; paths that cannot be sockets are refused first', () => {
+    const argv = vsockBackendArgv(specFor({ mode: 'vsock' }));
+    assert.deepEqual(argv.slice(argv.indexOf('--vhost-user')), [
+      ...['--vhost-user', '/run/volant/vms/web/vhost-vsock.sock', '--socket', '/run/volant/vms/web/vsock.sock'],
+      ...['--cid', '42', '--metrics', '/run/volant/vms/web/vsock-device.metrics.json'],
+    ]);
+    const deep = `/run/${'d'.repeat(80)}`;
+    assert.throws(
+      () => vsockBackendArgv(specFor({ mode: 'vsock' }, { runDir: deep, vsock: { cid: 42, socketPath: `${deep}/vsock.sock` } })),
+      (e: unknown) => e instanceof VolantError && e.code === 'INVALID_ARGUMENT' && /too long for a Unix socket/.test(e.message),
+    );
   });
 
   it('commas in option values are doubled so they cannot add QEMU options', () => {

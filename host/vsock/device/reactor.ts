@@ -6,7 +6,8 @@
  * not one per packet.
  *
  * `requestFlush()` runs the hooks soon (setImmediate) when something outside an epoll batch (a
- * timer) produced work. Tokens are small integers reused through a free list.
+ * timer) produced work. Tokens are small integers reused through a free list, but never within
+ * the batch that freed them (an event already fetched for the old fd must not reach a new one).
  */
 
 import { createEpoll, type NativeEpoll } from '../../../native/device-io.js';
@@ -22,6 +23,8 @@ export class Reactor {
   readonly #epoll: NativeEpoll;
   readonly #handlers: (EventHandler | undefined)[] = [];
   readonly #free: number[] = [];
+  /** Tokens removed during a batch: reused only after it, so a stale event of that batch cannot reach a new owner. */
+  readonly #freedInBatch: number[] = [];
   readonly #events = new Int32Array(EVENTS_PER_WAIT * 2);
   readonly #after: (() => void)[] = [];
   #flushQueued = false;
@@ -49,7 +52,7 @@ export class Reactor {
   remove(fd: number, token: number, fdStillOpen: boolean): void {
     if (this.#handlers[token] === undefined) return;
     this.#handlers[token] = undefined;
-    this.#free.push(token);
+    this.#freedInBatch.push(token);
     if (fdStillOpen) {
       try {
         this.#epoll.remove(fd);
@@ -87,8 +90,10 @@ export class Reactor {
           const handler = this.#handlers[ev[2 * i]!];
           if (handler) handler(ev[2 * i + 1]! >>> 0);
         }
+        this.#free.push(...this.#freedInBatch.splice(0));
         if (n < EVENTS_PER_WAIT) break;
       }
+      this.#free.push(...this.#freedInBatch.splice(0));
       this.#runAfter();
     } catch (e) {
       this.onError(e);

@@ -64,6 +64,7 @@ const rows: Row[] = [
   { name: 'unknown op → RST', from: open(), event: guest(42), state: 'closing', send: SEND_RST, host: HOST_CLOSE },
   { name: 'RST → closed at once', from: open({ backlog: true }), event: guest(OP_RST), state: 'closed', host: HOST_CLOSE },
   { name: 'host socket fails → RST', from: open(), event: { kind: 'host-error' }, state: 'closing', send: SEND_RST, host: HOST_CLOSE },
+  { name: 'a protocol violation (data past credit, malformed packet) → RST', from: open(), event: { kind: 'violation', why: 'credit' }, state: 'closing', send: SEND_RST, host: HOST_CLOSE },
 
   // Guest shutdowns.
   { name: 'guest SHUTDOWN(SEND), nothing pending → half-close the host socket', from: open(), event: guest(OP_SHUTDOWN, SHUTDOWN_SEND), state: 'established', host: HOST_SHUT_WRITE, peerShutdown: SHUTDOWN_SEND },

@@ -66,7 +66,9 @@ export type ConnEvent =
   | { kind: 'host-eof'; hangup: boolean }
   | { kind: 'host-error' }
   | { kind: 'drained' }
-  | { kind: 'timeout' };
+  | { kind: 'timeout' }
+  /** The guest broke the protocol on this connection (a malformed packet, data past its credit). */
+  | { kind: 'violation'; why: string };
 
 /** Packets to queue for the guest. */
 export const SEND_REQUEST = 1;
@@ -150,6 +152,7 @@ export function step(c: ConnControl, e: ConnEvent): ConnStep {
     return reset(c, c.state === 'local-init' ? 'the guest did not answer REQUEST in time' : 'shutdown timed out');
   }
   if (e.kind === 'host-error') return c.state === 'handshake' ? gone(c, 'host socket failed') : reset(c, 'host socket failed');
+  if (e.kind === 'violation') return reset(c, e.why);
   if (e.kind === 'connect-line') {
     if (c.state !== 'handshake') return same(c);
     return { next: { ...c, state: 'local-init' }, send: SEND_REQUEST, host: 0, timer: 'request' };

@@ -187,10 +187,6 @@ export class Muxer {
     this.#listenToken = this.#o.reactor.add(this.#listenFd, EPOLLIN, () => this.#accept());
   }
 
-  get connections(): number {
-    return this.#connectionCount();
-  }
-
   /** Something is waiting for an RX buffer. */
   hasRx(): boolean {
     return this.#orphanCount > 0 || this.#rxHead < this.#rxQueue.length;
@@ -233,7 +229,7 @@ export class Muxer {
     if (h.type !== TYPE_STREAM || h.len > MAX_PAYLOAD_BYTES || (h.op === OP_RW && h.len > chain.readableBytes - HEADER_BYTES)) {
       m.txDropped++;
       const c = this.#find(h.dstPort, h.srcPort);
-      if (c) this.#apply(c, { next: { ...c.control, state: 'closing' }, send: SEND_RST, host: HOST_CLOSE, timer: 'none', ends: 'malformed packet from the guest' });
+      if (c) this.#event(c, { kind: 'violation', why: 'malformed packet from the guest' });
       else if (h.op !== OP_RST) this.#orphanRst(h.dstPort, h.srcPort);
       return;
     }
@@ -293,7 +289,7 @@ export class Muxer {
     const m = this.#o.metrics;
     if (!withinOurBuffer(CONN_BUFFER_BYTES, c.received, c.fwdCnt, len)) {
       m.creditViolations++;
-      this.#apply(c, { next: { ...c.control, state: 'closing' }, send: SEND_RST, host: HOST_CLOSE, timer: 'none', ends: 'the guest sent past its credit' });
+      this.#event(c, { kind: 'violation', why: 'the guest sent past its credit' });
       return;
     }
     c.received = (c.received + len) >>> 0;

@@ -10,8 +10,9 @@
  *  - the other VM's egress listener cannot be used (its own can).
  * Also: the dhcp VM's address comes from Volant's DHCP range and volantd knows it (its lease).
  *
- * This host's QEMU has no vhost-vsock, so kestrel is reached over TCP on the bridge and egress
- * goes to a TCP listener on the bridge address: the paths the lockdown must hold on.
+ * The VMs run without a vsock device (`vmm.qemu.vsock: vhost-kernel`, and this host has no
+ * /dev/vhost-vsock), so kestrel is reached over TCP on the bridge and egress goes to a TCP
+ * listener on the bridge address: the paths the lockdown must hold on for a VMM without vsock.
  * Needs root, qemu-system-x86_64 and dnsmasq; skips with a message otherwise.
  */
 
@@ -48,7 +49,7 @@ describe('lockdown end to end: a dhcp VM and a bridged VM with an allowlist (QEM
   const egressOf = new Map<string, string>();
 
   before(async () => {
-    env = await startE2eEnv({ dhcp: true });
+    env = await startE2eEnv({ dhcp: true, extraConfig: { vmm: { prefer: 'qemu', accel: 'tcg', qemu: { vsock: 'vhost-kernel' } } } });
   });
   after(async () => {
     await env?.dispose();

@@ -1,5 +1,6 @@
 /**
- * QEMU with and without the host kernel's vhost-vsock: the launcher, pointed at a stand-in
+ * QEMU with and without the host kernel's vhost-vsock (config `vmm.qemu.vsock: vhost-kernel`; the
+ * default, vhost-user, is our device back-end: hybrid-socket): the launcher, pointed at a stand-in
  * `/dev/vhost-vsock` (a plain file; the real device does not exist here), reports `af-vsock`
  * before launch, so the network policy routes the host to kestrel over AF_VSOCK to the VM's CID,
  * and QEMU's argv carries `vhost-vsock-pci` with that CID; without the file it reports `none`.
@@ -52,7 +53,7 @@ describe('QEMU vsock: the host reaches kestrel the way QEMU offers it', () => {
     dir = mkdtempSync(join(tmpdir(), `volant-vhost-${process.pid}-`));
     device = join(dir, 'vhost-vsock');
     writeFileSync(device, '');
-    launcher = new QemuCapabilityDouble(createQemuLauncher({ vhostVsockDevice: device, accel: 'tcg' }));
+    launcher = new QemuCapabilityDouble(createQemuLauncher({ vsock: 'vhost-kernel', vhostVsockDevice: device, accel: 'tcg' }));
     const afVsockConnect = (cid: number, port: number): Promise<Socket> => {
       dialled.push({ cid, port });
       const vm = h.daemon.orchestrator.list().find((v) => v.cid === cid);
@@ -73,8 +74,9 @@ describe('QEMU vsock: the host reaches kestrel the way QEMU offers it', () => {
   });
 
   it('the launcher reports af-vsock with the device and none without it, before any launch', () => {
-    assert.equal(createQemuLauncher({ vhostVsockDevice: device }).vsockCapability(), 'af-vsock');
-    assert.equal(createQemuLauncher({ vhostVsockDevice: join(dir, 'absent') }).vsockCapability(), 'none');
+    assert.equal(createQemuLauncher({ vsock: 'vhost-kernel', vhostVsockDevice: device }).vsockCapability(), 'af-vsock');
+    assert.equal(createQemuLauncher({ vsock: 'vhost-kernel', vhostVsockDevice: join(dir, 'absent') }).vsockCapability(), 'none');
+    assert.equal(createQemuLauncher({ vhostVsockDevice: join(dir, 'absent') }).vsockCapability(), 'hybrid-socket', 'the default vhost-user device needs no host device');
   });
 
   it('with vhost-vsock: QEMU gets vhost-vsock-pci with the CID, and health goes over AF_VSOCK to that CID', async () => {

@@ -24,9 +24,11 @@ import { type E2eEnv, startE2eEnv } from '../../test/support/e2e-env.js';
 import { REPO_ROOT } from '../../test/support/kernel.js';
 import { isRoot, qemuAvailable } from '../../test/support/qemu.js';
 import { GUEST_BOOT_TIMEOUT_MS, INIT_MARKER, makeTestInitramfs } from '../../test/support/vmm-initramfs.js';
+import { integerFlag } from '../support/args.js';
 import { guestSecondsAtInit, intervals, KERNEL_INIT, MILESTONES, median, noteMilestones } from './timeline.js';
 
 const DEFAULT_RUNS = 3;
+const MAX_RUNS = 50;
 const MEMORY_MB = 1024;
 const CPUS = 1;
 const BUILD_TIMEOUT_MS = 300_000;
@@ -37,14 +39,6 @@ const PROXY_RETRY_MS = 50;
 const BASELINE_STOP_TIMEOUT_MS = 1000;
 const GOAL_RATIO = 1.3;
 
-function parseRuns(argv: string[]): number {
-  const at = argv.indexOf('--runs');
-  if (at < 0) return DEFAULT_RUNS;
-  const n = Number(argv[at + 1]);
-  if (!Number.isInteger(n) || n < 1 || n > 50) throw new Error(`--runs takes an integer from 1 to 50, got ${JSON.stringify(argv[at + 1])}`);
-  return n;
-}
-
 const skip = !isRoot() ? 'needs root (network namespaces, bridges, taps)' : !qemuAvailable() ? 'qemu-system-x86_64 is not installed' : undefined;
 if (skip) {
   console.log(`bench/boot skipped: ${skip}`);
@@ -52,7 +46,7 @@ if (skip) {
   process.exit(0);
 }
 
-const runs = parseRuns(process.argv.slice(2));
+const runs = integerFlag(process.argv.slice(2), '--runs', DEFAULT_RUNS, MAX_RUNS);
 const work = mkdtempSync(join(tmpdir(), `volant-bench-boot-${process.pid}-`));
 const launcher = createQemuLauncher({ accel: 'tcg' });
 

@@ -34,8 +34,4 @@ export function guestSecondsAtInit(serial: string): number | undefined {
   return m ? Number(m[1]) : undefined;
 }
 
-export function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
+export { median } from '../support/stats.js';

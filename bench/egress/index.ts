@@ -21,6 +21,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Allowlist } from '../../shared/allowlist.js';
 import { startDnsServer } from '../../test/support/dns-server.js';
+import { median } from '../support/stats.js';
 
 const BYTES_PER_RUN = Number(process.env.EGRESS_BENCH_BYTES ?? 256 * 1024 * 1024);
 const RUNS_EACH = Number(process.env.EGRESS_BENCH_RUNS ?? 5);
@@ -179,11 +180,6 @@ async function startSquid(dir: string): Promise<{ child: ChildProcess; port: num
   }
   return { child, port };
 }
-
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 
 function benchDecisions(): { rules: number; decisionsPerSecond: number; hitRate: number } {
   const rules: string[] = [];

@@ -14,9 +14,9 @@ import { join } from 'node:path';
 import { startVsockBackend, vhostUserSocketPath } from '../../host/vmm/vsock-backend.js';
 import { OP_CREDIT_UPDATE, OP_REQUEST, OP_RW } from '../../host/vsock/device/packet.js';
 import { GUEST_BUF_ALLOC, VsockDriver } from '../../test/support/vhost-user-driver.js';
+import { integerFlag } from '../support/args.js';
 
-const at = process.argv.indexOf('--mb');
-const MIB = at < 0 ? 256 : Number(process.argv[at + 1]);
+const MIB = integerFlag(process.argv, '--mb', 256, 4096);
 const USER_HZ = 100;
 const cpuSeconds = (pid: number): number => {
   const f = readFileSync(`/proc/${pid}/stat`, 'utf8');

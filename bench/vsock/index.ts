@@ -19,7 +19,9 @@ import { join } from 'node:path';
 import { type E2eEnv, startE2eEnv } from '../../test/support/e2e-env.js';
 import { REPO_ROOT } from '../../test/support/kernel.js';
 import { runCommand } from '../../test/support/netns.js';
-import { isRoot, qemuAvailable } from '../../test/support/qemu.js';
+import { e2eSkipReason } from '../../test/support/qemu.js';
+import { integerFlag } from '../support/args.js';
+import { median } from '../support/stats.js';
 
 const DEFAULT_RUNS = 3;
 const DEFAULT_MB = 64;
@@ -29,24 +31,15 @@ const BUILD_TIMEOUT_MS = 300_000;
 const CREATE_TIMEOUT_MS = 360_000;
 const CLIENT_TIMEOUT_MS = 900_000;
 
-function flag(name: string, fallback: number, max: number): number {
-  const at = process.argv.indexOf(name);
-  if (at < 0) return fallback;
-  const n = Number(process.argv[at + 1]);
-  if (!Number.isInteger(n) || n < 1 || n > max) throw new Error(`${name} takes an integer from 1 to ${max}`);
-  return n;
-}
-
-const skip = !isRoot() ? 'needs root (network namespaces, bridges, taps)' : !qemuAvailable() ? 'qemu-system-x86_64 is not installed' : undefined;
+const skip = e2eSkipReason();
 if (skip) {
   console.log(`bench/vsock skipped: ${skip}`);
   console.log(JSON.stringify({ bench: 'vsock', skipped: skip }));
   process.exit(0);
 }
 
-const runs = flag('--runs', DEFAULT_RUNS, 20);
-const mb = flag('--mb', DEFAULT_MB, 1024);
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const runs = integerFlag(process.argv, '--runs', DEFAULT_RUNS, 20);
+const mb = integerFlag(process.argv, '--mb', DEFAULT_MB, 1024);
 
 let env: E2eEnv | undefined;
 try {

@@ -1,6 +1,6 @@
 /**
  * `buildPlugin`: turns a plugin folder (plugin.json + volant.build.json + workload files) and a
- * kernel into `OUT_DIR/initramfs.img` + `OUT_DIR/plugin.json` (layout in notes/CONTRACTS.md).
+ * kernel into `OUT_DIR/initramfs.img` + `OUT_DIR/plugin.json` (layout in docs/CONTRACTS.md).
  *
  * The image is two concatenated compressed cpio archives, which the kernel unpacks in order:
  * 1. runtime: Node and its libraries, busybox and its applets, the kernel modules, the native
@@ -50,9 +50,9 @@ export interface BuildOptions {
   compression?: Compression;
   /** Where the runtime member is cached (default VOLANT_BUILD_CACHE or ~/.cache/volant/initramfs). */
   cacheDir?: string;
-  /** kestrel entry point (default `<repo>/guest/main.ts`). */
+  /** kestrel entry point (default `<repo>/guest/main.ts`, or dist/guest/main.js in an installed package). */
   kestrelEntry?: string;
-  /** native addon (default `<repo>/native/build/Release/volant_native.node`). */
+  /** native addon (default: the file native/addon.ts resolves on this host). */
   nativeAddon?: string;
   /** mtime of every entry (default SOURCE_DATE_EPOCH or 0). */
   mtime?: number;

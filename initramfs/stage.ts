@@ -1,6 +1,6 @@
 /**
  * Staging: decides every path of a plugin image and where its bytes come from (ImageTree), per
- * the layout in notes/CONTRACTS.md. The runtime layer: node (stripped copy) with its ELF closure,
+ * the layout in docs/CONTRACTS.md. The runtime layer: node (stripped copy) with its ELF closure,
  * busybox and its applets, the native addon, the kernel modules in load order. The plugin layer:
  * /init, the kestrel bundle, /etc, the manifest, modules.load and the workload files.
  *
@@ -15,6 +15,7 @@ import { readdir, realpath, stat } from 'node:fs/promises';
 import { dirname, join, posix, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { resolveAddonPath } from '../native/addon.js';
 import { VolantError } from '../shared/errors.js';
 import type { PluginManifest } from '../shared/schema/manifest.js';
 import type { BuildFile } from './build-file.js';
@@ -54,6 +55,12 @@ export function repoRoot(): string {
     dir = dirname(dir);
   }
   return resolve(dirname(fileURLToPath(import.meta.url)), '..');
+}
+
+/** kestrel's entry point: the sources in a checkout, the compiled dist/ in an installed package. */
+export function kestrelEntry(root: string): string {
+  const source = join(root, 'guest', 'main.ts');
+  return existsSync(source) ? source : join(root, 'dist', 'guest', 'main.js');
 }
 
 function isInside(root: string, p: string): boolean {
@@ -168,14 +175,17 @@ export async function stage(opts: StageOptions, manifest: PluginManifest, build:
   const tree = new ImageTree();
   const items: BuildItem[] = [];
   const root = repoRoot();
-  const nativeAddon = resolve(opts.nativeAddon ?? join(root, 'native', 'build', 'Release', 'volant_native.node'));
+  // The same file the loader on this host resolves (a source build, else the packed prebuilt one).
+  const addonFile = opts.nativeAddon ?? resolveAddonPath();
+  if (addonFile === undefined) throw new VolantError('NOT_FOUND', 'the native addon is missing (build it from source with `npm rebuild volant --build-from-source`, or `npm install` in a checkout)');
+  const nativeAddon = resolve(addonFile);
   if (!existsSync(nativeAddon)) throw new VolantError('NOT_FOUND', `native addon ${nativeAddon} is missing (build it with \`npm run install\` or node-gyp)`);
   opts.progress?.('resolving node libraries, busybox and kernel modules');
   const inputs = { modulesDir: opts.modulesDir, kernelVersion: opts.kernelVersion, nativeAddon, cacheDir, stripNode: opts.stripNode !== false };
   const loadList = await stageRuntime(tree, inputs, build, items);
 
   opts.progress?.('bundling kestrel');
-  const kestrel = await bundleKestrel(resolve(opts.kestrelEntry ?? join(root, 'guest', 'main.ts')));
+  const kestrel = await bundleKestrel(resolve(opts.kestrelEntry ?? kestrelEntry(root)));
   tree.addBytes('/lib/volant/kestrel.mjs', kestrel, 'plugin', 0o644, 'kestrel bundle');
   items.push({ what: 'kestrel bundle', files: 1, bytes: kestrel.length });
 

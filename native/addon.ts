@@ -3,9 +3,14 @@
  *   1. $VOLANT_NATIVE_ADDON, when set (and only it: an explicit path that is wrong is an error);
  *   2. next to the running module (the guest image puts it beside the kestrel bundle);
  *   3. native/build/Release relative to the source layout (native/*.ts) or the dist layout
- *      (dist/native/*.js).
- * Loading is lazy and remembered, so a host without the addon can still import this module and
- * ask `nativeAvailable()`.
+ *      (dist/native/*.js): a source build, made by `npm install` when no prebuilt binary loads;
+ *   4. the prebuilt binary the package ships, `prebuilds/<platform>-<arch>/volant_native.node`
+ *      (linux-x64 on glibc; see docs/packaging.md), from either layout.
+ * A source build wins over the prebuilt one because it exists only when the prebuilt one did not
+ * load here (or the user asked for it). `resolveAddonPath()` answers which file that is without
+ * loading it; image builds copy that same file into the guest. Loading is lazy and
+ * remembered, so a host without the addon can still import this module and ask
+ * `nativeAvailable()`.
  */
 
 import { existsSync } from 'node:fs';
@@ -14,6 +19,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const ADDON_FILE = 'volant_native.node';
+/** Where packed binaries live, relative to the package root: `prebuilds/<tag>/volant_native.node`. */
+export const PREBUILDS_DIR = 'prebuilds';
 
 type ConnectCallback = (error: Error | null, fd?: number) => void;
 
@@ -57,15 +64,51 @@ export interface VolantNativeAddon {
   eventfdCreate(): number;
 }
 
+/**
+ * The prebuilt binary's folder name for a platform, or undefined when the package carries none
+ * that could load there: the packed binary is built against glibc, so musl (no glibc version in
+ * the process report) gets none and builds from source.
+ */
+export function prebuildTag(platform: string, arch: string, glibcVersion: string | undefined): string | undefined {
+  if (platform === 'linux' && glibcVersion === undefined) return undefined;
+  return `${platform}-${arch}`;
+}
+
+/** This process's `prebuildTag`. */
+export function hostPrebuildTag(): string | undefined {
+  const header = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header;
+  return prebuildTag(process.platform, process.arch, header?.glibcVersionRuntime);
+}
+
 /** Where to look for the addon, in order (pure; `moduleDir` is the directory of this module). */
-export function addonCandidates(env: NodeJS.ProcessEnv, moduleDir: string): string[] {
+export function addonCandidates(env: NodeJS.ProcessEnv, moduleDir: string, tag?: string): string[] {
   const explicit = env.VOLANT_NATIVE_ADDON;
   if (explicit) return [path.resolve(explicit)];
-  return [
+  const candidates = [
     path.join(moduleDir, ADDON_FILE),
     path.join(moduleDir, 'build', 'Release', ADDON_FILE),
     path.join(moduleDir, '..', '..', 'native', 'build', 'Release', ADDON_FILE),
   ];
+  if (tag !== undefined) {
+    candidates.push(path.join(moduleDir, '..', PREBUILDS_DIR, tag, ADDON_FILE), path.join(moduleDir, '..', '..', PREBUILDS_DIR, tag, ADDON_FILE));
+  }
+  return candidates;
+}
+
+const MODULE_DIR = path.dirname(fileURLToPath(import.meta.url));
+
+/** The first candidate that exists. The platform tag (a process report) is only asked for when no build is found first. */
+export function resolveAddonPath(): string | undefined {
+  return addonCandidates(process.env, MODULE_DIR).find((f) => existsSync(f)) ?? prebuiltAddonPath();
+}
+
+/** The prebuilt binary this package ships for this platform, if it is there. */
+export function prebuiltAddonPath(): string | undefined {
+  if (process.env.VOLANT_NATIVE_ADDON) return undefined;
+  const tag = hostPrebuildTag();
+  if (tag === undefined) return undefined;
+  const builds = new Set(addonCandidates(process.env, MODULE_DIR));
+  return addonCandidates(process.env, MODULE_DIR, tag).find((f) => !builds.has(f) && existsSync(f));
 }
 
 let loaded: VolantNativeAddon | undefined;
@@ -74,14 +117,14 @@ let loadError: Error | undefined;
 function load(): VolantNativeAddon {
   if (loaded) return loaded;
   if (loadError) throw loadError;
-  const candidates = addonCandidates(process.env, path.dirname(fileURLToPath(import.meta.url)));
-  const found = candidates.find((file) => existsSync(file));
+  const found = resolveAddonPath();
   try {
-    if (!found) throw new Error(`not found; looked at ${candidates.join(', ')} (build it with: npm install)`);
+    if (!found) throw new Error(`not found; looked at ${addonCandidates(process.env, MODULE_DIR, hostPrebuildTag()).join(', ')} (build it from source with: npm rebuild volant --build-from-source)`);
     loaded = createRequire(import.meta.url)(found) as VolantNativeAddon;
     return loaded;
   } catch (cause) {
-    const why = cause instanceof Error ? cause.message : String(cause);
+    const prebuilt = found !== undefined && found === prebuiltAddonPath();
+    const why = `${cause instanceof Error ? cause.message : String(cause)}${prebuilt ? ' (the prebuilt binary does not load here; build from source: npm rebuild volant --build-from-source)' : ''}`;
     loadError = Object.assign(new Error(`volant native addon unavailable: ${why}`, { cause }), {
       code: 'ERR_VOLANT_NATIVE_UNAVAILABLE',
     });

@@ -11,7 +11,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
-import { addonCandidates } from '../../native/addon.js';
+import { addonCandidates, prebuildTag } from '../../native/addon.js';
 import {
   addDefaultRoute,
   finitModule,
@@ -38,6 +38,22 @@ describe('addon search order', () => {
       '/repo/dist/native/build/Release/volant_native.node',
       '/repo/native/build/Release/volant_native.node',
     ]);
+  });
+  test('with a platform tag, the packed prebuilt binary comes last, for the source and the dist layout', () => {
+    assert.deepEqual(addonCandidates({}, '/pkg/dist/native', 'linux-x64').slice(3), [
+      '/pkg/dist/prebuilds/linux-x64/volant_native.node',
+      '/pkg/prebuilds/linux-x64/volant_native.node',
+    ]);
+    assert.deepEqual(addonCandidates({ VOLANT_NATIVE_ADDON: '/x.node' }, '/pkg/dist/native', 'linux-x64'), ['/x.node']);
+  });
+  test('prebuilt binaries are glibc builds: musl Linux gets no tag and builds from source', () => {
+    const cases: [string, string, string | undefined, string | undefined][] = [
+      ['linux', 'x64', '2.36', 'linux-x64'],
+      ['linux', 'arm64', '2.36', 'linux-arm64'],
+      ['linux', 'x64', undefined, undefined],
+      ['darwin', 'arm64', undefined, 'darwin-arm64'],
+    ];
+    for (const [platform, arch, glibc, want] of cases) assert.equal(prebuildTag(platform, arch, glibc), want, `${platform} ${arch} glibc ${glibc}`);
   });
 });
 

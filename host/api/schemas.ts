@@ -55,6 +55,10 @@ export const DeleteVmQuery = Type.Object({
   force: Type.Optional(Type.Union([Type.Literal('1'), Type.Literal('true'), Type.Literal('0'), Type.Literal('false')], { description: 'stop a running VM first' })),
 });
 
+export const CreateVmQuery = Type.Object({
+  wait: Type.Optional(Type.Union([Type.Literal('1'), Type.Literal('true'), Type.Literal('0'), Type.Literal('false')], { description: 'wait until kestrel is healthy (default); 0: answer 202 once the VM is recorded, follow /api/v1/events' })),
+});
+
 export const LogsQuery = Type.Object({
   follow: Type.Optional(Type.Union([Type.Literal('1'), Type.Literal('true'), Type.Literal('0'), Type.Literal('false')], { description: 'keep streaming new lines' })),
 });

@@ -35,6 +35,7 @@ import { ipamReport } from '../ipam/report.js';
 import { Orchestrator } from '../orchestrator/orchestrator.js';
 import { PluginImages } from '../orchestrator/plugin-images.js';
 import type { DhcpLeaseSource, EgressStarter, TapNetwork } from '../orchestrator/ports.js';
+import { packageVersion } from '../package-info.js';
 import { openStore, type Store } from '../store/store.js';
 import { addressPool } from '../ipam/pool.js';
 import type { Launcher } from '../vmm/launcher.js';
@@ -76,19 +77,7 @@ export interface Daemon {
   close(): Promise<void>;
 }
 
-const VERSION = (() => {
-  try {
-    return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
-  } catch {
-    try {
-      return (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
-    } catch {
-      return '0.0.0-unknown';
-    }
-  }
-})();
-
-/** The kernel `volar kernel fetch` recorded in `<state_dir>/kernels/current.json` (CONTRACTS.md). */
+/** The kernel `volar kernel fetch` recorded in `<state_dir>/kernels/current.json` (docs/CONTRACTS.md). */
 function fetchedKernel(stateDir: string): string | undefined {
   try {
     const cur = JSON.parse(readFileSync(join(stateDir, 'kernels', 'current.json'), 'utf8')) as { vmlinuz?: unknown };
@@ -168,7 +157,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<Daemon> {
     });
     const ing = ingress;
     orchestrator.events.subscribe((e) => {
-      if (e.type === 'vm.deleted' || e.state !== 'running') ing.forget(e.vm);
+      if (e.type === 'vm.deleted' || (e.type === 'vm.state' && e.state !== 'running')) ing.forget(e.vm);
     });
     const env = opts.env ?? process.env;
     const enforce = tokenRequired(listen, { unsafeLoopbackWithoutToken: config.api.unsafe_loopback_without_token }) ? env.VOLANT_API_TOKEN || ensureTokenFile(config.state_dir) : undefined;
@@ -180,7 +169,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<Daemon> {
       plugins,
       ipamReport: () => ipamReport(store, config),
       metrics,
-      version: VERSION,
+      version: packageVersion(),
       startedAt: Date.now(),
       token: enforce,
       ingress,

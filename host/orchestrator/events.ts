@@ -2,15 +2,19 @@
  * The in-process VM event bus the API turns into server-sent events. Subscribers are called
  * synchronously in publish order; one that throws is dropped rather than breaking the publisher.
  * Each event carries a monotonically increasing `id` so an SSE client can tell it missed some.
+ * `vm.state` marks a state change; `vm.phase` names the boot step a creating or starting VM has
+ * entered (create tap, launch VMM, wait for kestrel /healthz, ...), for progress displays.
  */
 
 import type { VmState } from './state.js';
 
 export interface VmEvent {
   id: number;
-  type: 'vm.state' | 'vm.deleted';
+  type: 'vm.state' | 'vm.deleted' | 'vm.phase';
   vm: string;
   state?: VmState;
+  /** The boot step entered (`vm.phase` only). */
+  phase?: string;
   error?: string;
   at: string;
 }

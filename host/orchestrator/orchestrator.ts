@@ -350,6 +350,10 @@ export class Orchestrator {
     const name = initial.name;
     const undos: Undo[] = [];
     let step = 'start';
+    const enter = (phase: string): void => {
+      step = phase;
+      this.events.publish({ type: 'vm.phase', vm: name, phase });
+    };
     let vm = initial;
     const net: VmNet = { name, mac: vm.mac, tap: vm.tap, policy, locked: false, bound: true };
     try {
@@ -361,28 +365,28 @@ export class Orchestrator {
       this.nets.set(name, net);
       undos.push({ what: 'network state', run: () => this.forgetNet(net) });
 
-      step = 'create run directory';
+      enter('create run directory');
       await mkdir(this.vmStateDir(name), { recursive: true, mode: 0o700 });
       undos.push({ what: 'run directory', run: () => rm(this.vmRunDir(name), { recursive: true, force: true }) });
       await mkdir(this.vmRunDir(name), { recursive: true, mode: 0o700 });
 
       const tap = vm.tap;
       if (policy.tap && tap !== null) {
-        step = `create tap ${tap}`;
+        enter(`create tap ${tap}`);
         undos.push({ what: 'tap', run: () => this.opts.network!.deleteTap(tap) });
         await this.opts.network!.createTap(tap, vm.mac);
       }
 
       let egress: EgressHandle | undefined;
       if (policy.egress) {
-        step = 'start egress proxy';
+        enter('start egress proxy');
         egress = await this.startEgress(vm, policy.egress, net);
         const e = egress;
         undos.push({ what: 'egress proxy', run: () => e.close() });
       }
 
       if (policy.lockdown && tap !== null) {
-        step = 'lock down the tap';
+        enter('lock down the tap');
         undos.push({ what: 'firewall lockdown', run: () => this.unlockTap(net, tap) });
         if (policy.lockdown.address === 'dhcp-lease') net.address = this.opts.dhcpLeases?.addressOf(vm.mac);
         await this.netMutex.run(name, async () => {
@@ -391,7 +395,7 @@ export class Orchestrator {
         });
       }
 
-      step = 'launch VMM';
+      enter('launch VMM');
       const proc = await this.opts.launcher.launch(this.launchSpec(vm, plugin, { policy, egress: egress?.route }));
       undos.push({ what: 'VMM process', run: () => proc.stop({ timeoutMs: this.stopTimeoutMs }) });
       vm = this.vms.update(name, { pid: proc.pid, vmm: proc.kind });
@@ -410,11 +414,11 @@ export class Orchestrator {
 
       const agent = policy.agent;
       if (agent.via === 'tcp' && agent.address !== 'ipam') {
-        step = agent.address === 'dhcp-lease' ? "wait for the VM's DHCP lease" : 'discover the DHCP address';
+        enter(agent.address === 'dhcp-lease' ? "wait for the VM's DHCP lease" : 'discover the DHCP address');
         await this.waitForGuestAddress(vm, net, deadline, exitedEarly);
       }
 
-      step = 'wait for kestrel /healthz';
+      enter('wait for kestrel /healthz');
       const transport = this.transportFor(vm, net);
       if (!transport) throw new VolantError('INTERNAL', `VM ${name}: no way to reach kestrel although the network policy chose ${agent.via}`);
       await waitForHealthy(transport, { timeoutMs: Math.max(0, deadline - Date.now()), abandon: exitedEarly, afVsock: this.opts.afVsockConnect });
@@ -423,7 +427,7 @@ export class Orchestrator {
       // announced its lease before it answered, so one lookup finds it.
       if (policy.lockdown?.address === 'none' && net.address === undefined) net.address = await this.lookUpGuestAddress(vm);
 
-      step = 'record running';
+      enter('record running');
       assertTransition(name, this.get(name).state, 'running');
       vm = this.vms.update(name, { state: 'running' });
       this.live.set(name, { proc, egress, net });

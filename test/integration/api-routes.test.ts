@@ -9,6 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import { MetricsRegistry } from '../../host/api/metrics.js';
 import { createApiServer } from '../../host/api/server.js';
 import { PluginImages } from '../../host/orchestrator/plugin-images.js';
+import { eventually } from '../support/eventually.js';
 import { type Harness, startHarness } from '../support/volantd-harness.js';
 
 async function errorOf(res: Response): Promise<{ code: string; message: string; details?: unknown }> {
@@ -216,7 +217,24 @@ describe('API routes (real store, fake VMM double)', () => {
     assert.equal((await created).status, 201);
     assert.match(text, /event: vm\.state\ndata: \{[^\n]*"vm":"ev1"[^\n]*"state":"creating"/);
     assert.doesNotMatch(text, /"vm":"ev1","state":"starting"/, "a create goes creating → running");
+    // Between the two, the boot steps it entered, in order.
+    const phases = [...text.matchAll(/event: vm\.phase\ndata: (\{[^\n]*\})/g)].map((m) => (JSON.parse(m[1]!) as { vm: string; phase: string })).filter((e) => e.vm === 'ev1').map((e) => e.phase);
+    assert.deepEqual(phases, ['create run directory', 'launch VMM', 'wait for kestrel /healthz', 'record running']);
     await h.api('/api/v1/vms/ev1?force=true', { method: 'DELETE' });
+  });
+
+  it('create with wait=0 answers 202 once the VM is recorded; a bad wait value is 400 and creates nothing', async () => {
+    let res = await h.api('/api/v1/vms?wait=0', { method: 'POST', json: { name: 'nw1', plugin: 'web' } });
+    assert.equal(res.status, 202);
+    assert.equal(((await res.json()) as { state: string }).state, 'creating');
+    await eventually(async () => ((await (await h.api('/api/v1/vms/nw1')).json()) as { state: string }).state === 'running', { what: 'nw1 running' });
+    res = await h.api('/api/v1/vms?wait=0', { method: 'POST', json: { name: 'nw1', plugin: 'web' } });
+    assert.equal(res.status, 409, 'an error before the VM is recorded is the answer');
+    res = await h.api('/api/v1/vms?wait=maybe', { method: 'POST', json: { name: 'nw2', plugin: 'web' } });
+    assert.equal(res.status, 400);
+    assert.equal(((await res.json()) as { error: { code: string } }).error.code, 'VALIDATION_FAILED');
+    assert.equal((await h.api('/api/v1/vms/nw2')).status, 404);
+    await h.api('/api/v1/vms/nw1?force=true', { method: 'DELETE' });
   });
 
   it('without ingress, the proxy route exists and answers 501 NOT_SUPPORTED (after auth and the VM lookup)', async () => {

@@ -2,18 +2,57 @@
 
 import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import { Type } from '@sinclair/typebox';
-import { VolantError } from '../../../shared/errors.js';
+import { type TSchema, Type } from '@sinclair/typebox';
+import { ValidationError, VolantError } from '../../../shared/errors.js';
+import { structuralProblems } from '../../../shared/schema/validate.js';
 import { CreateVmRequest } from '../../../shared/schema/vm-config.js';
 import type { ApiContext } from '../context.js';
-import { DeleteVmQuery, ErrorBody, VmList, VmNameParams, VmView } from '../schemas.js';
+import { CreateVmQuery, DeleteVmQuery, ErrorBody, VmList, VmNameParams, VmView } from '../schemas.js';
 import type { VmRecord } from '../../store/vms.js';
 import { vmView } from '../views.js';
 
 const truthy = (v: string | undefined): boolean => v === '1' || v === 'true';
+const falsy = (v: string | undefined): boolean => v === '0' || v === 'false';
 
-/** The create body is checked by the shared validator (schema + semantic rules + `networking` alias), not Ajv. */
-const acceptAsIs = () => (data: unknown) => ({ value: data });
+/**
+ * `create` without waiting for the boot: resolves with the VM as soon as it is recorded (its
+ * first `vm.state` event, state creating), or with create's own error when it fails before that
+ * (validation, name or address taken, unknown plugin). The boot goes on; its outcome reaches
+ * /api/v1/events and the VM's state, and a failure is in the volantd log.
+ */
+function createRecorded(o: ApiContext['orchestrator'], body: unknown): Promise<VmRecord> {
+  const name = (body as { name?: unknown } | null)?.name;
+  return new Promise((resolve, reject) => {
+    const off = o.events.subscribe((e) => {
+      if (e.type === 'vm.state' && e.vm === name && e.state === 'creating') {
+        off();
+        resolve(o.get(e.vm));
+      }
+    });
+    o.create(body).then(
+      (vm) => {
+        off();
+        resolve(vm);
+      },
+      (err: unknown) => {
+        off();
+        reject(err);
+      },
+    );
+  });
+}
+
+/**
+ * The create body is checked by the shared validator (schema + semantic rules + `networking`
+ * alias) inside the orchestrator, not by Ajv; the query string is checked against its schema here.
+ */
+const createValidator = ({ schema, httpPart }: { schema: unknown; httpPart?: string }) =>
+  httpPart === 'body'
+    ? (data: unknown) => ({ value: data })
+    : (data: unknown) => {
+        const problems = structuralProblems(schema as TSchema, data);
+        return problems.length === 0 ? { value: data } : { error: new ValidationError(httpPart ?? 'request', problems) };
+      };
 
 export function vmRoutes(base: FastifyInstance, ctx: ApiContext): void {
   const app = base.withTypeProvider<TypeBoxTypeProvider>();
@@ -26,13 +65,19 @@ export function vmRoutes(base: FastifyInstance, ctx: ApiContext): void {
     {
       schema: {
         tags,
-        summary: 'create and boot a VM; answers when kestrel is healthy, or with the error after rolling back',
+        summary: 'create and boot a VM; answers 201 when kestrel is healthy, or with the error after rolling back; with wait=0, 202 once recorded',
         body: CreateVmRequest,
-        response: { 201: VmView, 400: ErrorBody, 404: ErrorBody, 409: ErrorBody, 502: ErrorBody, 503: ErrorBody, 504: ErrorBody },
+        querystring: CreateVmQuery,
+        response: { 201: VmView, 202: VmView, 400: ErrorBody, 404: ErrorBody, 409: ErrorBody, 502: ErrorBody, 503: ErrorBody, 504: ErrorBody },
       },
-      validatorCompiler: acceptAsIs,
+      validatorCompiler: createValidator,
     },
     async (req, reply) => {
+      if (falsy(req.query.wait)) {
+        const vm = await createRecorded(o, req.body);
+        reply.code(vm.state === 'running' ? 201 : 202);
+        return view(vm);
+      }
       const vm = await o.create(req.body);
       reply.code(201);
       return view(vm);

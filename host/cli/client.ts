@@ -72,6 +72,13 @@ function asErrorCode(code: unknown): ErrorCode {
   return ErrorCodes.includes(code as ErrorCode) ? (code as ErrorCode) : 'INTERNAL';
 }
 
+/** Answers that stay open and stream (logs --follow, the events feed) have no body timeout. */
+function isStream(path: string): boolean {
+  return path.includes('follow=1') || path === EVENTS_PATH;
+}
+
+export const EVENTS_PATH = '/api/v1/events';
+
 export class ApiClient {
   readonly api: string;
   private readonly origin: string;
@@ -109,7 +116,7 @@ export class ApiClient {
         body: body === undefined ? undefined : JSON.stringify(body),
         dispatcher: this.dispatcher,
         headersTimeout: timeoutMs,
-        bodyTimeout: path.includes('follow=1') ? 0 : timeoutMs,
+        bodyTimeout: isStream(path) ? 0 : timeoutMs,
       });
     } catch (e) {
       const err = e as NodeJS.ErrnoException;
@@ -142,8 +149,13 @@ export class ApiClient {
   health(): Promise<{ status: string; version: string }> {
     return this.json('GET', '/api/v1/health');
   }
-  createVm(req: CreateVmRequest): Promise<VmView> {
-    return this.json('POST', '/api/v1/vms', req, BOOT_REQUEST_TIMEOUT_MS);
+  /** Creates a VM; waits until it runs unless `wait` is false (then answers once it is recorded). */
+  createVm(req: CreateVmRequest, opts: { wait?: boolean } = {}): Promise<VmView> {
+    return this.json('POST', `/api/v1/vms${opts.wait === false ? '?wait=0' : ''}`, req, BOOT_REQUEST_TIMEOUT_MS);
+  }
+  /** The server-sent VM events feed (see host/cli/progress.ts); destroy the stream to stop. */
+  async events(): Promise<Readable> {
+    return (await this.send('GET', EVENTS_PATH)).body;
   }
   async listVms(): Promise<VmView[]> {
     return (await this.json<{ vms: VmView[] }>('GET', '/api/v1/vms')).vms;
@@ -174,12 +186,7 @@ export class ApiClient {
   }
 }
 
-/** Adds `--state-dir` (where the token file lives) to a command that talks to volantd. */
-export function withApiOptions(cmd: Command): Command {
-  return cmd.option('--state-dir <dir>', `volantd state directory holding ${TOKEN_FILE_NAME} (or VOLANT_STATE_DIR; default ${DEFAULT_STATE_DIR})`);
-}
-
-/** The client for a command, from its own and the program's global options. */
+/** The client for a command, from the program's global options (`--api`, `--token`, `--state-dir`). */
 export function clientFor(cmd: Command): ApiClient {
   const o = cmd.optsWithGlobals() as { api?: string; token?: string; stateDir?: string };
   return new ApiClient({ api: o.api, token: o.token, stateDir: o.stateDir ?? process.env.VOLANT_STATE_DIR, socket: process.env.VOLANT_API_SOCKET });

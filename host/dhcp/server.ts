@@ -5,14 +5,14 @@
  * CommandRunner, so `--dry-run` prints exactly what would run.
  */
 
-import { existsSync, mkdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { VolantError } from '../../shared/errors.js';
 import { formatIPv4, tryParseCidr } from '../../shared/ipv4.js';
 import { statePaths } from '../config/load.js';
 import type { VolantConfig } from '../config/schema.js';
-import { DEFAULT_SYSTEMD_UNIT_DIR } from '../config/systemd-unit.js';
+import { DEFAULT_SYSTEMD_UNIT_DIR, inInitNetworkNamespace, SYSTEMD_RUNTIME_DIR } from '../config/systemd-unit.js';
 import type { CommandRunner } from '../network/runner.js';
 import { readProcessArgv } from '../vmm/process.js';
 import { findOnPath } from '../vmm/select.js';
@@ -66,13 +66,7 @@ function readText(path: string): string | undefined {
 
 /** The supervisor this host calls for (see `dhcpSupervisor`). */
 export function detectDhcpSupervisor(): DhcpSupervisor {
-  let same = false;
-  try {
-    same = readlinkSync('/proc/self/ns/net') === readlinkSync('/proc/1/ns/net');
-  } catch {
-    same = false;
-  }
-  return dhcpSupervisor({ systemdRunning: existsSync('/run/systemd/system'), inInitNetworkNamespace: same });
+  return dhcpSupervisor({ systemdRunning: existsSync(SYSTEMD_RUNTIME_DIR), inInitNetworkNamespace: inInitNetworkNamespace() });
 }
 
 /** The PID of the dnsmasq running our config (pid file, checked against its command line), if any. */

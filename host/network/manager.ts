@@ -75,6 +75,15 @@ export interface NetworkManager {
   neighbourAddress(bridge: string, mac: string): Promise<string | undefined>;
 }
 
+/**
+ * The bridge with the host's address, forwarding and NAT: what `volar setup` makes and volantd
+ * restores at every start. Idempotent, like every `ensure*`.
+ */
+export async function ensureHostNetwork(manager: NetworkManager, net: { bridge: string; host_cidr: string }): Promise<void> {
+  await manager.ensureBridge({ name: net.bridge, cidr: net.host_cidr });
+  await manager.ensureNat({ bridge: net.bridge, subnet: net.host_cidr });
+}
+
 export class NoopNetworkManager implements NetworkManager {
   async ensureBridge(_spec: BridgeSpec): Promise<void> {}
   async removeBridge(_name: string): Promise<void> {}

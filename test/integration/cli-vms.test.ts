@@ -1,14 +1,18 @@
 /**
  * volar against a running volantd (real store, API on loopback, FakeVmmLauncher TEST DOUBLE for
- * the VMM): exit codes, human output, --json, the API's error code and message on stderr, token
- * from the state dir. volar runs as a child process from source (host/cli/main.ts, the module
- * bin/volar.js loads once built).
+ * the VMM): exit codes by kind of failure, human output, global --json (results and errors),
+ * create's progress from the events feed and --no-wait, the API's error code and message on
+ * stderr, token from the state dir. volar runs as a child process from source
+ * (host/cli/main.ts, the module bin/volar.js loads once built).
  */
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { EXIT } from '../../host/cli/exit-codes.js';
+import { eventually } from '../support/eventually.js';
 import { type Harness, startHarness } from '../support/volantd-harness.js';
 
 const CLI = fileURLToPath(new URL('../../host/cli/main.ts', import.meta.url));
@@ -80,7 +84,7 @@ describe('volar vms/plugins against volantd', () => {
     assert.equal(r.stdout.trim(), 'c1 running');
 
     r = await volar(['vms', 'delete', 'c1'], env);
-    assert.notEqual(r.code, 0, 'a running VM is not deleted without --force');
+    assert.equal(r.code, EXIT.CONFLICT, 'a running VM is not deleted without --force');
     assert.match(r.stderr, /^volar: INVALID_STATE: VM c1 is running; stop it first/m);
     r = await volar(['vms', 'delete', 'c1', '--force'], env);
     assert.equal(r.code, 0, r.stderr);
@@ -89,23 +93,84 @@ describe('volar vms/plugins against volantd', () => {
     assert.equal(r.code, 0, r.stderr);
   });
 
-  it('exits non-zero with the API code and message', async () => {
+  it('create shows the state changes and boot phases on stderr, and the VM on stdout', async () => {
+    let r = await volar(['plugins', 'install', h.pluginDir('prog')], env);
+    assert.equal(r.code, 0, r.stderr);
+    r = await volar(['vms', 'create', 'p1', '--plugin', 'prog'], env);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^state +running$/m);
+    const lines = r.stderr.split('\n').filter((l) => l.startsWith('volar: p1: '));
+    assert.deepEqual(
+      lines.filter((l) => /: (creating|running|phase: (launch VMM|wait for kestrel \/healthz))$/.test(l)),
+      ['volar: p1: creating', 'volar: p1: phase: launch VMM', 'volar: p1: phase: wait for kestrel /healthz', 'volar: p1: running'],
+      r.stderr,
+    );
+    // Under --json stdout holds the VM alone; the progress is JSON lines on stderr.
+    r = await volar(['--json', 'vms', 'create', 'p2', '--plugin', 'prog'], env);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((JSON.parse(r.stdout) as { state: string }).state, 'running');
+    const events = r.stderr.trim().split('\n').map((l) => JSON.parse(l) as { type: string; vm: string; state?: string; phase?: string });
+    assert.ok(events.some((e) => e.type === 'vm.phase' && e.phase === 'launch VMM' && e.vm === 'p2'), r.stderr);
+    assert.equal(events.at(-1)?.state, 'running');
+  });
+
+  it('create --no-wait returns once the VM is recorded; the boot goes on', async () => {
+    let r = await volar(['plugins', 'install', h.pluginDir('nowait')], env);
+    assert.equal(r.code, 0, r.stderr);
+    r = await volar(['vms', 'create', 'n1', '--plugin', 'nowait', '--no-wait', '--json'], env);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((JSON.parse(r.stdout) as { state: string }).state, 'creating');
+    assert.equal(r.stderr, '', 'no progress is shown without waiting');
+    await eventually(async () => (await h.api('/api/v1/vms/n1').then((x) => x.json() as Promise<{ state: string }>)).state === 'running', { what: 'n1 running' });
+    // A request volantd refuses before recording anything still fails, with its exit code.
+    r = await volar(['vms', 'create', 'n1', '--plugin', 'nowait', '--no-wait'], env);
+    assert.equal(r.code, EXIT.CONFLICT);
+    assert.match(r.stderr, /^volar: NAME_TAKEN: /m);
+  });
+
+  it('exits with the status of the kind of failure, and the API code and message', async () => {
     let r = await volar(['vms', 'get', 'ghost'], env);
-    assert.equal(r.code, 1);
+    assert.equal(r.code, EXIT.NOT_FOUND);
     assert.match(r.stderr, /^volar: NOT_FOUND: no VM named "ghost"/m);
 
     r = await volar(['vms', 'create', 'x', '--plugin', 'web', '--cpus', 'many'], env);
-    assert.equal(r.code, 1);
+    assert.equal(r.code, EXIT.USAGE);
     assert.match(r.stderr, /VALIDATION_FAILED: .*\/cpus/);
 
     r = await volar(['vms', 'create', 'x', '--plugin', 'web', '--env', 'NOEQUALS'], env);
-    assert.equal(r.code, 1);
+    assert.equal(r.code, EXIT.USAGE);
     assert.match(r.stderr, /INVALID_ARGUMENT: --env "NOEQUALS": use NAME=VALUE/);
+
+    r = await volar(['vms', 'frobnicate'], env);
+    assert.equal(r.code, EXIT.USAGE);
+    assert.match(r.stderr, /unknown command 'frobnicate'/);
+  });
+
+  it('under --json an error is one JSON document on stdout, whatever its kind', async () => {
+    const cases: [string[], number, string][] = [
+      [['vms', 'get', 'ghost', '--json'], EXIT.NOT_FOUND, 'NOT_FOUND'],
+      [['--json', 'vms', 'get'], EXIT.USAGE, 'INVALID_ARGUMENT'],
+      [['vms', 'list', '--json', '--api', 'http://127.0.0.1:1'], EXIT.UNREACHABLE, 'UPSTREAM_UNREACHABLE'],
+    ];
+    for (const [args, exit, code] of cases) {
+      const r = await volar(args, env);
+      assert.equal(r.code, exit, args.join(' '));
+      const body = JSON.parse(r.stdout) as { error: { code: string; message: string } };
+      assert.equal(body.error.code, code, args.join(' '));
+      assert.ok(body.error.message.length > 0);
+    }
+  });
+
+  it('--version prints the package version', async () => {
+    const r = await volar(['--version']);
+    assert.equal(r.code, 0);
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+    assert.equal(r.stdout.trim(), pkg.version);
   });
 
   it('without a token, or with a wrong one, the API refuses', async () => {
     let r = await volar(['vms', 'list'], { VOLANT_API: h.url });
-    assert.equal(r.code, 1);
+    assert.equal(r.code, EXIT.DENIED);
     assert.match(r.stderr, /^volar: UNAUTHORIZED:/m);
 
     r = await volar(['vms', 'list', '--token', 'wrong-token-wrong-token'], { VOLANT_API: h.url });
@@ -114,7 +179,7 @@ describe('volar vms/plugins against volantd', () => {
 
   it('an unreachable daemon is a clear error', async () => {
     const r = await volar(['vms', 'list'], { VOLANT_API: 'http://127.0.0.1:1' });
-    assert.equal(r.code, 1);
+    assert.equal(r.code, EXIT.UNREACHABLE);
     assert.match(r.stderr, /UPSTREAM_UNREACHABLE: cannot reach volantd at http:\/\/127\.0\.0\.1:1: ECONNREFUSED/);
   });
 });

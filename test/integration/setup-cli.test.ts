@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { EXIT } from '../../host/cli/exit-codes.js';
 import { addressPool } from '../../host/ipam/pool.js';
 import { MIGRATIONS } from '../../host/store/migrations.js';
 import { openStore } from '../../host/store/store.js';
@@ -31,6 +32,11 @@ function volar(ns: NetNs, args: string[]) {
   return ns.exec(['env', `VOLANT_CONFIG=${join(dir, 'none.yaml')}`, process.execPath, '--import', 'tsx', CLI, ...args]);
 }
 
+/** Runs volar in the namespace. Setup never installs a unit into this host's systemd here (--no-systemd, or a unit folder systemd does not load). */
+function run(ns: NetNs, args: string[]) {
+  return ns.exec([process.execPath, '--import', 'tsx', CLI, ...args]);
+}
+
 /** What setup may leave behind: links, firewall rules, the forwarding switch. */
 async function hostState(ns: NetNs): Promise<{ links: string[]; rules: string[]; eb: string }> {
   const links = (JSON.parse(await ns.run(['ip', '-j', 'link', 'show'])) as { ifname: string }[]).map((l) => l.ifname).sort();
@@ -46,13 +52,12 @@ describe('volar setup / teardown', { skip }, () => {
       const empty = await hostState(ns);
       const cfgFile = join(dir, 'none.yaml');
       assert.equal(existsSync(cfgFile), false);
-      const r = await volar(ns, ['setup', '--state-dir', state]);
-      assert.equal(r.code, 1);
+      const r = await volar(ns, ['setup', '--no-systemd', '--state-dir', state]);
+      assert.equal(r.code, EXIT.NOT_FOUND);
       assert.match(r.stderr, /none\.yaml does not exist/);
 
-      const run = (args: string[]) => ns.exec([process.execPath, '--import', 'tsx', CLI, ...args]);
       for (let i = 0; i < 2; i++) {
-        const out = await run(['setup', '--state-dir', state, '--config', '/dev/null']);
+        const out = await run(ns, ['setup', '--no-systemd', '--state-dir', state, '--config', '/dev/null']);
         assert.equal(out.code, 0, out.stderr);
         assert.match(out.stdout, /bridge vbr0 192\.168\.127\.1\/24 up/);
       }
@@ -70,7 +75,7 @@ describe('volar setup / teardown', { skip }, () => {
       store.close();
 
       for (let i = 0; i < 2; i++) {
-        const out = await run(['teardown', '--state-dir', state, '--config', '/dev/null']);
+        const out = await run(ns, ['teardown', '--state-dir', state, '--config', '/dev/null']);
         assert.equal(out.code, 0, out.stderr);
       }
       assert.deepEqual(await hostState(ns), empty);
@@ -80,7 +85,7 @@ describe('volar setup / teardown', { skip }, () => {
   test('custom bridge and subnet; --systemd writes a unit that starts volantd with the same state dir', () =>
     withNetns(AREA, 1, async (ns) => {
       const state = stateDir();
-      const out = await ns.exec([process.execPath, '--import', 'tsx', CLI, 'setup', '--config', '/dev/null', '--state-dir', state, '--bridge', 'br-test', '--cidr', '10.200.0.1/16', '--systemd', '--unit-dir', state]);
+      const out = await run(ns, ['setup', '--config', '/dev/null', '--state-dir', state, '--bridge', 'br-test', '--cidr', '10.200.0.1/16', '--systemd', '--unit-dir', state]);
       assert.equal(out.code, 0, out.stderr);
       assert.match(out.stdout, /pool 10\.200\.0\.100-10\.200\.255\.254/);
       assert.match(out.stdout, new RegExp(`wrote ${join(state, 'volantd.service')}`));
@@ -90,7 +95,7 @@ describe('volar setup / teardown', { skip }, () => {
       const unit = readFileSync(join(state, 'volantd.service'), 'utf8');
       assert.match(unit, new RegExp(`^ExecStart=${process.execPath} \\S+/bin/volantd\\.js --config /dev/null --state-dir ${state}$`, 'm'));
       assert.match(unit, /^WantedBy=multi-user\.target$/m);
-      const down = await ns.exec([process.execPath, '--import', 'tsx', CLI, 'teardown', '--config', '/dev/null', '--state-dir', state, '--bridge', 'br-test', '--cidr', '10.200.0.1/16']);
+      const down = await run(ns, ['teardown', '--config', '/dev/null', '--state-dir', state, '--bridge', 'br-test', '--cidr', '10.200.0.1/16']);
       assert.equal(down.code, 0, down.stderr);
       assert.equal((await ns.exec(['ip', 'link', 'show', 'br-test'])).code, 1);
     }));
@@ -128,7 +133,7 @@ describe('volar setup / teardown', { skip }, () => {
       assert.ok(isAlive(pidOf()));
 
       out = await setup(['VOLANT_DHCP_RANGE_START=192.168.127.90', 'VOLANT_DHCP_RANGE_END=192.168.127.120']);
-      assert.equal(out.code, 1);
+      assert.equal(out.code, EXIT.USAGE);
       assert.match(out.stderr, /\/dhcp\/range_start.*overlaps the address pool/);
 
       const last = pidOf();
@@ -142,7 +147,7 @@ describe('volar setup / teardown', { skip }, () => {
     withNetns(AREA, 1, async (ns) => {
       const state = stateDir();
       const before = await hostState(ns);
-      const out = await ns.exec([process.execPath, '--import', 'tsx', CLI, 'setup', '--dry-run', '--config', '/dev/null', '--state-dir', state, '--systemd', '--dhcp', '--unit-dir', state]);
+      const out = await run(ns, ['setup', '--dry-run', '--config', '/dev/null', '--state-dir', state, '--systemd', '--dhcp', '--unit-dir', state]);
       assert.equal(out.code, 0, out.stderr);
       for (const line of [
         'ip link add name vbr0 type bridge',
@@ -170,8 +175,8 @@ describe('volar setup / teardown', { skip }, () => {
         [['--bridge', 'a-very-long-bridge-name'], /\/network\/bridge/],
       ];
       for (const [flags, message] of cases) {
-        const r = await ns.exec([process.execPath, '--import', 'tsx', CLI, 'setup', '--config', '/dev/null', '--state-dir', state, ...flags]);
-        assert.equal(r.code, 1, flags.join(' '));
+        const r = await run(ns, ['setup', '--no-systemd', '--config', '/dev/null', '--state-dir', state, ...flags]);
+        assert.equal(r.code, EXIT.USAGE, flags.join(' '));
         assert.match(r.stderr, /VALIDATION_FAILED/);
         assert.match(r.stderr, message);
       }

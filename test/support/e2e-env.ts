@@ -215,7 +215,7 @@ export async function startE2eEnv(opts: { extraConfig?: Record<string, unknown>;
     };
 
     // --dhcp: Volant's own DHCP server (dnsmasq) on vbr0, as a daemon of this namespace.
-    const setup = await hostNs.exec([process.execPath, join(REPO_ROOT, 'bin', 'volar.js'), 'setup', '--config', configFile, ...(opts.dhcp ? ['--dhcp'] : [])]);
+    const setup = await hostNs.exec([process.execPath, join(REPO_ROOT, 'bin', 'volar.js'), 'setup', '--no-systemd', '--config', configFile, ...(opts.dhcp ? ['--dhcp'] : [])]);
     if (setup.code !== 0) throw new Error(`volar setup failed (${setup.code}): ${setup.stderr || setup.stdout}`);
     await startVolantd();
     return env;

@@ -1,5 +1,5 @@
 /**
- * `volar debug ipam [--json]`: the address pool, its size and free count, reservations and every
+ * `volar [--json] debug ipam`: the address pool, its size and free count, reservations and every
  * lease, read straight from the database (works without volantd running; WAL lets it read while
  * the daemon writes). The same report is served by volantd at GET /api/v1/debug/ipam.
  */
@@ -9,6 +9,7 @@ import type { Command } from 'commander';
 import { statePaths } from '../../config/load.js';
 import { type IpamReport, ipamReport } from '../../ipam/report.js';
 import { openStore } from '../../store/store.js';
+import { emit, globalOptions } from '../output.js';
 import { configFor } from './setup.js';
 
 export function formatIpamReport(r: IpamReport): string {
@@ -30,19 +31,17 @@ export function formatIpamReport(r: IpamReport): string {
 }
 
 export interface DebugIpamOptions {
-  json?: boolean;
   stateDir?: string;
   config?: string;
 }
 
-export function debugIpam(o: DebugIpamOptions): string {
+export function debugIpam(o: DebugIpamOptions): IpamReport {
   const cfg = configFor({ config: o.config, stateDir: o.stateDir });
   const path = statePaths(cfg).database;
   // No database yet (setup or volantd never ran): report the empty pool rather than create files.
   const store = existsSync(path) ? openStore({ path, readonly: true }) : openStore({ path: ':memory:' });
   try {
-    const report = ipamReport(store, cfg);
-    return o.json ? JSON.stringify(report, null, 2) : formatIpamReport(report);
+    return ipamReport(store, cfg);
   } finally {
     store.close();
   }
@@ -53,10 +52,9 @@ export function register(program: Command): void {
   debug
     .command('ipam')
     .description('show the address pool, free count, reservations and leases (reads the database directly)')
-    .option('--json', 'print the report as JSON')
-    .option('--state-dir <dir>', 'state directory holding volant.db (default from config)')
     .option('--config <file>', 'config file (default VOLANT_CONFIG or /etc/volant/volantd.yaml)')
-    .action((opts: DebugIpamOptions) => {
-      process.stdout.write(`${debugIpam(opts)}\n`);
+    .action((opts: { config?: string }, cmd: Command) => {
+      const report = debugIpam({ config: opts.config, stateDir: globalOptions(cmd).stateDir });
+      emit(cmd, report, () => formatIpamReport(report));
     });
 }

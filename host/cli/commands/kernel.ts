@@ -6,10 +6,12 @@
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { fetchKernel } from '../../../initramfs/kernel.js';
+import { DEFAULT_STATE_DIR } from '../client.js';
+import { emit, globalOptions, note } from '../output.js';
 
-/** Where the kernel lives when no `--dest` is given: `<state_dir>/kernels`. */
-export function defaultKernelDir(): string {
-  return join(process.env.VOLANT_STATE_DIR ?? '/var/lib/volant', 'kernels');
+/** Where the kernel lives when no `--dest` is given: `<state_dir>/kernels` (global --state-dir). */
+export function defaultKernelDir(stateDir: string | undefined): string {
+  return join(stateDir ?? DEFAULT_STATE_DIR, 'kernels');
 }
 
 export function register(program: Command): void {
@@ -19,12 +21,12 @@ export function register(program: Command): void {
     .description("download Debian's cloud kernel (apt-get download + dpkg -x) and print its paths")
     .option('--dest <dir>', 'cache directory (default <state_dir>/kernels)')
     .option('--force', 'download again even when cached')
-    .action(async (opts: { dest?: string; force?: boolean }) => {
+    .action(async (opts: { dest?: string; force?: boolean }, cmd: Command) => {
       const info = await fetchKernel({
-        dest: opts.dest ?? defaultKernelDir(),
+        dest: opts.dest ?? defaultKernelDir(globalOptions(cmd).stateDir),
         force: opts.force,
-        log: (l) => process.stderr.write(`volar: ${l}\n`),
+        log: (l) => note(cmd, l),
       });
-      process.stdout.write(`version  ${info.version}\nvmlinuz  ${info.vmlinuz}\nmodules  ${info.modulesDir}\n`);
+      emit(cmd, info, () => `version  ${info.version}\nvmlinuz  ${info.vmlinuz}\nmodules  ${info.modulesDir}`);
     });
 }

@@ -10,7 +10,8 @@ import { VolantError } from '../../../shared/errors.js';
 import type { Compression } from '../../../initramfs/build-file.js';
 import { type BuildResult, buildPlugin } from '../../../initramfs/build.js';
 import { cachedKernel, type KernelInfo } from '../../../initramfs/kernel.js';
-import { clientFor, formatTable, withApiOptions } from '../client.js';
+import { clientFor, formatTable } from '../client.js';
+import { emit, globalOptions } from '../output.js';
 import { defaultKernelDir } from './kernel.js';
 
 /** What `uname -r` looks like: 6.1.0-56-cloud-amd64. */
@@ -30,7 +31,7 @@ export function formatBuildSummary(r: BuildResult, seconds: number): string {
   return lines.join('\n');
 }
 
-async function kernelFor(opts: { kernel?: string; modules?: string; kernelVersion?: string }): Promise<KernelInfo> {
+async function kernelFor(opts: { kernel?: string; modules?: string; kernelVersion?: string }, stateDir: string | undefined): Promise<KernelInfo> {
   if (opts.kernel || opts.modules) {
     if (!opts.kernel || !opts.modules) throw new VolantError('INVALID_ARGUMENT', '--kernel and --modules go together (the modules must match the kernel)');
     if (!existsSync(opts.modules)) throw new VolantError('NOT_FOUND', `modules directory ${opts.modules} does not exist`);
@@ -40,7 +41,7 @@ async function kernelFor(opts: { kernel?: string; modules?: string; kernelVersio
     }
     return { version, vmlinuz: opts.kernel, modulesDir: opts.modules };
   }
-  const dir = defaultKernelDir();
+  const dir = defaultKernelDir(stateDir);
   const cached = await cachedKernel(dir);
   if (!cached) throw new VolantError('NOT_FOUND', `no kernel in ${join(dir, 'current.json')}: run \`volar kernel fetch\` or pass --kernel and --modules`);
   return cached;
@@ -57,11 +58,11 @@ export function registerBuild(plugins: Command): void {
     .option('--modules <dir>', 'lib/modules/<version> of that kernel; its last path component is the version')
     .option('--kernel-version <version>', 'kernel release when --modules does not end in it')
     .option('--compression <kind>', `${COMPRESSIONS.join(' | ')} (default: the build file's, else gzip)`)
-    .action(async (dir: string, opts: { out?: string; kernel?: string; modules?: string; kernelVersion?: string; compression?: string }) => {
+    .action(async (dir: string, opts: { out?: string; kernel?: string; modules?: string; kernelVersion?: string; compression?: string }, cmd: Command) => {
       if (opts.compression !== undefined && !COMPRESSIONS.includes(opts.compression as Compression)) {
         throw new VolantError('INVALID_ARGUMENT', `--compression ${JSON.stringify(opts.compression)}: must be one of ${COMPRESSIONS.join(', ')}`);
       }
-      const kernel = await kernelFor(opts);
+      const kernel = await kernelFor(opts, globalOptions(cmd).stateDir);
       const tty = process.stderr.isTTY === true;
       const started = performance.now();
       const result = await buildPlugin({
@@ -73,7 +74,8 @@ export function registerBuild(plugins: Command): void {
         progress: tty ? (step) => process.stderr.write(`\u001b[2K\r volar: ${step} ...`) : undefined,
       });
       if (tty) process.stderr.write('\u001b[2K\r');
-      process.stdout.write(`${formatBuildSummary(result, (performance.now() - started) / 1000)}\n`);
+      const seconds = (performance.now() - started) / 1000;
+      emit(cmd, { ...result, seconds }, () => formatBuildSummary(result, seconds));
     });
 }
 
@@ -85,31 +87,29 @@ export function register(program: Command): void {
 
 /** `plugins install DIR | list | remove NAME`: the plugins volantd knows, through its API. */
 export function registerInstalled(plugins: Command): void {
-  withApiOptions(plugins.command('install'))
+  plugins
+    .command('install')
     .description('register a `plugins build` output directory (plugin.json + initramfs.img) with volantd')
     .argument('<dir>', 'build output directory')
-    .option('--json', 'print the plugin as JSON')
-    .action(async (dir: string, o: { json?: boolean }, cmd: Command) => {
+    .action(async (dir: string, _o: unknown, cmd: Command) => {
       const p = await clientFor(cmd).installPlugin(resolve(dir));
-      process.stdout.write(o.json ? `${JSON.stringify(p, null, 2)}\n` : `installed ${p.name} ${p.version} (${p.initramfs_path})\n`);
+      emit(cmd, p, () => `installed ${p.name} ${p.version} (${p.initramfs_path})`);
     });
-  withApiOptions(plugins.command('list'))
+  plugins
+    .command('list')
     .description('list installed plugins')
-    .option('--json', 'print JSON')
-    .action(async (o: { json?: boolean }, cmd: Command) => {
+    .action(async (_o: unknown, cmd: Command) => {
       const list = await clientFor(cmd).listPlugins();
-      const text = o.json
-        ? JSON.stringify(list, null, 2)
-        : list.length === 0
-          ? 'no plugins'
-          : formatTable(['NAME', 'VERSION', 'MODE', 'INSTALLED'], list.map((p) => [p.name, p.version, p.network_mode ?? '-', p.installed_at]));
-      process.stdout.write(`${text}\n`);
+      emit(cmd, list, () =>
+        list.length === 0 ? 'no plugins' : formatTable(['NAME', 'VERSION', 'MODE', 'INSTALLED'], list.map((p) => [p.name, p.version, p.network_mode ?? '-', p.installed_at])),
+      );
     });
-  withApiOptions(plugins.command('remove'))
+  plugins
+    .command('remove')
     .description('remove an installed plugin (refused while VMs use it)')
     .argument('<name>')
     .action(async (name: string, _o: unknown, cmd: Command) => {
       await clientFor(cmd).removePlugin(name);
-      process.stdout.write(`removed ${name}\n`);
+      emit(cmd, { removed: name }, () => `removed ${name}`);
     });
 }

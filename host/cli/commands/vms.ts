@@ -1,13 +1,17 @@
 /**
  * `volar vms create|list|get|delete|start|stop|logs`: VM life cycle through volantd's API.
- * Human tables by default; `--json` prints the API's JSON for scripts.
+ * Human tables by default; the global `--json` prints the API's JSON for scripts. `create` and
+ * `start` show the VM's progress from the events feed on stderr while they wait.
  */
 
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Command } from 'commander';
 import { VolantError } from '../../../shared/errors.js';
 import type { CreateVmRequest } from '../../../shared/schema/vm-config.js';
 import type { VmView } from '../../api/schemas.js';
-import { clientFor, formatTable, withApiOptions } from '../client.js';
+import { type ApiClient, clientFor, formatTable } from '../client.js';
+import { emit, jsonMode, note } from '../output.js';
+import { describeVmEvent, followVmEvents } from '../progress.js';
 
 const MODES = ['bridged', 'dhcp', 'vsock'] as const;
 
@@ -77,15 +81,49 @@ export function formatVm(v: VmView): string {
     .join('\n');
 }
 
-const out = (text: string): void => {
-  process.stdout.write(`${text}\n`);
-};
+/**
+ * The answer to create/start can overtake the VM's last event on the feed (both leave volantd
+ * at once); the progress waits this long at most for the event matching the answer's state.
+ */
+export const FINAL_EVENT_GRACE_MS = 2000;
+
+/** Prints progress for `vm` while `work` runs: state changes and boot phases from /api/v1/events. */
+async function withProgress(cmd: Command, client: ApiClient, vm: string, work: () => Promise<VmView>): Promise<VmView> {
+  // Best effort: without the feed (an older volantd) the command still works, silently.
+  const feed = await client.events().catch(() => undefined);
+  const seen = new Set<string>();
+  let wake = (): void => undefined;
+  // A broken feed only ends the progress display; the command's own answer decides the outcome.
+  const done = feed
+    ? followVmEvents(feed, vm, (e) => {
+        note(cmd, `${vm}: ${describeVmEvent(e)}`, e);
+        if (e.type === 'vm.state' && e.state) seen.add(e.state);
+        wake();
+      }).catch(() => undefined)
+    : Promise.resolve();
+  try {
+    const result = await work();
+    if (feed && !seen.has(result.state)) {
+      const grace = new AbortController();
+      const shown = new Promise<void>((resolve) => {
+        wake = () => seen.has(result.state) && resolve();
+      });
+      await Promise.race([shown, done, sleep(FINAL_EVENT_GRACE_MS, undefined, { signal: grace.signal }).catch(() => undefined)]);
+      grace.abort();
+    }
+    return result;
+  } finally {
+    feed?.destroy();
+    await done;
+  }
+}
 
 export function register(program: Command): void {
   const vms = program.command('vms').description('create, inspect and control VMs');
 
-  withApiOptions(vms.command('create'))
-    .description('create a VM and wait until its agent answers')
+  vms
+    .command('create')
+    .description('create a VM and wait until its agent answers, showing its state changes and boot phases (on stderr)')
     .argument('<name>', 'VM name: 1-63 letters, digits, - or _')
     .requiredOption('--plugin <plugin>', 'installed plugin to run')
     .option('--network <mode>', `network mode: ${MODES.join(' | ')} (default: the plugin's, else bridged)`)
@@ -93,56 +131,93 @@ export function register(program: Command): void {
     .option('--cpus <n>', 'vCPUs')
     .option('--memory <MiB>', 'memory in MiB')
     .option('--env <K=V>', 'environment for the workload (repeatable)', collect, [])
-    .option('--json', 'print the VM as JSON')
-    .action(async (name: string, o: { plugin: string; network?: string; ip?: string; cpus?: string; memory?: string; env: string[]; json?: boolean }, cmd: Command) => {
-      const vm = await clientFor(cmd).createVm(createRequest(name, o));
-      out(o.json ? JSON.stringify(vm, null, 2) : formatVm(vm));
+    .option('--no-wait', 'return as soon as volantd has recorded the VM (state creating); follow it with `vms get`')
+    .action(async (name: string, o: { plugin: string; network?: string; ip?: string; cpus?: string; memory?: string; env: string[]; wait: boolean }, cmd: Command) => {
+      const req = createRequest(name, o);
+      const client = clientFor(cmd);
+      const vm = o.wait ? await withProgress(cmd, client, name, () => client.createVm(req)) : await client.createVm(req, { wait: false });
+      emit(cmd, vm, () => formatVm(vm));
     });
 
-  withApiOptions(vms.command('list'))
+  vms
+    .command('list')
     .description('list VMs')
-    .option('--json', 'print JSON')
-    .action(async (o: { json?: boolean }, cmd: Command) => {
+    .action(async (_o: unknown, cmd: Command) => {
       const list = await clientFor(cmd).listVms();
-      out(o.json ? JSON.stringify(list, null, 2) : formatVmTable(list));
+      emit(cmd, list, () => formatVmTable(list));
     });
 
-  withApiOptions(vms.command('get'))
+  vms
+    .command('get')
     .description('show one VM')
     .argument('<name>')
-    .option('--json', 'print JSON')
-    .action(async (name: string, o: { json?: boolean }, cmd: Command) => {
+    .action(async (name: string, _o: unknown, cmd: Command) => {
       const vm = await clientFor(cmd).getVm(name);
-      out(o.json ? JSON.stringify(vm, null, 2) : formatVm(vm));
+      emit(cmd, vm, () => formatVm(vm));
     });
 
-  withApiOptions(vms.command('delete'))
+  vms
+    .command('delete')
     .description('delete a stopped or failed VM (--force: stop it first)')
     .argument('<name>')
     .option('--force', 'stop a running VM first')
     .action(async (name: string, o: { force?: boolean }, cmd: Command) => {
       await clientFor(cmd).deleteVm(name, o.force === true);
-      out(`deleted ${name}`);
+      emit(cmd, { deleted: name }, () => `deleted ${name}`);
     });
 
   for (const verb of ['start', 'stop'] as const) {
-    withApiOptions(vms.command(verb))
-      .description(verb === 'start' ? 'start a stopped or failed VM' : 'stop a running VM (graceful, then forced)')
+    vms
+      .command(verb)
+      .description(verb === 'start' ? 'start a stopped or failed VM, showing its boot phases (on stderr)' : 'stop a running VM (graceful, then forced)')
       .argument('<name>')
-      .option('--json', 'print the VM as JSON')
-      .action(async (name: string, o: { json?: boolean }, cmd: Command) => {
+      .action(async (name: string, _o: unknown, cmd: Command) => {
         const c = clientFor(cmd);
-        const vm = verb === 'start' ? await c.startVm(name) : await c.stopVm(name);
-        out(o.json ? JSON.stringify(vm, null, 2) : `${vm.name} ${vm.state}`);
+        const vm = verb === 'start' ? await withProgress(cmd, c, name, () => c.startVm(name)) : await c.stopVm(name);
+        emit(cmd, vm, () => `${vm.name} ${vm.state}`);
       });
   }
 
-  withApiOptions(vms.command('logs'))
-    .description('serial console and workload logs')
+  vms
+    .command('logs')
+    .description('serial console and workload logs (--json: one {"source","line"} object per line)')
     .argument('<name>')
     .option('-f, --follow', 'keep streaming')
     .action(async (name: string, o: { follow?: boolean }, cmd: Command) => {
       const body = await clientFor(cmd).logs(name, o.follow === true);
-      for await (const chunk of body) process.stdout.write(chunk as Buffer);
+      if (!jsonMode(cmd)) {
+        for await (const chunk of body) process.stdout.write(chunk as Buffer);
+        return;
+      }
+      const lines = new LogLines();
+      body.setEncoding('utf8');
+      for await (const chunk of body) for (const l of lines.push(chunk as string)) process.stdout.write(`${JSON.stringify(l)}\n`);
+      for (const l of lines.flush()) process.stdout.write(`${JSON.stringify(l)}\n`);
     });
+}
+
+/** A log line as volantd's logs route sends it: `<source>| <text>` (serial, workload). */
+export interface LogLine {
+  source: string;
+  line: string;
+}
+
+export function parseLogLine(raw: string): LogLine {
+  const m = /^([a-z]+)\| ?(.*)$/s.exec(raw);
+  return m ? { source: m[1]!, line: m[2]! } : { source: 'unknown', line: raw };
+}
+
+/** Splits the logs stream into parsed lines whatever the chunking. */
+export class LogLines {
+  private pending = '';
+  push(chunk: string): LogLine[] {
+    const parts = (this.pending + chunk).split('\n');
+    this.pending = parts.pop() ?? '';
+    return parts.map(parseLogLine);
+  }
+  flush(): LogLine[] {
+    const rest = this.pending;
+    this.pending = '';
+    return rest === '' ? [] : [parseLogLine(rest)];
+  }
 }

@@ -11,6 +11,7 @@ import { isAbsolute, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { type Problem, ValidationError, VolantError } from '../../shared/errors.js';
 import { isPlainObject, structuralProblems } from '../../shared/schema/validate.js';
+import { resolveEnvAliases, resolveFileAliases } from './aliases.js';
 import { configFromEnv } from './env.js';
 import { API_SOCKET_NAME, DEFAULT_CONFIG_FILE, defaultConfig, defaultDhcpRange, defaultPool, semanticProblems, VolantConfig } from './schema.js';
 
@@ -45,7 +46,16 @@ function readYaml(file: string, required: boolean): Record<string, unknown> {
   }
   if (doc === null || doc === undefined) return {};
   if (!isPlainObject(doc)) throw new ValidationError(`config file ${file}`, [{ path: '/', message: 'the file must hold a YAML mapping of keys (state_dir, network, ...)' }]);
-  return doc;
+  const { layer, problems } = resolveFileAliases(doc);
+  if (problems.length > 0) throw new ValidationError(`config file ${file}`, problems);
+  return layer;
+}
+
+/** The `VOLANT_*` layer: canonical variables and the original volantd's names (aliases.ts). */
+function readEnv(env: Record<string, string | undefined>): Record<string, unknown> {
+  const aliases = resolveEnvAliases(env);
+  if (aliases.problems.length > 0) throw new ValidationError('environment', aliases.problems);
+  return merge(configFromEnv(env), aliases.layer);
 }
 
 /** Section by section merge: a layer replaces the keys it sets and keeps the rest. */
@@ -76,7 +86,7 @@ export function loadConfig(options: LoadConfigOptions = {}): VolantConfig {
   const env = options.env ?? {};
   const fileName = options.file === undefined ? env.VOLANT_CONFIG : options.file;
   const fileLayer = fileName === null ? {} : readYaml(fileName ?? DEFAULT_CONFIG_FILE, fileName !== undefined);
-  const envLayer = configFromEnv(env);
+  const envLayer = readEnv(env);
   const flagLayer = options.overrides as Record<string, unknown> | undefined;
 
   let merged = merge(merge(merge(defaultConfig() as unknown as Record<string, unknown>, fileLayer), envLayer), flagLayer);
@@ -130,6 +140,8 @@ export function loadConfig(options: LoadConfigOptions = {}): VolantConfig {
 /** Where volantd keeps what it writes; all under `state_dir` and `runtime_dir`. */
 export interface StatePaths {
   database: string;
+  /** Where `volar kernel fetch` keeps kernels and `current.json`. */
+  kernels: string;
   logs: string;
   images: string;
   /** Per-VM run directories (VMM API and vsock sockets). */
@@ -142,9 +154,15 @@ export interface StatePaths {
   dhcpPid: string;
 }
 
+/** `<state_dir>/kernels`: where `volar kernel fetch` puts kernels and volantd looks for one. */
+export function kernelsDir(stateDir: string): string {
+  return join(stateDir, 'kernels');
+}
+
 export function statePaths(cfg: Pick<VolantConfig, 'state_dir' | 'runtime_dir'>): StatePaths {
   return {
     database: join(cfg.state_dir, 'volant.db'),
+    kernels: kernelsDir(cfg.state_dir),
     logs: join(cfg.state_dir, 'logs'),
     images: join(cfg.state_dir, 'plugins'),
     vms: join(cfg.runtime_dir, 'vms'),

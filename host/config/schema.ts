@@ -27,7 +27,8 @@ export const NetworkSection = Type.Object(
     pool_start: Ipv4,
     pool_end: Ipv4,
     reservations: Type.Record(Type.String(), Ipv4),
-    dns: Type.Array(Ipv4, { maxItems: 3 }),
+    /** Resolvers guests get; unset: the host's (see host/network/resolvers.ts); [] gives none. */
+    dns: Type.Optional(Type.Array(Ipv4, { maxItems: 3 })),
   },
   { additionalProperties: false },
 );
@@ -118,7 +119,7 @@ export function defaultConfig(): Omit<VolantConfig, 'network' | 'api'> & { netwo
     runtime_dir: '/run/volant',
     listen: '127.0.0.1:8080',
     api: { unsafe_loopback_without_token: false },
-    network: { bridge: 'vbr0', host_cidr: DEFAULT_HOST_CIDR, reservations: {}, dns: [] },
+    network: { bridge: 'vbr0', host_cidr: DEFAULT_HOST_CIDR, reservations: {} },
     dhcp: { server: 'auto', lease_time_s: 3600 },
     kernel: {},
     vmm: { prefer: 'auto', accel: 'auto', qemu: { vsock: 'vhost-user' } },
@@ -216,7 +217,7 @@ export function semanticProblems(cfg: VolantConfig): Problem[] {
     if (other !== undefined) problems.push({ path, message: `${show(text)} is already reserved for ${show(other)}` });
     owners.set(ip, vm);
   }
-  n.dns.forEach((d, i) => {
+  (n.dns ?? []).forEach((d, i) => {
     if (tryParseIPv4(d) === undefined) problems.push({ path: `/network/dns/${i}`, message: `${show(d)} is not a strict dotted-quad IPv4 address` });
   });
   cfg.egress.dns_servers.forEach((d, i) => {

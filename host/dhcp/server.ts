@@ -51,7 +51,7 @@ export function dhcpSettings(cfg: VolantConfig): DnsmasqSettings {
     rangeStart: range_start,
     rangeEnd: range_end,
     leaseTimeS: cfg.dhcp.lease_time_s,
-    dns: cfg.network.dns,
+    dns: cfg.network.dns ?? [],
     leaseFile: paths.dhcpLeases,
   };
 }

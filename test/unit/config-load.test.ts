@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { defaultDhcpRange, defaultPool, environmentKeys, loadConfig, quoteSystemdArg, statePaths, systemdUnit } from '../../host/config/index.js';
 import { ValidationError } from '../../shared/errors.js';
+import { GUIDE_VOLANTD_YAML } from '../support/guide-config.js';
 
 const dir = mkdtempSync(join(tmpdir(), `volant-config-${process.pid}-`));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -154,5 +155,45 @@ describe('systemd unit', () => {
     assert.match(unit, /^ExecStart=\/usr\/bin\/node \/opt\/volant\/bin\/volantd\.js --state-dir "\/srv\/v 1"$/m);
     assert.match(unit, /^ReadWritePaths="\/srv\/v 1" "\/srv\/v 1\/run"$/m);
     assert.match(unit, /^KillMode=process$/m);
+  });
+});
+
+describe("the guides' names", () => {
+  test("the guide's volantd.yaml loads as the canonical network keys", () => {
+    const c = loadConfig({ file: yamlFile(GUIDE_VOLANTD_YAML) });
+    assert.deepEqual(
+      { bridge: c.network.bridge, host_cidr: c.network.host_cidr, pool_start: c.network.pool_start, pool_end: c.network.pool_end },
+      { bridge: 'volant0', host_cidr: '10.200.0.1/16', pool_start: '10.200.1.0', pool_end: '10.200.255.254' },
+    );
+  });
+  test('a subnet without a gateway puts the host on its first address; the pool then follows it', () => {
+    const c = loadConfig({ file: yamlFile('networking:\n  bridge:\n    subnet: 10.9.0.0/24\n') });
+    assert.deepEqual([c.network.host_cidr, c.network.pool_start, c.network.pool_end], ['10.9.0.1/24', '10.9.0.100', '10.9.0.254']);
+  });
+  test('what has no canonical counterpart, or is set twice, is refused naming the canonical key', () => {
+    const cases: [string, string, RegExp][] = [
+      ['networking:\n  bridge:\n    subnet: 10.200.0.0/16\n    gateway: 10.201.0.1\n', '/networking/bridge/gateway', /not a host address inside "10\.200\.0\.0\/16" \(network\.host_cidr/],
+      ['networking:\n  bridge:\n    gateway: 10.200.0.1\n', '/networking/bridge/gateway', /needs networking\.bridge\.subnet.*network\.host_cidr/],
+      ['networking:\n  bridge:\n    ipv6:\n      enabled: true\n', '/networking/bridge/ipv6', /IPv6 bridges are not supported/],
+      ['networking:\n  bridge:\n    name: a\nnetwork:\n  bridge: b\n', '/networking/bridge/name', /network\.bridge is the canonical key/],
+      ['networking:\n  dns: [1.1.1.1]\n', '/networking/dns', /canonical: network/],
+      ['networking:\n  bridge:\n    subnet: nonsense\n', '/networking/bridge/subnet', /not an IPv4 subnet/],
+    ];
+    for (const [text, path, message] of cases) {
+      const p = problems(() => loadConfig({ file: yamlFile(text) }));
+      const hit = p.find((x) => x.path === path);
+      assert.ok(hit, `${path} in ${JSON.stringify(p)}`);
+      assert.match(hit.message, message);
+    }
+  });
+  test("the original volantd's variables work as aliases; unsupported ones name state_dir", () => {
+    const c = loadConfig({ file: null, env: { VOLANT_BRIDGE: 'br9', VOLANT_SUBNET: '10.7.0.0/16', VOLANT_HOST_IP: '10.7.0.1', VOLANT_API_LISTEN: '127.0.0.1:7777', VOLANT_KERNEL_BZIMAGE: '/k/bzImage' } });
+    assert.deepEqual([c.network.bridge, c.network.host_cidr, c.listen, c.kernel.path], ['br9', '10.7.0.1/16', '127.0.0.1:7777', '/k/bzImage']);
+    assert.match(problems(() => loadConfig({ file: null, env: { VOLANT_DB_PATH: '/x.db' } }))[0]!.message, /state_dir/);
+    assert.match(problems(() => loadConfig({ file: null, env: { VOLANT_BRIDGE: 'a', VOLANT_NETWORK_BRIDGE: 'b' } }))[0]!.message, /VOLANT_NETWORK_BRIDGE is the canonical name/);
+  });
+  test('network.dns unset means "the host\'s resolvers" (left to volantd); [] means none', () => {
+    assert.equal(loadConfig({ file: null }).network.dns, undefined);
+    assert.deepEqual(loadConfig({ file: null, env: { VOLANT_NETWORK_DNS: '' } }).network.dns, []);
   });
 });

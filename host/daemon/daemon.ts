@@ -6,6 +6,10 @@
  * volantd re-adopts them in `reconcile()` (a daemon upgrade does not reboot workloads). To stop
  * VMs, stop them through the API first.
  *
+ * At every start, before reconciling, volantd restores this host's bridge, its address and NAT
+ * (a reboot removes what `volar setup` made; see network.ts) and settles the guests' DNS
+ * resolvers: `network.dns` when configured, else the host's own (host/network/resolvers.ts).
+ *
  * Auth (host/api/auth.ts): volantd listens on `listen` and on its Unix socket `api.socket`
  * (default `<runtime_dir>/volantd.sock`; mode 0660, group `volant` when that group exists). The
  * socket needs no token; every TCP listener needs the bearer token on every route but health,
@@ -40,8 +44,10 @@ import { openStore, type Store } from '../store/store.js';
 import { addressPool } from '../ipam/pool.js';
 import type { Launcher } from '../vmm/launcher.js';
 import { createEgressStarter } from './egress.js';
-import { tapNetwork } from './network.js';
+import { restoreHostNetwork, tapNetwork } from './network.js';
 import { createNetworkManager } from '../network/index.js';
+import { hostResolvers } from '../network/resolvers.js';
+import { cachedKernel } from '../../initramfs/kernel.js';
 
 export interface DaemonOptions {
   configFile?: string | null;
@@ -77,16 +83,6 @@ export interface Daemon {
   close(): Promise<void>;
 }
 
-/** The kernel `volar kernel fetch` recorded in `<state_dir>/kernels/current.json` (docs/CONTRACTS.md). */
-function fetchedKernel(stateDir: string): string | undefined {
-  try {
-    const cur = JSON.parse(readFileSync(join(stateDir, 'kernels', 'current.json'), 'utf8')) as { vmlinuz?: unknown };
-    return typeof cur.vmlinuz === 'string' ? cur.vmlinuz : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 /** Ingress counters as metric families (the ingress keeps them; /metrics reads them at scrape time). */
 function ingressFamilies(ingress: Ingress): MetricFamily[] {
   const m = ingress.metrics;
@@ -99,6 +95,13 @@ function ingressFamilies(ingress: Ingress): MetricFamily[] {
   ];
 }
 
+/** Guests' resolvers when the config names none: the host's (host/network/resolvers.ts). */
+function guestDns(log: (line: string) => void): string[] {
+  const r = hostResolvers();
+  log(`guest DNS: ${r.servers.join(', ')} (${r.source})`);
+  return r.servers;
+}
+
 export async function runDaemon(opts: DaemonOptions): Promise<Daemon> {
   const log = opts.log ?? ((line: string) => console.error(`volantd: ${line}`));
   const config = loadConfig({
@@ -109,17 +112,22 @@ export async function runDaemon(opts: DaemonOptions): Promise<Daemon> {
   const paths = statePaths(config);
   const listen = parseListenAddress(config.listen);
   const hostCidr = tryParseCidr(config.network.host_cidr)!;
-  const kernelPath = opts.kernelPath ?? config.kernel.path ?? fetchedKernel(config.state_dir);
+  // The kernel `volar kernel fetch` recorded in <state_dir>/kernels/current.json (docs/CONTRACTS.md) unless one is named.
+  const kernelPath = opts.kernelPath ?? config.kernel.path ?? (await cachedKernel(paths.kernels))?.vmlinuz;
   if (!kernelPath || !existsSync(kernelPath)) {
-    throw new VolantError('INVALID_ARGUMENT', `no kernel at ${JSON.stringify(kernelPath ?? join(config.state_dir, 'kernels', 'current.json'))}: run \`volar kernel fetch\` or set kernel.path (--kernel)`);
+    throw new VolantError('INVALID_ARGUMENT', `no kernel at ${JSON.stringify(kernelPath ?? join(paths.kernels, 'current.json'))}: run \`volar kernel fetch\` or set kernel.path (--kernel)`);
   }
+  // This host's networking (not a test's): bring back what a reboot removed before anything uses it.
+  const hostNetwork = opts.network === undefined ? createNetworkManager() : undefined;
+  if (hostNetwork) await restoreHostNetwork(hostNetwork, config.network, log);
+  const dns = config.network.dns ?? guestDns(log);
 
   const store = openStore({ path: paths.database, pool: addressPool(config.network) });
   const launcher = typeof opts.launcher === 'function' ? await opts.launcher(config) : opts.launcher;
   const plugins = new PluginImages(store.plugins, paths.images);
   const defaultEgress = opts.egress === undefined ? createEgressStarter(config, hostCidr, { bridge: config.network.bridge }, log) : undefined;
   const egress = opts.egress === null ? undefined : (opts.egress ?? defaultEgress?.start);
-  const network = opts.network === null ? undefined : (opts.network ?? tapNetwork(createNetworkManager(), config.network.bridge, hostCidr));
+  const network = opts.network === null ? undefined : (opts.network ?? tapNetwork(hostNetwork!, config.network.bridge, hostCidr));
   const volantDhcp = config.dhcp.server === 'volant' || (config.dhcp.server === 'auto' && volantDhcpConfigured(config));
   const leaseFile = opts.dhcpLeases === undefined && volantDhcp && network ? watchLeaseFile(paths.dhcpLeases, { log }) : undefined;
   const dhcpLeases = opts.dhcpLeases === null ? undefined : (opts.dhcpLeases ?? leaseFile);
@@ -136,7 +144,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<Daemon> {
     runtimeDir: config.runtime_dir,
     stateDir: config.state_dir,
     hostCidr,
-    dns: config.network.dns,
+    dns,
     healthTimeoutMs: opts.healthTimeoutMs,
     log,
   });

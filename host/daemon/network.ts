@@ -2,10 +2,12 @@
  * The orchestrator's `TapNetwork` over host/network's `NetworkManager`: taps on the configured
  * bridge, named by shared `tapName` (prefix `vt`), and the per-VM lockdown with the host's bridge
  * address. Taps Volant did not name are never listed, so reconcile cannot delete foreign devices.
+ * `restoreHostNetwork` brings back the bridge and NAT the taps hang off at every start.
  */
 
 import { formatIPv4, type Cidr } from '../../shared/ipv4.js';
-import type { NetworkManager } from '../network/manager.js';
+import type { NetworkConfig } from '../config/schema.js';
+import { ensureHostNetwork, type NetworkManager } from '../network/manager.js';
 import type { TapNetwork } from '../orchestrator/ports.js';
 
 /** Every tap `tapName` makes starts with this... */
@@ -23,4 +25,20 @@ export function tapNetwork(manager: NetworkManager, bridge: string, hostCidr: Ci
     unlock: (tap) => manager.unlockVm({ tap }),
     guestAddress: (mac) => manager.neighbourAddress(bridge, mac),
   };
+}
+
+/**
+ * The bridge, its address, forwarding and NAT, restored at every start (what `volar setup` made
+ * does not survive a reboot). Idempotent. A failure (not root, no iptables) is logged, not fatal:
+ * vsock VMs need none of it, and bridged or dhcp VMs then fail with the tap error that says why.
+ */
+export async function restoreHostNetwork(manager: NetworkManager, net: Pick<NetworkConfig, 'bridge' | 'host_cidr'>, log: (line: string) => void): Promise<boolean> {
+  try {
+    await ensureHostNetwork(manager, net);
+    log(`network: bridge ${net.bridge} ${net.host_cidr} up, forwarding and NAT in place`);
+    return true;
+  } catch (e) {
+    log(`network: cannot restore bridge ${net.bridge} ${net.host_cidr} and its NAT: ${(e as Error).message}; bridged and dhcp VMs fail until it exists (run volantd as root, or \`volar setup\`)`);
+    return false;
+  }
 }

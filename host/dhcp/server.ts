@@ -13,6 +13,7 @@ import { formatIPv4, tryParseCidr } from '../../shared/ipv4.js';
 import { statePaths } from '../config/load.js';
 import type { VolantConfig } from '../config/schema.js';
 import { DEFAULT_SYSTEMD_UNIT_DIR, inInitNetworkNamespace, SYSTEMD_RUNTIME_DIR } from '../config/systemd-unit.js';
+import { hostResolvers } from '../network/resolvers.js';
 import type { CommandRunner } from '../network/runner.js';
 import { readProcessArgv } from '../vmm/process.js';
 import { findOnPath } from '../vmm/select.js';
@@ -51,7 +52,7 @@ export function dhcpSettings(cfg: VolantConfig): DnsmasqSettings {
     rangeStart: range_start,
     rangeEnd: range_end,
     leaseTimeS: cfg.dhcp.lease_time_s,
-    dns: cfg.network.dns ?? [],
+    dns: cfg.network.dns ?? hostResolvers().servers,
     leaseFile: paths.dhcpLeases,
   };
 }

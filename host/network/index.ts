@@ -8,6 +8,7 @@ export * from './ifname.js';
 export * from './linux.js';
 export * from './manager.js';
 export * from './neighbours.js';
+export * from './resolvers.js';
 export * from './rules.js';
 export * from './runner.js';
 

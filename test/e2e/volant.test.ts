@@ -16,7 +16,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
-import { existsSync, readFileSync } from 'node:fs';
+import { cpSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -278,6 +278,33 @@ describe('volant end to end (QEMU, real kernel)', { skip, timeout: SUITE_TIMEOUT
     assert.equal(m.txRefusedChains, 0, JSON.stringify(m));
   });
 
+  test("5b. DNS: a bridged guest resolves names through the host's resolvers by default", { timeout: CREATE_TIMEOUT_MS + 120_000 }, async () => {
+    // The example plugin without its allowlist: plain NAT, no egress proxy, so the workload's
+    // fetch resolves the name itself, with the resolv.conf kestrel wrote from volant.dns, which
+    // volantd took from its host's resolv.conf (the world's DNS server; nothing in the config).
+    const natBuild = join(env.stateDir, 'hello-nat-build');
+    cpSync(buildDir, natBuild, { recursive: true });
+    const manifest = JSON.parse(readFileSync(join(natBuild, 'plugin.json'), 'utf8')) as { name: string; network: Record<string, unknown> };
+    manifest.name = 'hello-nat';
+    manifest.network = { mode: 'bridged' };
+    writeFileSync(join(natBuild, 'plugin.json'), JSON.stringify(manifest));
+    const i = await env.volar(['plugins', 'install', natBuild]);
+    assert.equal(i.code, 0, i.stderr + i.stdout);
+    const c = await env.volar(['vms', 'create', 'nat', '--plugin', 'hello-nat'], { timeoutMs: CREATE_TIMEOUT_MS });
+    assert.equal(c.code, 0, c.stderr + c.stdout);
+    const nat = await vm('nat');
+    if (nat.pid) env.track(nat.pid);
+    try {
+      const r = await proxy('nat', `/fetch?url=${encodeURIComponent(`http://${ALLOWED_NAME}/resolved-by-the-guest`)}`);
+      const got = r.json as { status?: number; body?: string; error?: string };
+      assert.equal(got.status, 200, `the guest resolved ${ALLOWED_NAME} and reached the world directly: ${r.text}`);
+      assert.match(got.body ?? '', /resolved-by-the-guest/);
+    } finally {
+      const d = await env.volar(['vms', 'delete', 'nat', '--force']);
+      assert.equal(d.code, 0, d.stderr);
+    }
+  });
+
   test('6. life cycle: delete releases the address and the tap; kill -9 of QEMU is noticed; volantd restart re-adopts', { timeout: 2 * CREATE_TIMEOUT_MS }, async () => {
     const before = await vm('web');
     const del = await env.volar(['vms', 'delete', 'web', '--force']);
@@ -315,13 +342,13 @@ describe('volant end to end (QEMU, real kernel)', { skip, timeout: SUITE_TIMEOUT
     const devicePid = Number(readFileSync(join(runDir('web2'), 'vsock-device.pid'), 'utf8'));
     assert.ok(isAlive(devicePid), 'the vsock device runs beside QEMU');
     process.kill(running.pid!, 'SIGKILL');
-    const deadline = Date.now() + 30_000;
-    let state = 'running';
-    while (Date.now() < deadline) {
-      state = (await vm('web2')).state;
-      if (state !== 'running') break;
-      await new Promise((r) => setTimeout(r, 250));
-    }
+    const state = await eventually(
+      async () => {
+        const now = (await vm('web2')).state;
+        return now !== 'running' && now;
+      },
+      { what: 'volantd noticing the VMM died', timeoutMs: 30_000 },
+    );
     assert.ok(state === 'failed' || state === 'stopped', `state after kill -9: ${state}`);
     const links = await env.inHost(['ip', '-j', 'link', 'show']);
     assert.ok(!links.stdout.includes(`"${web2.tap}"`), 'tap removed after the VMM died');

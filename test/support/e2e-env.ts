@@ -9,6 +9,10 @@
  *                                         │ taps → QEMU guests (kestrel + workload)
  *                                         └─ veth ── ns B: 10.99.0.2 (DNS :53, HTTP :80, HTTPS :443)
  *
+ * The host namespace's resolv.conf (`/etc/netns/<ns>/resolv.conf`, which `ip netns exec` puts
+ * in place of /etc/resolv.conf) names the world's DNS server, as a real host names its own
+ * resolvers: volantd hands guests that resolver by default.
+ *
  * What must hold: everything made here is named with this process's pid and recorded in a state
  * file, so `dispose()` (also on SIGINT/SIGTERM) removes it, and the next run removes what an
  * interrupted run left behind (its processes by PID, its namespaces, its files).
@@ -108,6 +112,10 @@ export async function startE2eEnv(opts: { extraConfig?: Record<string, unknown>;
   const kernel = await testKernel();
   const hostNs = await createNetns('e2eh');
   leftovers.netns.push(hostNs.name);
+  const netnsEtc = join('/etc/netns', hostNs.name);
+  leftovers.dirs.push(netnsEtc);
+  mkdirSync(netnsEtc, { recursive: true });
+  writeFileSync(join(netnsEtc, 'resolv.conf'), `# volant e2e: the host namespace's resolver is the world's DNS server\nnameserver ${WORLD_IP}\n`);
   const worldNs = await createNetns('e2ew');
   leftovers.netns.push(worldNs.name);
   record();
@@ -126,6 +134,7 @@ export async function startE2eEnv(opts: { extraConfig?: Record<string, unknown>;
     for (const pid of leftovers.pids) if (isAlive(pid)) process.kill(pid, 'SIGKILL');
     await hostNs.dispose();
     await worldNs.dispose();
+    rmSync(netnsEtc, { recursive: true, force: true });
     ca.cleanup();
     if (!process.env.VOLANT_E2E_KEEP) rmSync(stateDir, { recursive: true, force: true });
     rmSync(join(LEFTOVERS_DIR, `${process.pid}.json`), { force: true });

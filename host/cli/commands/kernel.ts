@@ -3,15 +3,15 @@
  * prints where its `vmlinuz` and modules are, so `plugins build` and volantd can use it.
  */
 
-import { join } from 'node:path';
 import type { Command } from 'commander';
 import { fetchKernel } from '../../../initramfs/kernel.js';
+import { kernelsDir } from '../../config/load.js';
 import { DEFAULT_STATE_DIR } from '../client.js';
 import { emit, globalOptions, note } from '../output.js';
 
 /** Where the kernel lives when no `--dest` is given: `<state_dir>/kernels` (global --state-dir). */
 export function defaultKernelDir(stateDir: string | undefined): string {
-  return join(stateDir ?? DEFAULT_STATE_DIR, 'kernels');
+  return kernelsDir(stateDir ?? DEFAULT_STATE_DIR);
 }
 
 export function register(program: Command): void {

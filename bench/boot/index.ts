@@ -1,6 +1,6 @@
 /**
  * bench/boot: VM create → first proxied 200, against the same kernel booting a busybox-only
- * initramfs to `/init` under the same QEMU settings, in one run, as a ratio (BENCHMARKS.md: ≤ 1.3×).
+ * initramfs to `/init` under the same QEMU settings, in one run, as a ratio (docs/benchmarks.md: ≤ 1.3×).
  *
  *  - Ours: volantd for real in a private network namespace (test/support/e2e-env.ts), examples/hello
  *    built and installed once (not timed), then `POST /api/v1/vms` → first 200 from

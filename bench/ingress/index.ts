@@ -1,6 +1,6 @@
 /**
  * bench/ingress: requests per second and latency of the ingress proxy, against baselines
- * measured in the same run (BENCHMARKS.md):
+ * measured in the same run (docs/benchmarks.md):
  *   direct     wrk → upstream                                   (the ceiling)
  *   nginx      wrk → nginx (1 worker, upstream keepalive 64) → upstream
  *   ingress    wrk → our ingress (host hop, TCP) → upstream      goal ≥ 1.0× nginx req/s, ≤ 1.0× p99
@@ -263,7 +263,7 @@ async function main(): Promise<void> {
 }
 
 /**
- * kestrel outside a VM (CONTRACTS.md): `--listen unix:PATH --manifest FILE`, its workload being
+ * kestrel outside a VM (docs/CONTRACTS.md): `--listen unix:PATH --manifest FILE`, its workload being
  * the bench upstream (`base_url`), so the chain ends at the same server as `direct`. Returns the
  * agent socket path, or null when kestrel does not come up.
  */

@@ -1,5 +1,5 @@
 /**
- * bench/ipam: lease + release per second on a durable WAL database (BENCHMARKS.md: ≥ 10,000/s,
+ * bench/ipam: lease + release per second on a durable WAL database (docs/benchmarks.md: ≥ 10,000/s,
  * no duplicate under contention). One cycle = `vms.createWithLease` (VM row + lowest free
  * address + CID, one IMMEDIATE transaction) + `vms.deleteWithRelease` (one transaction), with
  * 50 long-lived leases in place so the gap search has work to do.

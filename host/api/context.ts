@@ -1,6 +1,6 @@
 /**
  * What the routes need from the rest of volantd, gathered in one object the server passes to
- * each route module. The ingress seam is the CONTRACTS.md interface: the HTTP server offers every
+ * each route module. The ingress seam is the docs/CONTRACTS.md interface: the HTTP server offers every
  * request and upgrade to it first (after auth); it answers `true` when it took the request.
  */
 

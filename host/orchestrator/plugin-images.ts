@@ -1,6 +1,6 @@
 /**
  * Installed plugin images. `install(dir)` takes a `volar plugins build` output directory
- * (`plugin.json` + `initramfs.img`, CONTRACTS.md), validates the manifest with the shared
+ * (`plugin.json` + `initramfs.img`, docs/CONTRACTS.md), validates the manifest with the shared
  * validator, and copies the image into `<state_dir>/plugins/<name>/<version>-<hash>.img` so the
  * build directory can go away and a rebuild never changes the image of a VM that uses it. The
  * row is written last: a failed copy leaves no plugin behind. Removal is refused (CONFLICT) while

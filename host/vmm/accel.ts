@@ -1,6 +1,6 @@
 /**
  * Which acceleration QEMU gets. `/dev/kvm` existing is not enough: on some hosts (nested, odd
- * MSR support) QEMU aborts or a stock kernel hangs under KVM (PROTOCOLS.md: these machines). So
+ * MSR support) QEMU aborts or a stock kernel hangs under KVM (as on the 2-core test machines). So
  * `auto` means: /dev/kvm opens read-write AND the VM's kernel, booted under KVM without an
  * initramfs, gets as far as looking for its root file system (then panics, and `-no-reboot`
  * turns that into an exit). Anything else within the time limit means TCG. The answer is cached

@@ -1,5 +1,5 @@
 /**
- * The kernel command line a VM boots with (CONTRACTS.md "Kernel command line"). The host writes
+ * The kernel command line a VM boots with (docs/CONTRACTS.md "Kernel command line"). The host writes
  * it, kestrel reads it with shared `parseCmdline`/`parseIpParam`. What must hold:
  *
  *  - Every parameter goes through `formatCmdlineParam`, so no value (VM name, env, DNS) can end

@@ -3,7 +3,7 @@
  * a VMM's hybrid socket without a VM: Cloud Hypervisor cannot run on the test machines, and our
  * own device (host/vsock/device/, used by every test that boots a guest) needs a guest behind it.
  * It follows the published behaviour in
- * /work/shared/reference/PROTOCOLS.md ("Hybrid vsock over a Unix socket"), which summarises
+ * docs/CONTRACTS.md ("vsock"), which summarises
  * Firecracker `docs/vsock.md` and Cloud Hypervisor `virtio-devices/src/vsock/unix/muxer.rs`:
  *
  *  - host → guest: the muxer listens on the VM's Unix socket (it does NOT unlink a stale file,

@@ -1,6 +1,6 @@
 // TEST DOUBLE of a VMM process (Cloud Hypervisor cannot run here: no usable KVM, no vhost-vsock).
 // It is a real process the orchestrator supervises, and it follows the published hybrid-vsock
-// behaviour (PROTOCOLS.md): it listens on the VM's vsock Unix socket, answers `CONNECT 8080\n`
+// behaviour (docs/CONTRACTS.md "vsock"): it listens on the VM's vsock Unix socket, answers `CONNECT 8080\n`
 // with `OK <port>\n` and then serves a kestrel-like HTTP agent on that stream (GET /healthz,
 // GET /v1/logs[?follow=1]). It appends console lines to the serial log like a booting guest.
 //

@@ -1,5 +1,5 @@
 /**
- * Boots a kernel + initramfs under QEMU for end-to-end tests, the way PROTOCOLS.md found works on
+ * Boots a kernel + initramfs under QEMU for end-to-end tests, the way that was found to work on
  * these machines: `-M q35 -accel tcg -cpu max` (a stock kernel does not boot under KVM here and
  * `-M microvm` hangs under TCG), serial console to a file, optional virtio-net on a tap inside a
  * network namespace the test created (QEMU started with `ip netns exec`).

@@ -15,7 +15,7 @@ import type { VmProcess } from '../../host/vmm/launcher.js';
 
 export const INIT_MARKER = 'VOLANT-VMM-TEST-MARKER';
 export const BUSYBOX = ['/bin/busybox', '/usr/bin/busybox'].find((p) => existsSync(p));
-/** PROTOCOLS.md: what virtio-net-pci needs from Debian's cloud kernel, in load order. */
+/** What virtio-net-pci needs from Debian's cloud kernel, in load order (its modules.dep). */
 export const VIRTIO_NET_MODULES = ['virtio_ring', 'virtio', 'virtio_pci_modern_dev', 'virtio_pci_legacy_dev', 'virtio_pci', 'failover', 'net_failover', 'virtio_net'];
 
 const INIT = `#!/bin/busybox sh

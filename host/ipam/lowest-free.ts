@@ -5,9 +5,14 @@
  *
  * Lowest-first allocation packs the range densely from its start, so that walk would grow with
  * every lease. A persisted hint (`allocation_hints`) remembers where the taken prefix ends:
- * everything in [start, hint) is taken or skipped. A search starts at the hint and moves it past
- * what it hands out; delete triggers move it back down on every release. The hint is keyed by
- * the range and the skip list, so a changed pool or reservation set starts from scratch.
+ * everything in [start, hint) is taken or skipped. A search starts at the hint; delete triggers
+ * move it back down on every release. The hint is keyed by the range and the skip list, so a
+ * changed pool or reservation set starts from scratch.
+ *
+ * The hint is only rewritten when a search walked more than HINT_SLACK numbers past it: a hint
+ * that is a little low is still true, and costs a walk of at most that many index probes, while
+ * writing it costs a page in every transaction. So a lease that is released and taken again (the
+ * common churn) writes no hint at all, and filling the range rewrites it once per HINT_SLACK.
  * Call `take` inside the transaction that inserts the chosen number; the table's UNIQUE/PRIMARY
  * KEY stays the final guard against handing a number out twice.
  */
@@ -21,6 +26,9 @@ export const NUMBERED_COLUMNS = {
 } as const;
 
 export type NumberedColumn = keyof typeof NUMBERED_COLUMNS;
+
+/** A search may walk this many taken numbers past the hint before the hint is moved up. */
+export const HINT_SLACK = 16;
 
 export class LowestFree {
   private readonly gap: Database.Statement<{ from: number; to: number }, { free: number | null }>;
@@ -46,15 +54,17 @@ export class LowestFree {
 
   /**
    * The lowest number in [from, to] that is neither taken in the table nor in `skip` (sorted
-   * ascending; small, e.g. reserved addresses), or undefined when the range is full. Records
-   * that the caller will take it (the hint moves past it), so call it only when you insert it.
+   * ascending; small, e.g. reserved addresses), or undefined when the range is full. May move
+   * the hint past it (the caller is about to take it), so call it only when you insert it.
    */
   take(from: number, to: number, skip: readonly number[] = []): number | undefined {
     const key = `${from}-${to}:${skip.join(',')}`;
     const hint = this.readHint.get(this.kind);
-    const start = hint && hint.pool_key === key ? Math.max(from, hint.lowest_maybe_free) : from;
+    const ours = hint !== undefined && hint.pool_key === key;
+    const start = ours ? Math.max(from, hint.lowest_maybe_free) : from;
     const free = this.search(start, to, skip);
-    this.writeHint.run(this.kind, key, free === undefined ? to + 1 : free + 1);
+    const next = free === undefined ? to + 1 : free + 1;
+    if (!ours || next - start > HINT_SLACK) this.writeHint.run(this.kind, key, next);
     return free;
   }
 

@@ -14,6 +14,7 @@ import { rowNetwork } from '../../shared/network-policy.js';
 import type { NetworkMode } from '../../shared/schema/manifest.js';
 import type { AddressPool } from '../ipam/pool.js';
 import { Leases } from '../ipam/leases.js';
+import { WriteTurns } from './write-turns.js';
 import type { VmmKind } from '../vmm/launcher.js';
 
 export const VM_STATES = ['creating', 'starting', 'running', 'stopping', 'stopped', 'failed'] as const;
@@ -134,8 +135,9 @@ export class VmRepository {
     this.deleteVm = db.prepare('DELETE FROM vms WHERE name = ? RETURNING *');
     const create = db.transaction((vm: NewVm, opts: LeaseOptions) => this.insertWithLease(vm, opts));
     const remove = db.transaction((name: string) => this.deleteWithLease(name));
-    this.createTx = (vm, opts) => create.immediate(vm, opts);
-    this.deleteTx = (name) => remove.immediate(name);
+    const turns = new WriteTurns(db);
+    this.createTx = (vm, opts) => turns.run(create, vm, opts);
+    this.deleteTx = (name) => turns.run(remove, name);
   }
 
   get(name: string): VmRecord | undefined {

@@ -14,8 +14,10 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { parseIPv4 } from '../../shared/ipv4.js';
 import { ALLOWED_NAME, type E2eEnv, startE2eEnv } from '../support/e2e-env.js';
+import { eventually } from '../support/eventually.js';
 import { REPO_ROOT } from '../support/kernel.js';
 import { e2eSkipReason } from '../support/qemu.js';
+import { skipUnlessStrict } from '../support/strict.js';
 
 const SUITE_TIMEOUT_MS = 20 * 60_000;
 const CREATE_TIMEOUT_MS = 6 * 60_000;
@@ -38,15 +40,10 @@ function alive(pid: number): boolean {
 }
 
 async function processGone(pid: number, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (alive(pid)) {
-    if (Date.now() > deadline) return false;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return true;
+  return eventually(() => !alive(pid), { timeoutMs, what: `pid ${pid} gone` }).catch(() => false);
 }
 
-const skip = e2eSkipReason({ dnsmasq: true });
+const skip = skipUnlessStrict(e2eSkipReason({ dnsmasq: true }));
 
 interface VmView {
   name: string;
@@ -81,8 +78,9 @@ describe('dhcp-mode VM end to end (QEMU, real kernel, dnsmasq on the bridge)', {
     dnsmasq.stdout?.on('data', (c: Buffer) => (dnsmasqLog += c.toString()));
     dnsmasq.stderr?.on('data', (c: Buffer) => (dnsmasqLog += c.toString()));
     env.track(dnsmasq.pid!);
-    await new Promise((r) => setTimeout(r, 500));
-    assert.equal(dnsmasq.exitCode, null, `dnsmasq runs on the bridge: ${dnsmasqLog}`);
+    // Ready once it listens on the DHCP port on the bridge (or it died: say why).
+    const server = dnsmasq;
+    await eventually(async () => server.exitCode === null && /:67\b/.test((await env.inHost(['ss', '-ulnH', 'sport = :67'])).stdout), { what: `dnsmasq listening on vbr0:67 (${dnsmasqLog})` });
   });
   after(async () => {
     dnsmasq?.kill('SIGTERM');

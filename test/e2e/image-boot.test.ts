@@ -13,7 +13,7 @@
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { createWriteStream, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { createWriteStream, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -29,6 +29,7 @@ import { ImageTree } from '../../initramfs/tree.js';
 import { formatIpParam } from '../../shared/ip-param.js';
 import { testKernel } from '../support/kernel.js';
 import { bootQemu, createTapNetwork, isRoot, qemuAvailable, type TapNetwork } from '../support/qemu.js';
+import { skipUnlessStrict } from '../support/strict.js';
 
 const BOOT_TIMEOUT_MS = 180_000;
 const HTTP_RETRY_MS = 1_000;
@@ -38,7 +39,7 @@ const PREFIX = 24;
 const GUEST_MAC = '52:54:00:13:37:02';
 const REPO = join(import.meta.dirname, '..', '..');
 
-const skip = !isRoot() ? 'needs root (network namespaces and taps)' : !qemuAvailable() ? 'qemu-system-x86_64 is not installed' : false;
+const skip = skipUnlessStrict(!isRoot() ? 'needs root (network namespaces and taps)' : !qemuAvailable() ? 'qemu-system-x86_64 is not installed' : false);
 
 /**
  * GET url from inside the namespace until it answers (with `wantStatus`, when given: a workload
@@ -121,11 +122,7 @@ describe('image boot under QEMU', { skip, timeout: 2 * BOOT_TIMEOUT_MS + 120_000
     }
   });
 
-  test('examples/hello: kestrel boots from the built image and answers GET /healthz', async (t) => {
-    if (!existsSync(join(REPO, 'guest', 'main.ts'))) {
-      t.skip('kestrel (guest/main.ts) is not there yet');
-      return;
-    }
+  test('examples/hello: kestrel boots from the built image and answers GET /healthz', async () => {
     const built = await buildPlugin({
       pluginDir: join(REPO, 'examples', 'hello'),
       outDir: join(work, 'hello'),

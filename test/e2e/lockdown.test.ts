@@ -24,6 +24,7 @@ import { parseIPv4 } from '../../shared/ipv4.js';
 import { ALLOWED_NAME, type E2eEnv, startE2eEnv, WORLD_IP } from '../support/e2e-env.js';
 import { REPO_ROOT } from '../support/kernel.js';
 import { e2eSkipReason } from '../support/qemu.js';
+import { skipUnlessStrict } from '../support/strict.js';
 
 const SUITE_TIMEOUT_MS = 25 * 60_000;
 const CREATE_TIMEOUT_MS = 8 * 60_000;
@@ -32,7 +33,7 @@ const DHCP_FIRST = '192.168.127.10';
 const DHCP_LAST = '192.168.127.99';
 const SPOOFED_ADDRESS = '192.168.127.77';
 
-const skip = e2eSkipReason({ dnsmasq: true });
+const skip = skipUnlessStrict(e2eSkipReason({ dnsmasq: true }));
 
 interface VmView {
   name: string;

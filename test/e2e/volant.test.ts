@@ -30,6 +30,7 @@ import { eventually } from '../support/eventually.js';
 import { REPO_ROOT } from '../support/kernel.js';
 import { isRoot, qemuAvailable } from '../support/qemu.js';
 import { isAlive, pidsMentioning } from '../support/vmm-procs.js';
+import { skipUnlessStrict } from '../support/strict.js';
 
 const SUITE_TIMEOUT_MS = 25 * 60_000;
 const CREATE_TIMEOUT_MS = 6 * 60_000;
@@ -38,7 +39,7 @@ const CONCURRENT_CONNECTIONS = 200;
 /** A device's counters are rewritten every second; its connection table drains within a few guest round trips. */
 const DRAIN_TIMEOUT_MS = 30_000;
 
-const skip = !isRoot() ? 'needs root (network namespaces, bridges, taps, iptables)' : !qemuAvailable() ? 'qemu-system-x86_64 is not installed (scripts/install-deps.sh installs it)' : false;
+const skip = skipUnlessStrict(!isRoot() ? 'needs root (network namespaces, bridges, taps, iptables)' : !qemuAvailable() ? 'qemu-system-x86_64 is not installed (scripts/install-deps.sh installs it)' : false);
 
 interface VmView {
   name: string;

@@ -15,12 +15,13 @@ import { test } from 'node:test';
 import { LinuxNetworkManager } from '../../host/network/linux.js';
 import { REPO_ROOT } from '../support/kernel.js';
 import { linkNamespaces, netnsSkipReason, withNetns } from '../support/netns.js';
+import { skipUnlessStrict } from '../support/strict.js';
 
 const HOST_IP = '10.77.0.1';
 const GUEST_IP = '10.77.0.37';
 const BRIDGE = 'vbrann0';
 
-test('the lease announcement puts the guest IP and MAC into the host bridge neighbour table', { skip: netnsSkipReason(), timeout: 60_000 }, async () => {
+test('the lease announcement puts the guest IP and MAC into the host bridge neighbour table', { skip: skipUnlessStrict(netnsSkipReason()), timeout: 60_000 }, async () => {
   await withNetns('dhann', 2, async (host, guest) => {
     await host.run(['ip', 'link', 'add', BRIDGE, 'type', 'bridge']);
     await host.run(['ip', 'addr', 'add', `${HOST_IP}/24`, 'dev', BRIDGE]);

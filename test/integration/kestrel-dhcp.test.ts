@@ -12,7 +12,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { dhcpScript, parseLeaseFile, udhcpcArgs } from '../../guest/network/dhcp-script.js';
-import { eventually } from '../support/eventually.js';
+import { eventually, nextEvent } from '../support/eventually.js';
+import { skipUnlessStrict } from '../support/strict.js';
 
 const isRoot = process.getuid?.() === 0;
 const BUSYBOX = '/bin/busybox';
@@ -56,7 +57,7 @@ async function leaseWith(dir: string, script: string, leasePath: string): Promis
   }
 }
 
-describe('DHCP: udhcpc + kestrel script against dnsmasq', { skip: isRoot && existsSync(BUSYBOX) ? false : 'needs root and busybox (network namespaces)' }, () => {
+describe('DHCP: udhcpc + kestrel script against dnsmasq', { skip: skipUnlessStrict(isRoot && existsSync(BUSYBOX) ? false : 'needs root and busybox (network namespaces)') }, () => {
   let dir: string;
   let dnsmasq: ChildProcess | undefined;
 
@@ -81,7 +82,8 @@ describe('DHCP: udhcpc + kestrel script against dnsmasq', { skip: isRoot && exis
       ],
       { stdio: 'ignore' },
     );
-    await new Promise((r) => setTimeout(r, 500));
+    // Ready once it listens on the DHCP port in its namespace.
+    await eventually(() => /:67\b/.test(ip('netns', 'exec', SERVER_NS, 'ss', '-ulnH', 'sport = :67')), { what: 'dnsmasq listening on :67' });
   });
 
   after(() => {
@@ -150,8 +152,10 @@ describe('DHCP: udhcpc + kestrel script against dnsmasq', { skip: isRoot && exis
   });
 
   test('no DHCP server: udhcpc gives up (-n) and no lease file appears', async () => {
-    dnsmasq?.kill('SIGTERM');
-    await new Promise((r) => setTimeout(r, 300));
+    const server = dnsmasq!;
+    const gone = server.exitCode !== null || server.signalCode !== null ? Promise.resolve() : nextEvent(server, 'exit');
+    server.kill('SIGTERM');
+    await gone;
     const leasePath = path.join(dir, 'lease-3');
     const script = path.join(dir, 'udhcpc-3.sh');
     writeFileSync(script, dhcpScript({ leasePath, resolvConfPath: path.join(dir, 'resolv-3.conf'), writeResolvConf: true }));

@@ -18,6 +18,7 @@ import { build } from 'esbuild';
 import { resolveAccel } from '../../host/vmm/accel.js';
 import { resolveElfClosure } from '../../initramfs/elf.js';
 import { REPO_ROOT, testKernel } from '../support/kernel.js';
+import { skipUnlessStrict } from '../support/strict.js';
 
 const QEMU = 'qemu-system-x86_64';
 const BUSYBOX = '/bin/busybox';
@@ -35,7 +36,7 @@ function haveQemu(): boolean {
   }
 }
 
-const skip = haveQemu() && existsSync(BUSYBOX) ? false : `needs ${QEMU} and ${BUSYBOX}`;
+const skip = skipUnlessStrict(haveQemu() && existsSync(BUSYBOX) ? false : `needs ${QEMU} and ${BUSYBOX}`);
 const work = mkdtempSync(path.join(tmpdir(), `native-guest-${process.pid}-`));
 after(() => rmSync(work, { recursive: true, force: true }));
 

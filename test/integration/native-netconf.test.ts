@@ -10,9 +10,10 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import os from 'node:os';
 import { after, before, describe, test } from 'node:test';
+import { skipUnlessStrict } from '../support/strict.js';
 
 const isRoot = process.getuid?.() === 0;
-const skip = isRoot ? false : 'needs root (network and UTS namespaces)';
+const skip = skipUnlessStrict(isRoot ? false : 'needs root (network and UTS namespaces)');
 const NS = `native-${process.pid}`;
 const DEV = 'nv0';
 const PEER = 'nv1';

@@ -8,8 +8,9 @@ import { DryRunRunner } from '../../host/network/runner.js';
 import { isVolantError } from '../../shared/errors.js';
 import { macAddress, tapName } from '../../shared/names.js';
 import { linkNamespaces, type NetNs, netnsSkipReason, withNetns } from '../support/netns.js';
+import { skipUnlessStrict } from '../support/strict.js';
 
-const skip = netnsSkipReason();
+const skip = skipUnlessStrict(netnsSkipReason());
 const AREA = 'network';
 const PROBE_TIMEOUT_MS = 1500;
 

@@ -15,16 +15,9 @@ import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { isVolantError } from '../../shared/errors.js';
 import type { VmEvent } from '../../host/orchestrator/events.js';
+import { eventually } from '../support/eventually.js';
 import { type Harness, startHarness, writePluginBuild } from '../support/volantd-harness.js';
 import { isAlive } from '../support/vmm-procs.js';
-
-async function until(what: string, cond: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 function leaseCount(h: Harness): number {
   return (h.daemon.store.db.prepare('SELECT count(*) AS n FROM vms').get() as { n: number }).n;
@@ -48,8 +41,8 @@ describe('orchestrator life cycle (real store, real processes, fake VMM double)'
     await assert.rejects(h.daemon.orchestrator.create({ name: 'lf', plugin: 'web' }), (e: unknown) => isVolantError(e) && e.code === 'VMM_FAILED' && /launch VMM/.test(e.message));
     assert.equal(h.daemon.orchestrator.list().length, 0);
     assert.equal(existsSync(h.daemon.orchestrator.vmRunDir('lf')), false);
-    const mine = events.filter((e) => e.vm === 'lf').map((e) => e.state ?? e.type);
-    assert.deepEqual(mine, ['creating', 'failed', 'vm.deleted']);
+    const mine = events.filter((e) => e.vm === 'lf').map((e) => e.state ?? (e.type === 'vm.phase' ? `phase: ${e.phase}` : e.type));
+    assert.deepEqual(mine, ['creating', 'phase: create run directory', 'phase: launch VMM', 'failed', 'vm.deleted'], 'the failed step is the last phase announced');
   });
 
   it('health never comes: TIMEOUT after the named bound, VMM process killed, row/lease/CID gone', async () => {
@@ -66,7 +59,7 @@ describe('orchestrator life cycle (real store, real processes, fake VMM double)'
   it('a VMM that exits during boot fails the create at once with VMM_FAILED', async () => {
     h.launcher.behaviour.set('eb', 'never-healthy');
     const p = h.daemon.orchestrator.create({ name: 'eb', plugin: 'web' });
-    await until('launch', () => h.launcher.launched.some((l) => l.vmName === 'eb'));
+    await eventually(() => h.launcher.launched.some((l) => l.vmName === 'eb'), { what: 'launch' });
     process.kill(h.launcher.launched.find((l) => l.vmName === 'eb')!.pid, 'SIGKILL');
     await assert.rejects(p, (e: unknown) => isVolantError(e) && e.code === 'VMM_FAILED' && /exited during boot/.test(e.message));
     assert.equal(leaseCount(h), 0);
@@ -76,7 +69,7 @@ describe('orchestrator life cycle (real store, real processes, fake VMM double)'
     const vm = await h.daemon.orchestrator.create({ name: 'k1', plugin: 'web' });
     assert.equal(vm.state, 'running');
     process.kill(vm.pid!, 'SIGKILL');
-    await until('failed state', () => h.daemon.orchestrator.get('k1').state === 'failed');
+    await eventually(() => h.daemon.orchestrator.get('k1').state === 'failed', { what: 'failed state' });
     const failed = h.daemon.orchestrator.get('k1');
     assert.match(failed.error ?? '', /exited unexpectedly \(code null, signal SIGKILL\)/);
     assert.equal(failed.pid, null);
@@ -94,10 +87,10 @@ describe('orchestrator life cycle (real store, real processes, fake VMM double)'
     h.launcher.behaviour.set('po', 'exit-clean-after-boot');
     await h.daemon.orchestrator.create({ name: 'po', plugin: 'web' }).catch(() => undefined);
     // The double may exit before or after /healthz answered: either failed create (row gone) or stopped.
-    await until('rest', () => {
+    await eventually(() => {
       const v = h.daemon.orchestrator.list().find((x) => x.name === 'po');
       return v === undefined || v.state === 'stopped';
-    });
+    }, { what: 'po at rest' });
     const v = h.daemon.orchestrator.list().find((x) => x.name === 'po');
     if (v) {
       assert.equal(v.error, null);
@@ -171,13 +164,7 @@ describe('volantd killed mid-create, then restarted', () => {
     const vms = async () => ((await (await fetch(`${url}/api/v1/vms`, { headers: auth() })).json()) as { vms: { name: string; state: string; pid?: number }[] }).vms;
     assert.equal((await vms()).find((v) => v.name === 'keep')?.state, 'running', 're-adopted');
     void post('/api/v1/vms', { name: 'doomed', plugin: 'web' }).catch(() => undefined);
-    let doomedPid: number | undefined;
-    const deadline = Date.now() + 10_000;
-    while (doomedPid === undefined && Date.now() < deadline) {
-      doomedPid = (await vms()).find((v) => v.name === 'doomed')?.pid;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    assert.ok(doomedPid, 'the create got as far as launching its VMM');
+    const doomedPid = await eventually(async () => (await vms()).find((v) => v.name === 'doomed')?.pid, { what: 'the create getting as far as launching its VMM' });
     strays.push(doomedPid);
     child!.kill('SIGKILL');
     await new Promise((r) => child!.once('exit', r));
@@ -186,7 +173,7 @@ describe('volantd killed mid-create, then restarted', () => {
     // Restart in-process on the same state dir: reconcile must clean up.
     const h = await startHarness({ tag: 'orch-restart', stateDir: join(dir, 'state') });
     try {
-      await until('doomed VMM stopped', () => !isAlive(doomedPid!));
+      await eventually(() => !isAlive(doomedPid), { what: 'doomed VMM stopped' });
       const names = h.daemon.orchestrator.list().map((v) => `${v.name}:${v.state}`);
       assert.deepEqual(names, ['keep:running'], 'the interrupted create is rolled back, the running VM adopted');
       const leases = h.daemon.store.db.prepare('SELECT vm_name FROM ip_leases').all();
@@ -195,7 +182,7 @@ describe('volantd killed mid-create, then restarted', () => {
       assert.equal(existsSync(h.daemon.orchestrator.vmRunDir('doomed')), false);
       // The adopted VM is supervised: killing its VMM is noticed.
       process.kill(keep.pid, 'SIGKILL');
-      await until('adopted VM failed', () => h.daemon.orchestrator.get('keep').state === 'failed');
+      await eventually(() => h.daemon.orchestrator.get('keep').state === 'failed', { what: 'adopted VM failed' });
     } finally {
       await h.close();
     }

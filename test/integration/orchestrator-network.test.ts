@@ -15,8 +15,10 @@ import { createNetworkManager } from '../../host/network/index.js';
 import { vmTag } from '../../host/network/rules.js';
 import { createNetns, type NetNs, netnsSkipReason } from '../support/netns.js';
 import { type Harness, startHarness } from '../support/volantd-harness.js';
+import { skipUnlessStrict } from '../support/strict.js';
+import { eventually } from '../support/eventually.js';
 
-const skip = netnsSkipReason();
+const skip = skipUnlessStrict(netnsSkipReason());
 const BRIDGE = 'vbr0';
 const HOST_CIDR = '192.168.127.1/24';
 /** A per-VM allowlist (outbound itself stays off, so no egress proxy is needed): the tap is locked down. */
@@ -92,9 +94,7 @@ describe('orchestrator with real taps and firewall rules in a netns', { skip }, 
     const vm = (await (await h.api('/api/v1/vms', { method: 'POST', json: { name: 'b3', plugin: 'br', network: LOCKED } })).json()) as { pid: number; tap: string; ip: string };
     assert.ok(vm.ip.startsWith('192.168.127.'));
     process.kill(vm.pid, 'SIGKILL');
-    const deadline = Date.now() + 10_000;
-    while (h.daemon.orchestrator.get('b3').state !== 'failed' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
-    assert.equal(h.daemon.orchestrator.get('b3').state, 'failed');
+    await eventually(() => h.daemon.orchestrator.get('b3').state === 'failed', { what: 'b3 failed after its VMM was killed' });
     assert.ok(!(await links()).includes(vm.tap));
     assert.doesNotMatch(await rules(), new RegExp(vmTag(vm.tap)));
     await h.daemon.orchestrator.delete('b3');

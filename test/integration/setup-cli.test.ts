@@ -14,12 +14,13 @@ import { MIGRATIONS } from '../../host/store/migrations.js';
 import { openStore } from '../../host/store/store.js';
 import { eventually } from '../support/eventually.js';
 import { linkNamespaces, type NetNs, netnsSkipReason, withNetns } from '../support/netns.js';
+import { skipUnlessStrict } from '../support/strict.js';
 import { readProcessArgv } from '../../host/vmm/process.js';
 
 /** Alive and not a zombie (a stopped daemon is reaped by whoever adopted it, a moment later). */
 const isAlive = (pid: number): boolean => readProcessArgv(pid) !== undefined;
 
-const skip = netnsSkipReason();
+const skip = skipUnlessStrict(netnsSkipReason());
 const AREA = 'setup';
 const CLI = fileURLToPath(new URL('../../host/cli/main.ts', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), `volant-setup-${process.pid}-`));

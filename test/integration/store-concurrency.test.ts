@@ -23,7 +23,8 @@ const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
 /**
  * One worker process. `fill`: lease `count` VMs, report what it got. `churn`: create and delete
- * VMs forever (killed by the test). Both wait for the go file so all contend at once.
+ * VMs forever (killed by the test), saying `churning` once it has written CHURN_REPORT_AFTER
+ * times. Both wait for the go file so all contend at once.
  */
 const WORKER = `
 import { existsSync } from 'node:fs';
@@ -55,6 +56,7 @@ if (mode === 'fill') {
       if (e.code !== 'POOL_EXHAUSTED') throw e;
     }
     if (mine.length > 3 || (mine.length > 0 && i % 3 === 0)) store.vms.deleteWithRelease(mine.splice(Math.floor(Math.random() * mine.length), 1)[0]);
+    if (i === Number(count)) console.log('churning');
   }
 }
 `;
@@ -62,8 +64,13 @@ if (mode === 'fill') {
 interface Worker {
   child: ChildProcess;
   ready: Promise<void>;
+  /** churn: resolves once the worker is in its loop and has written `count` times. */
+  churning: Promise<void>;
   output: Promise<string>;
 }
+
+/** A churn worker reports after this many create/delete rounds; it is killed at a random point after. */
+const CHURN_REPORT_AFTER = 300;
 
 function startWorker(mode: 'fill' | 'churn', db: string, go: string, id: string, count: number, net = NET): Worker {
   const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', WORKER, mode, db, go, id, String(count), JSON.stringify(net)], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -81,6 +88,12 @@ function startWorker(mode: 'fill' | 'churn', db: string, go: string, id: string,
     child.stdout!.on('data', check);
     child.once('exit', () => reject(new Error(`worker ${id} exited before ready: ${err}`)));
   });
+  const churning = new Promise<void>((resolve, reject) => {
+    const check = () => (out.includes('churning\n') ? resolve() : undefined);
+    child.stdout!.on('data', check);
+    child.once('exit', () => reject(new Error(`worker ${id} exited before churning: ${err}`)));
+  });
+  churning.catch(() => undefined);
   const output = new Promise<string>((resolve, reject) => {
     child.once('exit', (code, signal) => {
       started.delete(child);
@@ -89,7 +102,7 @@ function startWorker(mode: 'fill' | 'churn', db: string, go: string, id: string,
     });
   });
   output.catch(() => undefined);
-  return { child, ready, output };
+  return { child, ready, churning, output };
 }
 
 function prepare(name: string): string {
@@ -148,13 +161,13 @@ describe('several processes on one database', () => {
   test('SIGKILL in the middle of lease/release loops leaves every lease with its VM and every bridged VM with its lease', async () => {
     const db = prepare('killed.db');
     const ROUNDS = 3;
-    const CHURN_MS = 1500;
     for (let round = 0; round < ROUNDS; round++) {
       const go = join(dir, `killed-${round}.go`);
-      const workers = Array.from({ length: 4 }, (_, i) => startWorker('churn', db, go, `r${round}w${i}`, 0));
+      const workers = Array.from({ length: 4 }, (_, i) => startWorker('churn', db, go, `r${round}w${i}`, CHURN_REPORT_AFTER));
       await Promise.all(workers.map((w) => w.ready));
       writeFileSync(go, '');
-      await new Promise((r) => setTimeout(r, CHURN_MS));
+      // Killed once every worker is in the middle of its loop, wherever each one is by then.
+      await Promise.all(workers.map((w) => w.churning));
       for (const w of workers) w.child.kill('SIGKILL');
       await Promise.all(workers.map((w) => w.output));
       assertConsistent(db);

@@ -11,7 +11,6 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { buildKernelCmdline } from '../../host/vmm/cmdline.js';
 import type { VmProcess } from '../../host/vmm/launcher.js';
@@ -20,14 +19,16 @@ import { macAddress } from '../../shared/names.js';
 import { testKernel } from '../support/kernel.js';
 import { createNetns, type NetNs, netnsSkipReason } from '../support/netns.js';
 import { BUSYBOX, makeTestInitramfs, VIRTIO_NET_MODULES, waitForSerial } from '../support/vmm-initramfs.js';
+import { skipUnlessStrict } from '../support/strict.js';
+import { eventually } from '../support/eventually.js';
 
 const BRIDGE = 'vbr-vmm';
 const TAP = 'vtap-vmm';
 const GATEWAY = '10.213.7.1';
 const GUEST = '10.213.7.50';
-const PING_ATTEMPTS = 30;
+const PING_TIMEOUT_MS = 60_000;
 
-const skip = netnsSkipReason() || (BUSYBOX ? false : 'busybox is not installed');
+const skip = skipUnlessStrict(netnsSkipReason() || (BUSYBOX ? false : 'busybox is not installed'));
 
 describe('QEMU launcher, bridged mode on a real tap in a namespace', { skip }, () => {
   const root = mkdtempSync(join(tmpdir(), `volant-vmm-bridged-${process.pid}-`));
@@ -79,12 +80,10 @@ describe('QEMU launcher, bridged mode on a real tap in a namespace', { skip }, (
     const serial = await waitForSerial(serialLogPath, /NET-UP mac=\S+ addr=\S+/, vm);
     assert.match(serial, new RegExp(`NET-UP mac=${macAddress(name)} addr=${GUEST.replaceAll('.', '\\.')}`));
 
-    let answered = false;
-    for (let i = 0; i < PING_ATTEMPTS && !answered; i++) {
-      answered = (await ns!.exec([BUSYBOX!, 'ping', '-c', '1', '-W', '2', GUEST])).code === 0;
-      if (!answered) await sleep(500);
-    }
-    assert.ok(answered, `guest ${GUEST} did not answer a ping from the bridge; serial:\n${readFileSync(serialLogPath, 'utf8').slice(-2000)}`);
+    // Each ping waits up to 2 s for its answer; the guest's ARP and stack may need a few.
+    await eventually(async () => (await ns!.exec([BUSYBOX!, 'ping', '-c', '1', '-W', '2', GUEST])).code === 0, { what: `guest ${GUEST} answering a ping from the bridge`, timeoutMs: PING_TIMEOUT_MS }).catch((e: Error) => {
+      throw new Error(`${e.message}; serial:\n${readFileSync(serialLogPath, 'utf8').slice(-2000)}`);
+    });
 
     assert.deepEqual(await vm.stop(), { code: 0, signal: null });
   });

@@ -27,6 +27,7 @@ import { BUSYBOX, INIT_MARKER, makeTestInitramfs, waitForSerial } from '../suppo
 import { findVsockBackend, startVsockBackend, vhostUserSocketPath } from '../../host/vmm/vsock-backend.js';
 import { eventually } from '../support/eventually.js';
 import { isAlive, pidsMentioning } from '../support/vmm-procs.js';
+import { skipUnlessStrict } from '../support/strict.js';
 
 const QEMU = 'qemu-system-x86_64';
 
@@ -59,7 +60,7 @@ function leftovers(runDir: string): string[] {
   return existsSync(runDir) ? readdirSync(runDir).filter((f) => !f.endsWith('.log') && !f.endsWith('.metrics.json')) : [];
 }
 
-describe('QEMU launcher (real kernel under TCG)', { skip: BUSYBOX ? false : 'busybox is not installed' }, () => {
+describe('QEMU launcher (real kernel under TCG)', { skip: skipUnlessStrict(BUSYBOX ? false : 'busybox is not installed') }, () => {
   before(async () => {
     kernelPath = (await testKernel()).vmlinuz;
     makeTestInitramfs(initramfsPath, root);

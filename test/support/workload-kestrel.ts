@@ -12,6 +12,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { eventually } from './eventually.js';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const WORKLOAD_SERVER = path.join(REPO_ROOT, 'test', 'support', 'workload-server.ts');
@@ -121,11 +122,13 @@ export async function startKestrel(opts: { name: string; manifest?: (workloadPor
 
 /** Polls GET /healthz until the workload reports `state` (after at least `minRestarts` restarts). */
 export async function waitForWorkloadState(run: KestrelRun, state: string, minRestarts = 0, timeoutMs = READY_TIMEOUT_MS): Promise<Record<string, unknown>> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const h = JSON.parse((await run.get('/healthz')).body) as { workload: { state: string; restarts: number } };
-    if (h.workload.state === state && h.workload.restarts >= minRestarts) return h as unknown as Record<string, unknown>;
-    if (Date.now() > deadline) throw new Error(`workload did not reach ${state}: ${JSON.stringify(h)}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  return eventually(
+    async () => {
+      const body = (await run.get('/healthz')).body;
+      const h = JSON.parse(body) as { workload: { state: string; restarts: number } };
+      if (h.workload.state !== state || h.workload.restarts < minRestarts) throw new Error(`/healthz says ${body}`);
+      return h as unknown as Record<string, unknown>;
+    },
+    { timeoutMs, what: `workload reaching ${state} after ${minRestarts} restarts` },
+  );
 }

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { connect, createServer, type NetConnectOpts, type Server, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { MAX_READ_BYTES, UpstreamReader } from '../../host/egress/relay.js';
+import { eventually } from '../support/eventually.js';
 
 // Loopback socket pairs: `far` writes as the upstream server would; `near` is the proxy's socket.
 let server: Server;
@@ -19,7 +20,7 @@ async function pair(reader: UpstreamReader): Promise<{ near: Socket; far: Socket
   const near = connect({ port, host: '127.0.0.1', allowHalfOpen: true, onread: reader.onread } as NetConnectOpts);
   reader.attach(near);
   await new Promise<void>((r) => near.once('connect', () => r()));
-  while (accepted.length === n) await new Promise((r) => setTimeout(r, 5));
+  await eventually(() => accepted.length > n, { what: 'the server side of the pair' });
   return { near, far: accepted[n]! };
 }
 
@@ -28,7 +29,7 @@ async function sink(): Promise<{ dest: Socket; received: () => Promise<Buffer> }
   const n = accepted.length;
   const dest = connect({ port, host: '127.0.0.1' });
   await new Promise<void>((r) => dest.once('connect', () => r()));
-  while (accepted.length === n) await new Promise((r) => setTimeout(r, 5));
+  await eventually(() => accepted.length > n, { what: 'the server side of the sink' });
   const other = accepted[n]!;
   const chunks: Buffer[] = [];
   other.on('data', (d: Buffer) => chunks.push(d));
@@ -40,7 +41,7 @@ describe('UpstreamReader', () => {
     const reader = new UpstreamReader();
     const { near, far } = await pair(reader);
     far.write('early-');
-    await new Promise((r) => setTimeout(r, 50));
+    await eventually(() => near.bytesRead >= 'early-'.length, { what: 'the early bytes read by the proxy side' });
     const { dest, received } = await sink();
     reader.relay(near, dest);
     far.end('late');
@@ -67,7 +68,8 @@ describe('UpstreamReader', () => {
     const reader = new UpstreamReader();
     const { near, far } = await pair(reader);
     far.end('bye');
-    await new Promise((r) => setTimeout(r, 50));
+    // The reader holds the early bytes and pauses the socket; the end follows them either way.
+    await eventually(() => near.bytesRead >= 'bye'.length, { what: "the upstream's last bytes read by the proxy side" });
     const { dest, received } = await sink();
     reader.relay(near, dest);
     assert.equal((await received()).toString(), 'bye');

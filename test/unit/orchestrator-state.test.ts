@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { EventBus } from '../../host/orchestrator/events.js';
+import { eventually } from '../support/eventually.js';
 import { KeyedMutex } from '../../host/orchestrator/keyed-mutex.js';
 import { assertTransition, canTransition, hasProcess, isAtRest, stateAfterExit, TRANSITIONS, VM_STATES, type VmState } from '../../host/orchestrator/state.js';
 
@@ -53,18 +54,36 @@ describe('KeyedMutex', () => {
   it('serialises one key, runs different keys in parallel, survives a throwing holder', async () => {
     const m = new KeyedMutex();
     const log: string[] = [];
-    const slow = (key: string, tag: string, ms: number) =>
+    // Each holder works until its gate opens, so the order is decided by the test, not by timers.
+    const gate = () => {
+      let open!: () => void;
+      const opened = new Promise<void>((r) => {
+        open = r;
+      });
+      return { opened, open };
+    };
+    const a1Gate = gate();
+    const b1Gate = gate();
+    const hold = (key: string, tag: string, until: Promise<void>) =>
       m.run(key, async () => {
         log.push(`${tag}+`);
-        await new Promise((r) => setTimeout(r, ms));
+        await until;
         log.push(`${tag}-`);
       });
+    const a1 = hold('a', 'a1', a1Gate.opened);
+    const a2 = hold('a', 'a2', Promise.resolve());
+    const b1 = hold('b', 'b1', b1Gate.opened);
     const failing = m.run('a', async () => {
       throw new Error('boom');
     });
-    await Promise.all([slow('a', 'a1', 30), slow('a', 'a2', 1), slow('b', 'b1', 5), failing.catch(() => undefined)]);
+    await eventually(() => log.includes('a1+') && log.includes('b1+'), { what: 'a1 and b1 holding their keys' });
+    assert.ok(!log.includes('a2+'), `a2 waits while a1 holds a: ${log.join(' ')}`);
+    b1Gate.open();
+    await b1;
+    assert.ok(!log.includes('a1-'), 'b finished without waiting for a');
+    a1Gate.open();
+    await Promise.all([a1, a2, failing.catch(() => undefined)]);
     assert.ok(log.indexOf('a1-') < log.indexOf('a2+'), log.join(' '));
-    assert.ok(log.indexOf('b1+') < log.indexOf('a1-'), 'b did not wait for a');
     assert.equal(m.isLocked('a'), false, 'the map is emptied when a queue drains');
   });
 });

@@ -76,6 +76,10 @@ describe('volar vms/plugins against volantd', () => {
     r = await volar(['vms', 'logs', 'c1'], env);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^serial\| kestrel: booting/m);
+    r = await volar(['vms', 'logs', 'c1', '--json'], env);
+    assert.equal(r.code, 0, r.stderr);
+    const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { source: string; line: string });
+    assert.ok(lines.some((l) => l.source === 'serial' && /^kestrel: booting/.test(l.line)), r.stdout);
 
     r = await volar(['vms', 'stop', 'c1'], env);
     assert.equal(r.code, 0, r.stderr);

@@ -17,6 +17,7 @@ import { LogLines, parseLogLine } from '../../host/cli/commands/vms.js';
 import { EXIT, exitCodeFor, exitCodesHelp } from '../../host/cli/exit-codes.js';
 import { buildProgram, failureOf } from '../../host/cli/program.js';
 import { describeVmEvent, SseParser } from '../../host/cli/progress.js';
+import { kernelCacheDir, testKernel } from '../support/kernel.js';
 import { strictSkip } from '../support/strict.js';
 
 describe('exit status', () => {
@@ -141,6 +142,15 @@ describe('volar completion', () => {
       const got = execFileSync('zsh', ['-f', '-c', script], { env: { LINE: line, PATH: process.env.PATH }, encoding: 'utf8' }).split('\n').filter(Boolean);
       for (const w of want) assert.ok(got.includes(w), `${JSON.stringify(line)}: ${w} not in ${got.join(' ')}`);
     }
+  });
+});
+
+describe('volar kernel fetch --json', () => {
+  it('prints where the cached kernel is as one JSON object (nothing downloaded again)', { timeout: 600_000 }, async () => {
+    const cached = await testKernel();
+    const cli = new URL('../../host/cli/main.ts', import.meta.url).pathname;
+    const out = execFileSync(process.execPath, ['--import', 'tsx', cli, '--json', 'kernel', 'fetch', '--dest', kernelCacheDir()], { encoding: 'utf8' });
+    assert.deepEqual(JSON.parse(out), { version: cached.version, vmlinuz: cached.vmlinuz, modulesDir: cached.modulesDir });
   });
 });
 

@@ -264,7 +264,7 @@ describe('plugin image build', { timeout: 600_000 }, () => {
     });
   });
 
-  test('volar plugins build: prints the summary; bad --compression is refused', () => {
+  test('volar plugins build: prints the summary (or the result under --json); bad --compression is refused', () => {
     const cli = join(REPO, 'host', 'cli', 'main.ts');
     const modules = kernel.modulesDir;
     const ok = spawnSync(process.execPath, ['--import', 'tsx', cli, 'plugins', 'build', HELLO, '-o', join(work, 'out-cli'), '--kernel', kernel.vmlinuz, '--modules', modules, '--compression', 'gzip'], {
@@ -275,8 +275,17 @@ describe('plugin image build', { timeout: 600_000 }, () => {
     assert.match(ok.stdout, /node \(stripped\) \+ \d+ libraries/);
     assert.match(ok.stdout, /image +\S+initramfs\.img \([\d.]+ MB, sha256 [0-9a-f]{64}\)/);
     assert.deepEqual(readdirSync(join(work, 'out-cli')).sort(), ['initramfs.img', 'plugin.json']);
+    const json = spawnSync(process.execPath, ['--import', 'tsx', cli, '--json', 'plugins', 'build', HELLO, '-o', join(work, 'out-cli-json'), '--kernel', kernel.vmlinuz, '--modules', modules, '--compression', 'gzip'], {
+      encoding: 'utf8',
+      env: { ...process.env, VOLANT_BUILD_CACHE: cache },
+    });
+    assert.equal(json.status, 0, json.stderr);
+    const result = JSON.parse(json.stdout) as { image: string; sha256: string; compression: string; items: { what: string }[] };
+    assert.equal(result.compression, 'gzip');
+    assert.match(result.sha256, /^[0-9a-f]{64}$/);
+    assert.ok(result.items.some((i) => i.what === 'native addon'));
     const bad = spawnSync(process.execPath, ['--import', 'tsx', cli, 'plugins', 'build', HELLO, '--compression', 'brotli'], { encoding: 'utf8' });
-    assert.equal(bad.status, 1);
+    assert.equal(bad.status, 2, 'a usage error');
     assert.match(bad.stderr, /INVALID_ARGUMENT: --compression "brotli": must be one of gzip, zstd, lz4, none/);
   });
 });

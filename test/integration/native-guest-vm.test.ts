@@ -18,7 +18,7 @@ import { build } from 'esbuild';
 import { resolveAccel } from '../../host/vmm/accel.js';
 import { resolveElfClosure } from '../../initramfs/elf.js';
 import { REPO_ROOT, testKernel } from '../support/kernel.js';
-import { skipUnlessStrict } from '../support/strict.js';
+import { hasCommand, skipUnlessStrict } from '../support/strict.js';
 
 const QEMU = 'qemu-system-x86_64';
 const BUSYBOX = '/bin/busybox';
@@ -27,16 +27,7 @@ const GUEST_MEMORY_MB = 768;
 const BOOT_TIMEOUT_MS = 300_000; // TCG (no usable KVM) boots node in about 40 s on this machine
 const VSOCK_MODULES = ['vsock', 'vmw_vsock_virtio_transport_common', 'vsock_loopback'];
 
-function haveQemu(): boolean {
-  try {
-    execFileSync(QEMU, ['--version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-const skip = skipUnlessStrict(haveQemu() && existsSync(BUSYBOX) ? false : `needs ${QEMU} and ${BUSYBOX}`);
+const skip = skipUnlessStrict(hasCommand(QEMU) && existsSync(BUSYBOX) ? false : `needs ${QEMU} and ${BUSYBOX}`);
 const work = mkdtempSync(path.join(tmpdir(), `native-guest-${process.pid}-`));
 after(() => rmSync(work, { recursive: true, force: true }));
 

@@ -13,6 +13,7 @@ import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { hasCommand } from './strict.js';
 
 export const QEMU_BINARY = 'qemu-system-x86_64';
 export const DEFAULT_GUEST_MEMORY_MB = 1024;
@@ -20,12 +21,7 @@ const CONSOLE_POLL_MS = 100;
 const KILL_GRACE_MS = 3000;
 
 export function qemuAvailable(): boolean {
-  try {
-    execFileSync(QEMU_BINARY, ['--version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
+  return hasCommand(QEMU_BINARY);
 }
 
 export function isRoot(): boolean {
@@ -33,13 +29,7 @@ export function isRoot(): boolean {
 }
 
 function dnsmasqAvailable(): boolean {
-  for (const binary of ['dnsmasq', '/usr/sbin/dnsmasq']) {
-    try {
-      execFileSync(binary, ['--version'], { stdio: 'ignore' });
-      return true;
-    } catch {}
-  }
-  return false;
+  return ['dnsmasq', '/usr/sbin/dnsmasq'].some((binary) => hasCommand(binary));
 }
 
 /** Why an end-to-end suite must skip here (root, QEMU, and dnsmasq when it needs DHCP), or false. */

@@ -7,6 +7,7 @@
  */
 
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
 
 export const STRICT_ENV = 'VOLANT_TEST_STRICT';
@@ -32,4 +33,9 @@ export function strictSkip(t: { skip(message?: string): void }, reason: string |
   if (strictMode()) assert.fail(failure(reason));
   t.skip(reason);
   return true;
+}
+
+/** Whether `binary` runs here (`binary --version` exits 0): a requirement check for the skips above. */
+export function hasCommand(binary: string, args: readonly string[] = ['--version']): boolean {
+  return spawnSync(binary, args, { stdio: 'ignore' }).status === 0;
 }

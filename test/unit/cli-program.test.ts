@@ -18,7 +18,7 @@ import { EXIT, exitCodeFor, exitCodesHelp } from '../../host/cli/exit-codes.js';
 import { buildProgram, failureOf } from '../../host/cli/program.js';
 import { describeVmEvent, SseParser } from '../../host/cli/progress.js';
 import { kernelCacheDir, testKernel } from '../support/kernel.js';
-import { strictSkip } from '../support/strict.js';
+import { hasCommand, strictSkip } from '../support/strict.js';
 
 describe('exit status', () => {
   it('every error code has one, and the kinds the docs name are distinct', () => {
@@ -132,7 +132,7 @@ describe('volar completion', () => {
   });
 
   it('zsh: the generated function offers the same candidates to _describe', (t) => {
-    if (strictSkip(t, hasZsh() ? false : 'zsh is not installed (scripts/install-deps.sh installs it)')) return;
+    if (strictSkip(t, hasCommand('zsh') ? false : 'zsh is not installed (scripts/install-deps.sh installs it)')) return;
     const file = join(dir, '_volar');
     writeFileSync(file, completionScript(buildProgram(), 'zsh'));
     execFileSync('zsh', ['-n', file]);
@@ -153,12 +153,3 @@ describe('volar kernel fetch --json', () => {
     assert.deepEqual(JSON.parse(out), { version: cached.version, vmlinuz: cached.vmlinuz, modulesDir: cached.modulesDir });
   });
 });
-
-function hasZsh(): boolean {
-  try {
-    execFileSync('zsh', ['--version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}

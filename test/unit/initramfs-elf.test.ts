@@ -12,19 +12,11 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { ldSoConfDirs, parseElf, resolveElfClosure } from '../../initramfs/elf.js';
 import { VolantError } from '../../shared/errors.js';
-import { skipUnlessStrict } from '../support/strict.js';
+import { hasCommand, skipUnlessStrict } from '../support/strict.js';
 
 const work = mkdtempSync(join(tmpdir(), `volant-initramfs-elf-${process.pid}-`));
 after(() => rmSync(work, { recursive: true, force: true }));
 
-function hasCc(): boolean {
-  try {
-    execFileSync('cc', ['--version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 describe('ELF reader', () => {
   test('DT_NEEDED and PT_INTERP of /usr/bin/node match readelf', () => {
@@ -55,7 +47,7 @@ describe('ELF reader', () => {
     assert.deepEqual(await ldSoConfDirs('/etc/ld.so.conf', root), ['/opt/a', '/opt/b', '/opt/first']);
   });
 
-  test('DT_RUNPATH with $ORIGIN finds a private library; a missing one is an error naming it', { skip: skipUnlessStrict(hasCc() ? false : 'no C compiler') }, async () => {
+  test('DT_RUNPATH with $ORIGIN finds a private library; a missing one is an error naming it', { skip: skipUnlessStrict(hasCommand('cc') ? false : 'no C compiler') }, async () => {
     const dir = join(work, 'origin');
     mkdirSync(join(dir, 'priv'), { recursive: true });
     writeFileSync(join(dir, 'lib.c'), 'int volant_answer(void) { return 42; }\n');

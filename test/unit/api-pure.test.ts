@@ -10,7 +10,7 @@ import { checkBearer, ensureTokenFile, groupIdIn, isLoopbackHost, tokenRequired 
 import { errorReply, problemsFromAjv } from '../../host/api/errors.js';
 import { formatListenAddress, parseListenAddress } from '../../host/api/listen.js';
 import { MetricsRegistry, renderFamilies } from '../../host/api/metrics.js';
-import { LinePrefixer } from '../../host/api/routes/logs.js';
+import { LinePrefixer } from '../../host/api/log-lines.js';
 import { mergeExpositions } from '../../host/daemon/egress.js';
 
 describe('tokenRequired', () => {

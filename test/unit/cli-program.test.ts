@@ -13,7 +13,7 @@ import { after, describe, it } from 'node:test';
 import { CommanderError } from 'commander';
 import { ErrorCodes, VolantError } from '../../shared/errors.js';
 import { completionScript, completionTree } from '../../host/cli/commands/completion.js';
-import { LogLines, parseLogLine } from '../../host/cli/commands/vms.js';
+import { LogLineReader, parseLogLine } from '../../host/api/log-lines.js';
 import { EXIT, exitCodeFor, exitCodesHelp } from '../../host/cli/exit-codes.js';
 import { buildProgram, failureOf } from '../../host/cli/program.js';
 import { describeVmEvent, SseParser } from '../../host/cli/progress.js';
@@ -89,7 +89,7 @@ describe('vms logs --json lines', () => {
     assert.deepEqual(parseLogLine('serial| kestrel: booting'), { source: 'serial', line: 'kestrel: booting' });
     assert.deepEqual(parseLogLine('workload| '), { source: 'workload', line: '' });
     assert.deepEqual(parseLogLine('no prefix'), { source: 'unknown', line: 'no prefix' });
-    const l = new LogLines();
+    const l = new LogLineReader();
     assert.deepEqual(l.push('serial| a\nwork'), [{ source: 'serial', line: 'a' }]);
     assert.deepEqual(l.push('load| b\n'), [{ source: 'workload', line: 'b' }]);
     assert.deepEqual(l.push('serial| c'), []);

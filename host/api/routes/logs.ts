@@ -1,7 +1,7 @@
 /**
  * `GET /api/v1/vms/:name/logs[?follow=1]`: the serial console log (kernel + kestrel lines) then
  * the workload's lines from kestrel's `/v1/logs`, as text/plain, each line prefixed with its
- * source (`serial| `, `workload| `). Without follow the answer ends after what exists now (the
+ * source (`serial| `, `workload| `; the format is log-lines.ts). Without follow the answer ends after what exists now (the
  * last MAX_SERIAL_TAIL_BYTES of the serial log); with follow it stays open, polling the file and
  * streaming kestrel's follow stream, until the client goes away or the VM stops.
  */
@@ -12,28 +12,12 @@ import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { agentGet } from '../../orchestrator/kestrel-client.js';
 import type { ApiContext } from '../context.js';
+import { LinePrefixer, logPrefix } from '../log-lines.js';
 import { LogsQuery, VmNameParams } from '../schemas.js';
 
 export const MAX_SERIAL_TAIL_BYTES = 1024 * 1024;
 export const SERIAL_POLL_INTERVAL_MS = 250;
 export const WORKLOAD_LOG_TIMEOUT_MS = 5000;
-
-/** Splits chunks into lines and prefixes each; a partial last line waits for its end. */
-export class LinePrefixer {
-  private pending = '';
-  constructor(private readonly prefix: string) {}
-  push(chunk: string): string {
-    const text = this.pending + chunk;
-    const lines = text.split('\n');
-    this.pending = lines.pop() ?? '';
-    return lines.map((l) => `${this.prefix}${l.replace(/\r$/, '')}\n`).join('');
-  }
-  flush(): string {
-    const rest = this.pending;
-    this.pending = '';
-    return rest ? `${this.prefix}${rest}\n` : '';
-  }
-}
 
 async function readFrom(path: string, offset: number, max: number): Promise<{ text: string; next: number }> {
   let fh: Awaited<ReturnType<typeof open>> | undefined;
@@ -74,12 +58,12 @@ export function logRoutes(base: FastifyInstance, ctx: ApiContext): void {
       };
       req.raw.once('close', finish);
       const serialPath = o.serialLogPath(name);
-      const serial = new LinePrefixer('serial| ');
+      const serial = new LinePrefixer(logPrefix('serial'));
       const first = await readFrom(serialPath, 0, MAX_SERIAL_TAIL_BYTES);
       out.write(serial.push(first.text));
       let offset = first.next;
 
-      const workload = new LinePrefixer('workload| ');
+      const workload = new LinePrefixer(logPrefix('workload'));
       const agent = o.agentFor(name);
       const workloadDone = agent
         ? agentGet(agent, follow ? '/v1/logs?follow=1' : '/v1/logs', { timeoutMs: follow ? 2_147_483_647 : WORKLOAD_LOG_TIMEOUT_MS, signal: abort.signal }).then(

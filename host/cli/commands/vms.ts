@@ -8,6 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Command } from 'commander';
 import { VolantError } from '../../../shared/errors.js';
 import type { CreateVmRequest } from '../../../shared/schema/vm-config.js';
+import { LogLineReader } from '../../api/log-lines.js';
 import type { VmView } from '../../api/schemas.js';
 import { type ApiClient, clientFor, formatTable } from '../client.js';
 import { emit, jsonMode, note } from '../output.js';
@@ -189,35 +190,9 @@ export function register(program: Command): void {
         for await (const chunk of body) process.stdout.write(chunk as Buffer);
         return;
       }
-      const lines = new LogLines();
+      const lines = new LogLineReader();
       body.setEncoding('utf8');
       for await (const chunk of body) for (const l of lines.push(chunk as string)) process.stdout.write(`${JSON.stringify(l)}\n`);
       for (const l of lines.flush()) process.stdout.write(`${JSON.stringify(l)}\n`);
     });
-}
-
-/** A log line as volantd's logs route sends it: `<source>| <text>` (serial, workload). */
-export interface LogLine {
-  source: string;
-  line: string;
-}
-
-export function parseLogLine(raw: string): LogLine {
-  const m = /^([a-z]+)\| ?(.*)$/s.exec(raw);
-  return m ? { source: m[1]!, line: m[2]! } : { source: 'unknown', line: raw };
-}
-
-/** Splits the logs stream into parsed lines whatever the chunking. */
-export class LogLines {
-  private pending = '';
-  push(chunk: string): LogLine[] {
-    const parts = (this.pending + chunk).split('\n');
-    this.pending = parts.pop() ?? '';
-    return parts.map(parseLogLine);
-  }
-  flush(): LogLine[] {
-    const rest = this.pending;
-    this.pending = '';
-    return rest === '' ? [] : [parseLogLine(rest)];
-  }
 }

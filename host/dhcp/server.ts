@@ -13,7 +13,6 @@ import { formatIPv4, tryParseCidr } from '../../shared/ipv4.js';
 import { statePaths } from '../config/load.js';
 import type { VolantConfig } from '../config/schema.js';
 import { DEFAULT_SYSTEMD_UNIT_DIR, inInitNetworkNamespace, SYSTEMD_RUNTIME_DIR } from '../config/systemd-unit.js';
-import { hostResolvers } from '../network/resolvers.js';
 import type { CommandRunner } from '../network/runner.js';
 import { readProcessArgv } from '../vmm/process.js';
 import { findOnPath } from '../vmm/select.js';
@@ -52,7 +51,8 @@ export function dhcpSettings(cfg: VolantConfig): DnsmasqSettings {
     rangeStart: range_start,
     rangeEnd: range_end,
     leaseTimeS: cfg.dhcp.lease_time_s,
-    dns: cfg.network.dns ?? hostResolvers().servers,
+    // Only resolvers the config names: guests get the host's default ones on their command line (volant.dns).
+    dns: cfg.network.dns ?? [],
     leaseFile: paths.dhcpLeases,
   };
 }

@@ -7,7 +7,7 @@
  * guests are IPv4-only. `guestResolvers` decides (pure); `hostResolvers` reads the files.
  */
 
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { tryParseIPv4 } from '../../shared/ipv4.js';
 import { MAX_DNS_SERVERS } from '../vmm/cmdline.js';
 
@@ -49,15 +49,8 @@ export function guestResolvers(files: { resolvConf?: string; resolvedUpstream?: 
   return { servers: [...PUBLIC_RESOLVERS], source: 'public resolvers (the host has none a guest can reach)' };
 }
 
-function readOptional(path: string): string | undefined {
-  try {
-    return readFileSync(path, 'utf8');
-  } catch {
-    return undefined;
-  }
-}
-
-/** This host's answer (volantd asks once at start). */
+/** This host's answer (volantd asks once at start); both files are world-readable when present. */
 export function hostResolvers(): GuestResolvers {
-  return guestResolvers({ resolvConf: readOptional(RESOLV_CONF), resolvedUpstream: readOptional(RESOLVED_UPSTREAM_CONF) });
+  const read = (path: string): string | undefined => (existsSync(path) ? readFileSync(path, 'utf8') : undefined);
+  return guestResolvers({ resolvConf: read(RESOLV_CONF), resolvedUpstream: read(RESOLVED_UPSTREAM_CONF) });
 }

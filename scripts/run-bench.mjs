@@ -47,7 +47,7 @@ function ratioRows(result) {
   const visit = (obj, prefix, depth) => {
     for (const [k, v] of Object.entries(obj)) {
       const label = prefix ? `${prefix}.${k}` : k;
-      if (typeof v === 'number' && /ratio/i.test(k) && !/goal$/i.test(k)) rows.push([label, v]);
+      if (typeof v === 'number' && /ratio/i.test(k) && k !== 'ratio_goal') rows.push([label, v]);
       else if (v && typeof v === 'object' && !Array.isArray(v) && depth < 2) visit(v, label, depth + 1);
     }
   };

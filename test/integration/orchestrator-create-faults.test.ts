@@ -37,6 +37,7 @@ import { createNetns, type NetNs, netnsSkipReason } from '../support/netns.js';
 import { FakeVmmLauncher } from '../support/orchestrator-vmm-double.js';
 import { type Harness, startHarness } from '../support/volantd-harness.js';
 import { isAlive } from '../support/vmm-procs.js';
+import { skipUnlessStrict } from '../support/strict.js';
 
 const unhandled: unknown[] = [];
 const onUnhandled = (e: unknown): void => {
@@ -94,7 +95,7 @@ describe('a create that fails after launch leaves volantd serving (the reproduct
   });
 });
 
-const skip = netnsSkipReason();
+const skip = skipUnlessStrict(netnsSkipReason());
 const BRIDGE = 'vbr0';
 const HOST_CIDR = '192.168.127.1/24';
 

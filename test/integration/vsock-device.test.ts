@@ -28,6 +28,7 @@ import { OP_CREDIT_REQUEST, OP_CREDIT_UPDATE, OP_REQUEST, OP_RST, OP_RW, OP_SHUT
 import { nativeAvailable } from '../../native/index.js';
 import { eventually } from '../support/eventually.js';
 import { GUEST_BUF_ALLOC, type Packet, VsockDriver } from '../support/vhost-user-driver.js';
+import { skipUnlessStrict } from '../support/strict.js';
 
 const CID = 7;
 const root = mkdtempSync(join(tmpdir(), `volant-vsock-device-${process.pid}-`));
@@ -131,7 +132,7 @@ async function listenAt(path: string, onConnection: (s: Socket) => void): Promis
   return server;
 }
 
-const skip = nativeAvailable() ? false : 'the native addon is not built';
+const skip = skipUnlessStrict(nativeAvailable() ? false : 'the native addon is not built');
 
 describe('vsock device back-end (scripted front-end and guest driver)', { skip }, () => {
   afterEach(async () => {

@@ -39,5 +39,5 @@ if (!fromSource && existsSync(loaderFile)) {
 const gyp = process.env.npm_config_node_gyp;
 const [cmd, args] = gyp ? [process.execPath, [gyp, 'rebuild', '--directory', 'native']] : ['node-gyp', ['rebuild', '--directory', 'native']];
 const r = spawnSync(cmd, args, { cwd: root, stdio: 'inherit' });
-if (r.error) say(`cannot run node-gyp: ${r.error.message} (install build-essential and python3, then: npm rebuild volant)`);
+if (r.error) say(`cannot run node-gyp: ${r.error.message} (run this through npm, which provides node-gyp: npm rebuild volant, or npm run install in a checkout; a compiler and python3 are needed)`);
 process.exit(r.status ?? 1);

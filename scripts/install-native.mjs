@@ -21,9 +21,11 @@ if (process.platform !== 'linux') {
 
 const fromSource = process.env.npm_config_build_from_source === 'true' || process.env.VOLANT_BUILD_FROM_SOURCE === '1';
 const loaderFile = join(root, 'dist', 'native', 'addon.js');
-if (!fromSource && existsSync(loaderFile)) {
+// Only a packed volant has prebuilds/; a source checkout may hold a dist/ from an older build,
+// whose loader must not decide anything here.
+if (!fromSource && existsSync(join(root, 'prebuilds')) && existsSync(loaderFile)) {
   const loader = await import(new URL(`file://${loaderFile}`).href);
-  const prebuilt = loader.prebuiltAddonPath();
+  const prebuilt = typeof loader.prebuiltAddonPath === 'function' ? loader.prebuiltAddonPath() : undefined;
   if (prebuilt) {
     try {
       createRequire(import.meta.url)(prebuilt);

@@ -6,8 +6,12 @@
  *
  * VM lockdown works in two layers that do not depend on br_netfilter settings:
  * - L2 (ebtables, bridge family), the spoof guard every VM with a tap gets: frames entering from
- *   its tap carry its MAC, ARP names only that MAC (and its address once known), IPv6 is
- *   dropped, and IPv4 comes only from its address. A dhcp VM may also send DHCP from 0.0.0.0 to
+ *   its tap carry its MAC, carry no VLAN tag, ARP names only that MAC (and its address once
+ *   known), IPv6 is dropped, and IPv4 comes only from its address. Tagged frames go because the
+ *   kernel lifts an 802.1Q/802.1ad tag off before the bridge, so every IPv4 and ARP rule (which
+ *   matches the frame's protocol) would miss them, while the receiving stack (another VM, the
+ *   host) takes a priority tag (VLAN id 0) as no tag at all: VM to VM, spoofed sources and ARP
+ *   claims would all pass inside one. A dhcp VM may also send DHCP from 0.0.0.0 to
  *   the broadcast address; before Volant's DHCP server has leased it an address that is all its
  *   IPv4 may be; with a DHCP server Volant does not run, no address can be bound (MAC only).
  *   Every rule is a DROP with negations, so rules never depend on their order.
@@ -95,6 +99,8 @@ export function vmChainJumps(): Rule[] {
 }
 
 const BROADCAST = '255.255.255.255';
+/** Ethertypes of VLAN-tagged frames: 802.1Q (C-tag) and 802.1ad (S-tag). */
+const VLAN_ETHERTYPES = ['0x8100', '0x88a8'] as const;
 const DHCP_SERVER_PORT = '67';
 const DHCP_CLIENT_PORT = '68';
 
@@ -119,7 +125,7 @@ export function lockdownRules(p: LockdownSpec): Rule[] {
     spoof('-p', 'IPv4', ...source, '--ip-proto', 'udp', '--ip-dport', '!', DHCP_SERVER_PORT),
   ];
 
-  const l2: Rule[] = [spoof('-s', '!', mac), spoof('-p', 'IPv6'), spoof('-p', 'ARP', '--arp-mac-src', '!', mac)];
+  const l2: Rule[] = [spoof('-s', '!', mac), ...VLAN_ETHERTYPES.map((t) => spoof('-p', t)), spoof('-p', 'IPv6'), spoof('-p', 'ARP', '--arp-mac-src', '!', mac)];
   if (ip !== undefined) {
     l2.push(spoof('-p', 'ARP', '--arp-ip-src', '!', ip));
     if (p.dhcp) l2.push(...onlyDhcpBroadcast(['--ip-src', '!', ip]));

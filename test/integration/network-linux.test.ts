@@ -7,8 +7,9 @@ import { LinuxNetworkManager } from '../../host/network/linux.js';
 import { DryRunRunner } from '../../host/network/runner.js';
 import { isVolantError } from '../../shared/errors.js';
 import { macAddress, tapName } from '../../shared/names.js';
+import { eventually } from '../support/eventually.js';
 import { linkNamespaces, type NetNs, netnsSkipReason, withNetns } from '../support/netns.js';
-import { skipUnlessStrict } from '../support/strict.js';
+import { hasCommand, skipUnlessStrict, strictSkip } from '../support/strict.js';
 
 const skip = skipUnlessStrict(netnsSkipReason());
 const AREA = 'network';
@@ -60,6 +61,36 @@ async function listen(ns: NetNs, host: string, ports: number[]): Promise<void> {
     });
     child.once('exit', (code) => reject(new Error(`listener in ${ns.name} exited ${code}`)));
   });
+}
+
+/**
+ * Sends ICMP echo requests as raw Ethernet frames from `ns` (Node has no packet socket):
+ * argv IFACE SRC_MAC DST_MAC SRC_IP DST_IP TPID, where TPID `none` sends untagged frames and
+ * 8100 / 88a8 add a VLAN tag with id 0 (a priority tag, which a receiving stack takes as no tag).
+ */
+const FRAMES = `
+import socket, struct, sys
+ifc, smac, dmac, sip, dip, tpid = sys.argv[1:7]
+def csum(b):
+    s = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+    s = (s >> 16) + (s & 0xffff)
+    return ~(s + (s >> 16)) & 0xffff
+icmp = struct.pack('!BBHHH', 8, 0, 0, 0x7601, 1) + b'volant-tag'
+icmp = icmp[:2] + struct.pack('!H', csum(icmp)) + icmp[4:]
+ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(icmp), 1, 0, 64, 1, 0, socket.inet_aton(sip), socket.inet_aton(dip))
+ip = ip[:10] + struct.pack('!H', csum(ip)) + ip[12:]
+mac = lambda m: bytes(int(x, 16) for x in m.split(':'))
+tag = b'' if tpid == 'none' else struct.pack('!HH', int(tpid, 16), 0)
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind((ifc, 0))
+for _ in range(3):
+    s.send(mac(dmac) + mac(smac) + tag + struct.pack('!H', 0x0800) + ip + icmp)
+`;
+
+/** ICMP echo requests `ns` has received so far (its own counter in /proc/net/snmp). */
+async function echoesIn(ns: NetNs): Promise<number> {
+  const [names, values] = (await ns.run(['cat', '/proc/net/snmp'])).split('\n').filter((l) => l.startsWith('Icmp:'));
+  return Number(values!.split(/\s+/)[names!.split(/\s+/).indexOf('InEchos')]);
 }
 
 /** Tries every target at once from `ns`; returns target → 'ok' | 'timeout' | error code. */
@@ -213,7 +244,7 @@ describe('VM lockdown', { skip }, () => {
       await net.lockdownVm(lock);
       const rules = await firewall(host);
       assert.equal(count(rules, /volant:vt-vm1/), 5, rules);
-      assert.equal(count(rules, /-i vt-vm1/), 6, rules);
+      assert.equal(count(rules, /-i vt-vm1/), 8, rules);
       assert.equal(count(rules, /-A INPUT -j VOLANT-IN/), 1);
       assert.equal(count(rules, /-A FORWARD -j VOLANT-FWD/), 1);
 
@@ -313,6 +344,63 @@ describe('VM lockdown', { skip }, () => {
       await net.unlockVm({ tap: 'vt-dvm' });
       assert.doesNotMatch(await firewall(host), /vt-dvm/);
       await net.removeNat({ bridge: 'vbr0', subnet: '10.78.0.0/24' });
+      await net.removeBridge('vbr0');
+    }));
+
+  test('VLAN-tagged frames get past nothing: a priority tag carries no frame to another VM, nor a spoofed source to the host', (t) =>
+    withNetns(AREA, 3, async (host, vm1, vm2) => {
+      if (strictSkip(t, !hasCommand('python3') && 'python3 is not installed (it writes the raw frames; scripts/install-deps.sh installs python3-minimal)')) return;
+      const net = new LinuxNetworkManager(host.runner);
+      await net.ensureBridge({ name: 'vbr0', cidr: '10.79.0.1/24' });
+      await net.ensureNat({ bridge: 'vbr0', subnet: '10.79.0.0/24' });
+      const vms = [
+        { ns: vm1, port: 'vt-vm1', ip: '10.79.0.10', mac: macAddress('vm1') },
+        { ns: vm2, port: 'vt-vm2', ip: '10.79.0.11', mac: macAddress('vm2') },
+      ];
+      for (const v of vms) {
+        await linkNamespaces(host, v.port, v.ns, 'eth0');
+        await host.run(['ip', 'link', 'set', v.port, 'master', 'vbr0', 'up']);
+        await v.ns.run(['ip', 'link', 'set', 'eth0', 'address', v.mac, 'up']);
+        await v.ns.run(['ip', 'addr', 'add', `${v.ip}/24`, 'dev', 'eth0']);
+      }
+      const bridgeMac = (await host.run(['cat', '/sys/class/net/vbr0/address'])).trim();
+      const spoofed = '10.79.0.99';
+      /** How many of three echo requests from vm1 reach `to` (through the bridge, to `dstMac`). */
+      const delivered = async (to: NetNs, dstMac: string, src: string, dst: string, tpid: string): Promise<number> => {
+        const before = await echoesIn(to);
+        await vm1.run(['python3', '-c', FRAMES, 'eth0', vms[0]!.mac, dstMac, src, dst, tpid]);
+        // Three untagged echoes that no rule filters (the host to vm2, vm2 to the host) arrive
+        // after whatever vm1 sent got through.
+        if (to === host) await vm2.run(['python3', '-c', FRAMES, 'eth0', vms[1]!.mac, bridgeMac, vms[1]!.ip, dst, 'none']);
+        else await host.run(['python3', '-c', FRAMES, 'vbr0', bridgeMac, dstMac, '10.79.0.1', dst, 'none']);
+        await eventually(async () => (await echoesIn(to)) - before >= 3, { what: 'the untagged echoes that follow' });
+        return (await echoesIn(to)) - before - 3;
+      };
+      const toVm2 = (src: string, tpid: string) => delivered(vm2, vms[1]!.mac, src, vms[1]!.ip, tpid);
+      const toHost = (src: string, tpid: string) => delivered(host, bridgeMac, src, '10.79.0.1', tpid);
+
+      // Without lockdown a priority-tagged frame is delivered like an untagged one (so the checks below can fail).
+      assert.equal(await toVm2(vms[0]!.ip, '8100'), 3);
+      assert.equal(await toVm2(vms[0]!.ip, '88a8'), 3);
+      assert.equal(await toHost(spoofed, '8100'), 3);
+
+      // The spoof guard alone (no allowlist): untagged frames from its own address pass, a
+      // spoofed source does not, and no tagged frame passes at all.
+      await net.lockdownVm({ tap: 'vt-vm1', address: vms[0]!.ip, mac: vms[0]!.mac, bridge: 'vbr0', hostIp: '10.79.0.1', dhcp: false });
+      assert.equal(await toHost(vms[0]!.ip, 'none'), 3);
+      assert.equal(await toHost(spoofed, 'none'), 0);
+      for (const tpid of ['8100', '88a8']) {
+        assert.equal(await toHost(spoofed, tpid), 0, `a spoofed source in a ${tpid} priority tag`);
+        assert.equal(await toHost(vms[0]!.ip, tpid), 0, `a ${tpid} priority tag`);
+        assert.equal(await toVm2(spoofed, tpid), 0, `a spoofed source in a ${tpid} priority tag to another VM`);
+      }
+
+      // Confined (an allowlist): nothing reaches the other VM, tagged or not.
+      await net.lockdownVm({ tap: 'vt-vm1', address: vms[0]!.ip, mac: vms[0]!.mac, bridge: 'vbr0', hostIp: '10.79.0.1', dhcp: false, confine: {} });
+      for (const tpid of ['none', '8100', '88a8']) assert.equal(await toVm2(vms[0]!.ip, tpid), 0, `vm1 → vm2 (${tpid})`);
+
+      await net.unlockVm({ tap: 'vt-vm1' });
+      await net.removeNat({ bridge: 'vbr0', subnet: '10.79.0.0/24' });
       await net.removeBridge('vbr0');
     }));
 });

@@ -84,7 +84,16 @@ describe('firewall plan', () => {
   const IN = 'iptables -w -t filter -A VOLANT-IN -i vbr0 -m mac --mac-source 02:11:22:33:44:55';
   const FWD = 'iptables -w -t filter -A VOLANT-FWD -i vbr0 -m mac --mac-source 02:11:22:33:44:55';
   const TAG = '-m comment --comment volant:vtweb-abc';
-  const guard = [`${SPOOF} -s ! 02:11:22:33:44:55 -j DROP`, `${SPOOF} -p IPv6 -j DROP`, `${SPOOF} -p ARP --arp-mac-src ! 02:11:22:33:44:55 -j DROP`];
+  // VLAN-tagged frames (802.1Q, 802.1ad) are dropped outright: the kernel lifts the tag off
+  // before the bridge, so no IPv4 or ARP rule would see them, and a priority tag (id 0) is
+  // taken as untagged by the receiving stack.
+  const guard = [
+    `${SPOOF} -s ! 02:11:22:33:44:55 -j DROP`,
+    `${SPOOF} -p 0x8100 -j DROP`,
+    `${SPOOF} -p 0x88a8 -j DROP`,
+    `${SPOOF} -p IPv6 -j DROP`,
+    `${SPOOF} -p ARP --arp-mac-src ! 02:11:22:33:44:55 -j DROP`,
+  ];
 
   test('bridged with an allowlist: MAC, ARP and IPv4 bound to the lease; isolated; only the egress port on the host', () => {
     assert.deepEqual(lines({ ...base, address: '192.168.127.100', dhcp: false, confine: { egressPort: 3128 } }), [

@@ -1,5 +1,6 @@
-// The hybrid-vsock muxer test double against the protocol in shared/reference/PROTOCOLS.md,
-// and the host's dial/listen (host/vsock/hybrid.ts) against it. Real Unix sockets and TCP.
+// The hybrid-vsock muxer test double against the host-side hybrid vsock contract (docs/vsock.md,
+// docs/CONTRACTS.md), and the host's dial/listen (host/vsock/hybrid.ts) against it. Real Unix
+// sockets and TCP.
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, connect, type Server, type Socket } from 'node:net';
@@ -49,7 +50,7 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-describe('hybrid-vsock muxer double (PROTOCOLS.md)', () => {
+describe('hybrid-vsock muxer double (the hybrid vsock contract, docs/vsock.md)', () => {
   it('answers CONNECT with OK <n>, n from 2^30 upward, then carries bytes (also those sent with the command)', async () => {
     const a = await exchange('CONNECT 8080\nhello', 300);
     const b = await exchange('connect 8080\nx', 300);

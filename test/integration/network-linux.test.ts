@@ -93,6 +93,25 @@ async function echoesIn(ns: NetNs): Promise<number> {
   return Number(values!.split(/\s+/)[names!.split(/\s+/).indexOf('InEchos')]);
 }
 
+/**
+ * Bridge `vbr0` on `<prefix>.1/24` with NAT, and each of `guests` behind a veth port `vt-vmN`
+ * (playing its tap) as `<prefix>.(9+N)` with the MAC of `vmN` and a default route via the bridge.
+ */
+async function bridgeWithVms(host: NetNs, prefix: string, guests: NetNs[]): Promise<{ net: LinuxNetworkManager; vms: { ns: NetNs; port: string; ip: string; mac: string }[] }> {
+  const net = new LinuxNetworkManager(host.runner);
+  await net.ensureBridge({ name: 'vbr0', cidr: `${prefix}.1/24` });
+  await net.ensureNat({ bridge: 'vbr0', subnet: `${prefix}.0/24` });
+  const vms = guests.map((ns, i) => ({ ns, port: `vt-vm${i + 1}`, ip: `${prefix}.${10 + i}`, mac: macAddress(`vm${i + 1}`) }));
+  for (const v of vms) {
+    await linkNamespaces(host, v.port, v.ns, 'eth0');
+    await host.run(['ip', 'link', 'set', v.port, 'master', 'vbr0', 'up']);
+    await v.ns.run(['ip', 'link', 'set', 'eth0', 'address', v.mac, 'up']);
+    await v.ns.run(['ip', 'addr', 'add', `${v.ip}/24`, 'dev', 'eth0']);
+    await v.ns.run(['ip', 'route', 'add', 'default', 'via', `${prefix}.1`]);
+  }
+  return { net, vms };
+}
+
 /** Tries every target at once from `ns`; returns target → 'ok' | 'timeout' | error code. */
 async function reach(ns: NetNs, targets: string[], localAddress = '-'): Promise<Record<string, string>> {
   return JSON.parse(await ns.run(['node', '-e', CLIENT, String(PROBE_TIMEOUT_MS), localAddress, ...targets]));
@@ -206,20 +225,7 @@ describe('bridge, tap and NAT', { skip }, () => {
 describe('VM lockdown', { skip }, () => {
   test('a locked VM reaches only the egress port; spoofed sources, other VMs, other host ports and the internet are dropped; unlock restores', () =>
     withNetns(AREA, 4, async (host, vm1, vm2, inet) => {
-      const net = new LinuxNetworkManager(host.runner);
-      await net.ensureBridge({ name: 'vbr0', cidr: '10.77.0.1/24' });
-      await net.ensureNat({ bridge: 'vbr0', subnet: '10.77.0.0/24' });
-      const vms = [
-        { ns: vm1, port: 'vt-vm1', ip: '10.77.0.10', mac: macAddress('vm1') },
-        { ns: vm2, port: 'vt-vm2', ip: '10.77.0.11', mac: macAddress('vm2') },
-      ];
-      for (const v of vms) {
-        await linkNamespaces(host, v.port, v.ns, 'eth0');
-        await host.run(['ip', 'link', 'set', v.port, 'master', 'vbr0', 'up']);
-        await v.ns.run(['ip', 'link', 'set', 'eth0', 'address', v.mac, 'up']);
-        await v.ns.run(['ip', 'addr', 'add', `${v.ip}/24`, 'dev', 'eth0']);
-        await v.ns.run(['ip', 'route', 'add', 'default', 'via', '10.77.0.1']);
-      }
+      const { net, vms } = await bridgeWithVms(host, '10.77.0', [vm1, vm2]);
       // vm1 also holds an address that is not its lease, to try spoofing with.
       await vm1.run(['ip', 'addr', 'add', '10.77.0.12/24', 'dev', 'eth0']);
       await linkNamespaces(host, 'uplink', inet, 'eth0');
@@ -350,19 +356,7 @@ describe('VM lockdown', { skip }, () => {
   test('VLAN-tagged frames get past nothing: a priority tag carries no frame to another VM, nor a spoofed source to the host', (t) =>
     withNetns(AREA, 3, async (host, vm1, vm2) => {
       if (strictSkip(t, !hasCommand('python3') && 'python3 is not installed (it writes the raw frames; scripts/install-deps.sh installs python3-minimal)')) return;
-      const net = new LinuxNetworkManager(host.runner);
-      await net.ensureBridge({ name: 'vbr0', cidr: '10.79.0.1/24' });
-      await net.ensureNat({ bridge: 'vbr0', subnet: '10.79.0.0/24' });
-      const vms = [
-        { ns: vm1, port: 'vt-vm1', ip: '10.79.0.10', mac: macAddress('vm1') },
-        { ns: vm2, port: 'vt-vm2', ip: '10.79.0.11', mac: macAddress('vm2') },
-      ];
-      for (const v of vms) {
-        await linkNamespaces(host, v.port, v.ns, 'eth0');
-        await host.run(['ip', 'link', 'set', v.port, 'master', 'vbr0', 'up']);
-        await v.ns.run(['ip', 'link', 'set', 'eth0', 'address', v.mac, 'up']);
-        await v.ns.run(['ip', 'addr', 'add', `${v.ip}/24`, 'dev', 'eth0']);
-      }
+      const { net, vms } = await bridgeWithVms(host, '10.79.0', [vm1, vm2]);
       const bridgeMac = (await host.run(['cat', '/sys/class/net/vbr0/address'])).trim();
       const spoofed = '10.79.0.99';
       /** How many of three echo requests from vm1 reach `to` (through the bridge, to `dstMac`). */

@@ -13,7 +13,7 @@
  *   VOLANT_KERNEL_BZIMAGE / _VMLINUX    → kernel.path (bzImage first)
  *
  * What has no counterpart is refused with a message naming the canonical key (IPv6 bridges,
- * VOLANT_DB_PATH, VOLANT_LOG_DIR). An alias and its canonical key set together are refused too,
+ * VOLANT_DB_PATH). The guides' VOLANT_LOG_DIR needs no alias: it is `log.dir`'s own variable. An alias and its canonical key set together are refused too,
  * rather than one silently winning. Pure: the loader applies it to the file and env layers.
  */
 
@@ -121,6 +121,5 @@ export function resolveEnvAliases(env: Record<string, string | undefined>): Alia
   const kernel = env.VOLANT_KERNEL_BZIMAGE ?? env.VOLANT_KERNEL_VMLINUX;
   if (kernel !== undefined) put('kernel', 'path', kernel, env.VOLANT_KERNEL_BZIMAGE !== undefined ? 'VOLANT_KERNEL_BZIMAGE' : 'VOLANT_KERNEL_VMLINUX', 'VOLANT_KERNEL_PATH');
   if (env.VOLANT_DB_PATH !== undefined) problems.push({ path: '$VOLANT_DB_PATH', message: 'is not supported: the database is <state_dir>/volant.db; set state_dir ($VOLANT_STATE_DIR)' });
-  if (env.VOLANT_LOG_DIR !== undefined) problems.push({ path: '$VOLANT_LOG_DIR', message: 'is not supported: logs are under <state_dir>/logs; set state_dir ($VOLANT_STATE_DIR)' });
   return { layer, problems };
 }

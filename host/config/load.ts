@@ -2,7 +2,8 @@
  * Builds the one config volantd and volar use, in layers: defaults < YAML file < `VOLANT_*`
  * environment < flags (`overrides`). When `state_dir` is set by any layer and `runtime_dir` is
  * not, the runtime directory moves under the state directory too, so `--state-dir DIR` alone
- * keeps the database, sockets and logs out of system paths (rootless, dev and test runs).
+ * keeps the database, sockets and logs out of system paths (rootless, dev and test runs); the log
+ * directory (`log.dir`) follows the state directory the same way unless set.
  * Nothing is created on disk here; a bad value anywhere fails the whole load with every problem.
  */
 
@@ -13,7 +14,7 @@ import { type Problem, ValidationError, VolantError } from '../../shared/errors.
 import { isPlainObject, structuralProblems } from '../../shared/schema/validate.js';
 import { resolveEnvAliases, resolveFileAliases } from './aliases.js';
 import { configFromEnv } from './env.js';
-import { API_SOCKET_NAME, DEFAULT_CONFIG_FILE, defaultConfig, defaultDhcpRange, defaultPool, semanticProblems, VolantConfig } from './schema.js';
+import { API_SOCKET_NAME, DEFAULT_CONFIG_FILE, LOG_DIR_NAME, defaultConfig, defaultDhcpRange, defaultPool, semanticProblems, VolantConfig } from './schema.js';
 
 /** A config file bigger than this is not a config file. */
 export const MAX_CONFIG_FILE_BYTES = 1024 * 1024;
@@ -103,9 +104,14 @@ export function loadConfig(options: LoadConfigOptions = {}): VolantConfig {
     const v = merged[key];
     if (typeof v === 'string' && v !== '' && !isAbsolute(v)) merged[key] = resolve(v);
   }
-  // The API socket follows the runtime directory unless set; the DHCP range fits below the pool unless set.
+  // The API socket follows the runtime directory and the log directory the state directory unless set; the DHCP range fits below the pool unless set.
   const api = merged.api as Record<string, unknown> | undefined;
   if (isPlainObject(api) && api.socket === undefined && typeof merged.runtime_dir === 'string') merged.api = { ...api, socket: join(merged.runtime_dir, API_SOCKET_NAME) };
+  const log = merged.log as Record<string, unknown> | undefined;
+  if (isPlainObject(log) && typeof merged.state_dir === 'string') {
+    const logDir = log.dir ?? join(merged.state_dir, LOG_DIR_NAME);
+    merged.log = { ...log, dir: typeof logDir === 'string' && logDir !== '' && !isAbsolute(logDir) ? resolve(logDir) : logDir };
+  }
   const dhcp = merged.dhcp as Record<string, unknown> | undefined;
   const pooled = merged.network as Record<string, unknown> | undefined;
   if (isPlainObject(dhcp) && dhcp.range_start === undefined && dhcp.range_end === undefined && isPlainObject(pooled) && typeof pooled.host_cidr === 'string' && typeof pooled.pool_start === 'string') {
@@ -142,7 +148,6 @@ export interface StatePaths {
   database: string;
   /** Where `volar kernel fetch` keeps kernels and `current.json`. */
   kernels: string;
-  logs: string;
   images: string;
   /** Per-VM run directories (VMM API and vsock sockets). */
   vms: string;
@@ -163,7 +168,6 @@ export function statePaths(cfg: Pick<VolantConfig, 'state_dir' | 'runtime_dir'>)
   return {
     database: join(cfg.state_dir, 'volant.db'),
     kernels: kernelsDir(cfg.state_dir),
-    logs: join(cfg.state_dir, 'logs'),
     images: join(cfg.state_dir, 'plugins'),
     vms: join(cfg.runtime_dir, 'vms'),
     runtime: cfg.runtime_dir,

@@ -53,12 +53,30 @@ export const ApiSection = Type.Object(
   { additionalProperties: false },
 );
 
+/** The levels `log.level` accepts (pino's names); `silent` writes nothing. */
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+/** Bounds of `log.audit_max_bytes`: one audit file is at least 64 KiB and at most 1 TiB. */
+export const MIN_AUDIT_FILE_BYTES = 64 * 1024;
+export const MAX_AUDIT_FILE_BYTES = 1024 ** 4;
+
+export const LogSection = Type.Object(
+  {
+    level: Type.Union(LOG_LEVELS.map((l) => Type.Literal(l))),
+    dir: Type.String({ minLength: 1, maxLength: 4096, description: "volantd's log files (the egress audit); default <state_dir>/logs" }),
+    audit_max_bytes: Type.Integer({ minimum: MIN_AUDIT_FILE_BYTES, maximum: MAX_AUDIT_FILE_BYTES, description: 'the egress audit file is rotated when it would grow past this many bytes' }),
+    audit_files: Type.Integer({ minimum: 1, maximum: 100, description: 'rotated egress audit files kept besides the current one (.1 is the newest)' }),
+  },
+  { additionalProperties: false },
+);
+
 export const VolantConfig = Type.Object(
   {
     state_dir: Type.String({ minLength: 1, maxLength: 4096 }),
     runtime_dir: Type.String({ minLength: 1, maxLength: 4096 }),
     listen: Type.String({ minLength: 1, maxLength: 4096, description: 'HOST:PORT or unix:/path' }),
     api: ApiSection,
+    log: LogSection,
     network: NetworkSection,
     dhcp: DhcpSection,
     kernel: Type.Object({ path: Type.Optional(Type.String({ minLength: 1 })), modules_dir: Type.Optional(Type.String({ minLength: 1 })) }, { additionalProperties: false }),
@@ -102,6 +120,7 @@ export const VolantConfig = Type.Object(
 export type VolantConfig = Static<typeof VolantConfig>;
 export type NetworkConfig = Static<typeof NetworkSection>;
 export type DhcpConfig = Static<typeof DhcpSection>;
+export type LogConfig = Static<typeof LogSection>;
 
 export const DEFAULT_CONFIG_FILE = '/etc/volant/volantd.yaml';
 export const DEFAULT_HOST_CIDR = '192.168.127.1/24';
@@ -111,14 +130,21 @@ export const DEFAULT_POOL_OFFSET = 100;
 export const DEFAULT_DHCP_RANGE_OFFSET = 10;
 /** volantd's Unix socket, under the runtime directory unless `api.socket` says otherwise. */
 export const API_SOCKET_NAME = 'volantd.sock';
+/** volantd's log directory, under the state directory unless `log.dir` says otherwise. */
+export const LOG_DIR_NAME = 'logs';
 
-/** Defaults for every key except those that follow others: the pool (`defaultPool`), the DHCP range (`defaultDhcpRange`), the API socket (runtime_dir). */
-export function defaultConfig(): Omit<VolantConfig, 'network' | 'api'> & { network: Omit<NetworkConfig, 'pool_start' | 'pool_end'>; api: Omit<VolantConfig['api'], 'socket'> } {
+/** Defaults for every key except those that follow others: the pool (`defaultPool`), the DHCP range (`defaultDhcpRange`), the API socket (runtime_dir), the log directory (state_dir). */
+export function defaultConfig(): Omit<VolantConfig, 'network' | 'api' | 'log'> & {
+  network: Omit<NetworkConfig, 'pool_start' | 'pool_end'>;
+  api: Omit<VolantConfig['api'], 'socket'>;
+  log: Omit<LogConfig, 'dir'>;
+} {
   return {
     state_dir: '/var/lib/volant',
     runtime_dir: '/run/volant',
     listen: '127.0.0.1:8080',
     api: { unsafe_loopback_without_token: false },
+    log: { level: 'info', audit_max_bytes: 64 * 1024 * 1024, audit_files: 4 },
     network: { bridge: 'vbr0', host_cidr: DEFAULT_HOST_CIDR, reservations: {} },
     dhcp: { server: 'auto', lease_time_s: 3600 },
     kernel: {},

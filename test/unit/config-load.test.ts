@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { defaultDhcpRange, defaultPool, environmentKeys, loadConfig, quoteSystemdArg, statePaths, systemdUnit } from '../../host/config/index.js';
 import { ValidationError } from '../../shared/errors.js';
@@ -57,7 +57,7 @@ describe('layers', () => {
     const c = loadConfig({ file: null, overrides: { state_dir: dir } });
     assert.equal(c.runtime_dir, join(dir, 'run'));
     assert.equal(statePaths(c).database, join(dir, 'volant.db'));
-    assert.equal(statePaths(c).logs, join(dir, 'logs'));
+    assert.equal(c.log.dir, join(dir, 'logs'));
     const d = loadConfig({ file: null, env: { VOLANT_RUNTIME_DIR: '/run/elsewhere' }, overrides: { state_dir: dir } });
     assert.equal(d.runtime_dir, '/run/elsewhere');
   });
@@ -83,6 +83,21 @@ describe('layers', () => {
     assert.equal(full.dhcp.range_start, undefined);
     assert.deepEqual(defaultDhcpRange('10.0.0.1/29', '10.0.0.5'), undefined);
     assert.deepEqual(defaultDhcpRange('10.0.0.1/24', '10.0.0.200'), { range_start: '10.0.0.10', range_end: '10.0.0.199' });
+  });
+
+  test('log: level info, files under <state_dir>/logs unless log.dir is set; VOLANT_LOG_LEVEL and VOLANT_LOG_DIR override', () => {
+    const c = loadConfig({ file: null });
+    assert.deepEqual(c.log, { level: 'info', dir: '/var/lib/volant/logs', audit_max_bytes: 64 * 1024 * 1024, audit_files: 4 });
+    const f = loadConfig({ file: yamlFile('log:\n  level: warn\n  dir: /var/log/volant\n'), overrides: { state_dir: dir } });
+    assert.deepEqual([f.log.level, f.log.dir, f.log.audit_files], ['warn', '/var/log/volant', 4]);
+    const e = loadConfig({ file: yamlFile('log:\n  level: warn\n'), env: { VOLANT_LOG_LEVEL: 'debug', VOLANT_LOG_DIR: 'rel/logs', VOLANT_LOG_AUDIT_MAX_BYTES: '1048576' } });
+    assert.deepEqual([e.log.level, e.log.dir, e.log.audit_max_bytes], ['debug', resolve('rel/logs'), 1048576]);
+    const bad = problems(() => loadConfig({ file: null, env: { VOLANT_LOG_LEVEL: 'loud', VOLANT_LOG_AUDIT_MAX_BYTES: '10' } }));
+    assert.deepEqual(
+      bad.map((p) => p.path),
+      ['/log/level', '/log/audit_max_bytes'],
+    );
+    assert.match(bad[0]!.message, /one of "fatal", "error", "warn", "info", "debug", "trace", "silent" \(got "loud"\)/);
   });
 
   test('every config key has exactly one VOLANT_ variable', () => {

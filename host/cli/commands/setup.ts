@@ -117,7 +117,7 @@ export async function runSetup(o: SetupOptions, print: Print, deps: SetupDeps = 
   const { bridge, host_cidr } = cfg.network;
   if (o.dryRun) print('dry run: these commands would run (nothing is changed):');
   await ensureHostNetwork(net, cfg.network);
-  const dirs = [cfg.state_dir, cfg.runtime_dir, paths.logs, paths.images, paths.vms];
+  const dirs = [cfg.state_dir, cfg.runtime_dir, cfg.log.dir, paths.images, paths.vms];
   if (o.dryRun) {
     for (const d of dirs) if (!existsSync(d)) print(`  mkdir -p -m 0700 ${d}`);
   } else {

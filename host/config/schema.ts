@@ -9,6 +9,7 @@ import { type Static, Type } from '@sinclair/typebox';
 import type { Problem } from '../../shared/errors.js';
 import { type Cidr, cidrContains, formatIPv4, tryParseCidr, tryParseIPv4 } from '../../shared/ipv4.js';
 import { isValidVmName, MAX_IFNAME_BYTES } from '../../shared/names.js';
+import { LOG_LEVELS } from '../log/levels.js';
 import { IFNAME_PATTERN } from '../network/ifname.js';
 
 export const IPV4_PATTERN = '^\\d{1,3}\\.\\d{1,3}\\.\\d{1,3}\\.\\d{1,3}$';
@@ -53,9 +54,6 @@ export const ApiSection = Type.Object(
   { additionalProperties: false },
 );
 
-/** The levels `log.level` accepts (pino's names); `silent` writes nothing. */
-export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
-export type LogLevel = (typeof LOG_LEVELS)[number];
 /** Bounds of `log.audit_max_bytes`: one audit file is at least 64 KiB and at most 1 TiB. */
 export const MIN_AUDIT_FILE_BYTES = 64 * 1024;
 export const MAX_AUDIT_FILE_BYTES = 1024 ** 4;

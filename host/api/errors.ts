@@ -31,8 +31,11 @@ export function problemsFromAjv(errors: AjvError[]): Problem[] {
   });
 }
 
-/** The one place API errors become a VolantError. */
-export function toVolantError(err: unknown): VolantError {
+/**
+ * The one place API errors become a VolantError. What is not one is an internal error whose
+ * message stays in volantd's log; the client gets the request id to find it there.
+ */
+export function toVolantError(err: unknown, requestId?: string): VolantError {
   if (isVolantError(err)) return err;
   const fe = err as FastifyError & { validation?: AjvError[]; validationContext?: string };
   if (Array.isArray(fe.validation)) {
@@ -47,11 +50,11 @@ export function toVolantError(err: unknown): VolantError {
     const mapped: ErrorCode = fe.statusCode === 404 ? 'NOT_FOUND' : 'INVALID_ARGUMENT';
     return new VolantError(mapped, fe.message);
   }
-  return new VolantError('INTERNAL', 'internal error (see the volantd log)');
+  return new VolantError('INTERNAL', `internal error (see the volantd log${requestId === undefined ? '' : `, reqId ${requestId}`})`);
 }
 
 /** The status and the JSON body text of any error the API answers with. */
-export function errorReply(err: unknown): { status: number; body: string } {
-  const ve = toVolantError(err);
+export function errorReply(err: unknown, requestId?: string): { status: number; body: string } {
+  const ve = toVolantError(err, requestId);
   return { status: httpStatusFor(ve.code), body: errorBody(ve) };
 }

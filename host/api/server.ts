@@ -15,6 +15,12 @@
  * are marked when accepted, never by anything the client sends. Every error leaves in the one
  * shape (shared/http-error-response.ts) with one code → status map, the HTTP parser's own
  * refusals included.
+ *
+ * Logging is fastify's own, on volantd's logger: each request has an id (`reqId`, the client's
+ * X-Request-Id when it passes host/log/request-id.ts, else a UUID) that every line about it
+ * carries and every answer names in `X-Request-Id`. A request that fails with a 5xx is logged
+ * with its cause (`err`) at error; every finished request is one line (`info` when it changes
+ * something, `debug` for reads, so scrapes and health checks do not flood the log).
  */
 
 import { chmod, chown, unlink } from 'node:fs/promises';
@@ -22,7 +28,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { createServer as createNetServer, type Server as NetServer } from 'node:net';
 import type { Duplex } from 'node:stream';
 import swagger from '@fastify/swagger';
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { checkBearer } from './auth.js';
 import type { ApiContext, IngressSeam } from './context.js';
 import { answerClientError, ERROR_CONTENT_TYPE, sendErrorOnSocket, sendErrorResponse } from '../../shared/http-error-response.js';
@@ -30,6 +36,8 @@ import { requestLineRefusal } from '../../shared/http-request-line.js';
 import { VolantError } from '../../shared/errors.js';
 import { errorReply, toVolantError } from './errors.js';
 import type { ListenAddress } from './listen.js';
+import { type Logger, silentLogger } from '../log/logger.js';
+import { REQUEST_ID_HEADER, requestIdFor } from '../log/request-id.js';
 import { eventRoutes } from './routes/events.js';
 import { logRoutes } from './routes/logs.js';
 import { pluginRoutes } from './routes/plugins.js';
@@ -50,7 +58,8 @@ export interface ApiServerOptions extends ApiContext {
   /** When set, every route except health requires `Authorization: Bearer <token>` on TCP connections. */
   token?: string;
   ingress?: IngressSeam;
-  logger?: boolean;
+  /** The API's logger (fastify's, with request ids); default: none. */
+  log?: Logger;
   /** Overrides HEADERS_TIMEOUT_MS (tests). */
   headersTimeoutMs?: number;
 }
@@ -93,7 +102,10 @@ export async function createApiServer(opts: ApiServerOptions): Promise<ApiServer
   let server!: Server;
   const headersTimeout = opts.headersTimeoutMs ?? HEADERS_TIMEOUT_MS;
   const app = Fastify({
-    logger: opts.logger ?? false,
+    // Typed as fastify's base logger so the instance keeps the type the route modules take.
+    loggerInstance: (opts.log ?? silentLogger()) as FastifyBaseLogger,
+    disableRequestLogging: true,
+    genReqId: (req) => requestIdFor(req.headers[REQUEST_ID_HEADER]),
     bodyLimit: MAX_BODY_BYTES,
     forceCloseConnections: true,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: true, useDefaults: false } },
@@ -154,7 +166,10 @@ export async function createApiServer(opts: ApiServerOptions): Promise<ApiServer
 
   const requests = opts.metrics.counter('volant_api_requests_total', 'API requests by method, route and status');
   app.addHook('onResponse', async (req, reply) => {
-    requests.inc({ method: req.method, route: req.routeOptions.url ?? 'unknown', status: String(reply.statusCode) });
+    const route = req.routeOptions.url ?? 'unknown';
+    requests.inc({ method: req.method, route, status: String(reply.statusCode) });
+    const reads = req.method === 'GET' || req.method === 'HEAD';
+    req.log[reads ? 'debug' : 'info']({ method: req.method, url: req.url, route, status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, 'request done');
   });
   opts.metrics.register(() => {
     const byState = new Map<string, number>();
@@ -169,13 +184,14 @@ export async function createApiServer(opts: ApiServerOptions): Promise<ApiServer
     ];
   });
 
-  app.addHook('onRequest', async (req) => {
+  app.addHook('onRequest', async (req, reply) => {
+    reply.header(REQUEST_ID_HEADER, req.id);
     const cfg = req.routeOptions.config as { public?: boolean } | undefined;
     if (token !== undefined && !cfg?.public && !localSockets.has(req.raw.socket)) checkBearer(req.headers.authorization, token);
   });
   app.setErrorHandler((err, req, reply) => {
-    const { status, body } = errorReply(err);
-    if (status >= 500) req.log.error({ err }, 'request failed');
+    const { status, body } = errorReply(err, req.id);
+    if (status >= 500) req.log.error({ err, method: req.method, url: req.url }, `${req.method} ${req.url} failed: ${err instanceof Error ? err.message : String(err)}`);
     reply.code(status).type(ERROR_CONTENT_TYPE).send(body);
   });
   app.setNotFoundHandler((req, reply) => {

@@ -19,6 +19,10 @@
  *
  * DHCP (host/dhcp): with Volant's own DHCP server (`volar setup --dhcp`, or `dhcp.server:
  * volant`) volantd watches its lease file, so dhcp VMs are bound to their leases.
+ *
+ * Logs (docs/logging.md): one pino logger, made here from `log.level` (or given by the caller),
+ * writes JSON lines to stderr; every module gets a child naming it. The egress proxies' decisions
+ * go to their own size-capped file under `log.dir` (host/log/audit-file.ts), never to that log.
  */
 
 import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
@@ -36,6 +40,8 @@ import { volantDhcpConfigured } from '../dhcp/server.js';
 import type { AfVsockConnect } from '../ingress/dialer.js';
 import { createIngress, type Ingress } from '../ingress/index.js';
 import { ipamReport } from '../ipam/report.js';
+import { AuditFile } from '../log/audit-file.js';
+import { createLogger, type DestinationStream, type Logger } from '../log/logger.js';
 import { Orchestrator } from '../orchestrator/orchestrator.js';
 import { PluginImages } from '../orchestrator/plugin-images.js';
 import type { DhcpLeaseSource, EgressStarter, TapNetwork } from '../orchestrator/ports.js';
@@ -54,8 +60,8 @@ export interface DaemonOptions {
   stateDir?: string;
   listen?: string;
   env?: Record<string, string | undefined>;
-  /** Which VMM launcher to use (tests: a double). */
-  launcher: Launcher | ((cfg: VolantConfig) => Promise<Launcher> | Launcher);
+  /** Which VMM launcher to use (tests: a double); a function gets the config and the launcher's logger. */
+  launcher: Launcher | ((cfg: VolantConfig, log: Logger) => Promise<Launcher> | Launcher);
   /** Host networking for bridged/dhcp VMs (default: this host's, on the configured bridge); null: none, those VMs are refused. */
   network?: TapNetwork | null;
   /** Overrides the egress proxy wiring (null: no egress). */
@@ -67,7 +73,10 @@ export interface DaemonOptions {
   /** Overrides the configured kernel path. */
   kernelPath?: string;
   healthTimeoutMs?: number;
-  log?: (line: string) => void;
+  /** volantd's logger, level and all (tests: a silent or capturing one); default: one made from `log.level`. */
+  logger?: Logger;
+  /** Where the logger volantd makes writes (default: stderr). */
+  logDestination?: DestinationStream;
 }
 
 export interface Daemon {
@@ -80,6 +89,8 @@ export interface Daemon {
   token: string | undefined;
   orchestrator: Orchestrator;
   store: Store;
+  /** volantd's logger (the root: children name their module). */
+  log: Logger;
   close(): Promise<void>;
 }
 
@@ -96,19 +107,20 @@ function ingressFamilies(ingress: Ingress): MetricFamily[] {
 }
 
 /** Guests' resolvers when the config names none: the host's (host/network/resolvers.ts). */
-function guestDns(log: (line: string) => void): string[] {
+function guestDns(log: Logger): string[] {
   const r = hostResolvers();
-  log(`guest DNS: ${r.servers.join(', ')} (${r.source})`);
+  log.info({ servers: r.servers, source: r.source }, `guest DNS: ${r.servers.join(', ')} (${r.source})`);
   return r.servers;
 }
 
 export async function runDaemon(opts: DaemonOptions): Promise<Daemon> {
-  const log = opts.log ?? ((line: string) => console.error(`volantd: ${line}`));
   const config = loadConfig({
     file: opts.configFile,
     env: opts.env ?? process.env,
     overrides: { ...(opts.stateDir ? { state_dir: opts.stateDir } : {}), ...(opts.listen ? { listen: opts.listen } : {}) },
   });
+  const root = opts.logger ?? createLogger({ name: 'volantd', level: config.log.level }, opts.logDestination);
+  const log = root.child({ module: 'daemon' });
   const paths = statePaths(config);
   const listen = parseListenAddress(config.listen);
   const hostCidr = tryParseCidr(config.network.host_cidr)!;
@@ -119,19 +131,31 @@ export async function runDaemon(opts: DaemonOptions): Promise<Daemon> {
   }
   // This host's networking (not a test's): bring back what a reboot removed before anything uses it.
   const hostNetwork = opts.network === undefined ? createNetworkManager() : undefined;
-  if (hostNetwork) await restoreHostNetwork(hostNetwork, config.network, log);
+  if (hostNetwork) await restoreHostNetwork(hostNetwork, config.network, root.child({ module: 'network' }));
   const dns = config.network.dns ?? guestDns(log);
 
+  const launcher = typeof opts.launcher === 'function' ? await opts.launcher(config, root.child({ module: 'vmm' })) : opts.launcher;
+  const egressLog = root.child({ module: 'egress' });
   const store = openStore({ path: paths.database, pool: addressPool(config.network) });
-  const launcher = typeof opts.launcher === 'function' ? await opts.launcher(config) : opts.launcher;
+  let audit: AuditFile | undefined;
+  try {
+    if (opts.egress === undefined) {
+      const onError = (err: unknown): void => egressLog.error({ err }, 'egress audit records are being dropped: the audit file cannot be written');
+      audit = new AuditFile({ dir: config.log.dir, maxBytes: config.log.audit_max_bytes, keep: config.log.audit_files, onError });
+    }
+  } catch (e) {
+    store.close();
+    throw e;
+  }
+  const auditFile = audit;
   const plugins = new PluginImages(store.plugins, paths.images);
-  const defaultEgress = opts.egress === undefined ? createEgressStarter(config, hostCidr, { bridge: config.network.bridge }, log) : undefined;
+  const defaultEgress = auditFile ? createEgressStarter(config, hostCidr, { bridge: config.network.bridge }, { log: egressLog, audit: (r) => auditFile.write(r) }) : undefined;
   const egress = opts.egress === null ? undefined : (opts.egress ?? defaultEgress?.start);
   const network = opts.network === null ? undefined : (opts.network ?? tapNetwork(hostNetwork!, config.network.bridge, hostCidr));
   const volantDhcp = config.dhcp.server === 'volant' || (config.dhcp.server === 'auto' && volantDhcpConfigured(config));
-  const leaseFile = opts.dhcpLeases === undefined && volantDhcp && network ? watchLeaseFile(paths.dhcpLeases, { log }) : undefined;
+  const leaseFile = opts.dhcpLeases === undefined && volantDhcp && network ? watchLeaseFile(paths.dhcpLeases, { log: root.child({ module: 'dhcp' }) }) : undefined;
   const dhcpLeases = opts.dhcpLeases === null ? undefined : (opts.dhcpLeases ?? leaseFile);
-  if (leaseFile) log(`dhcp VMs are bound to the leases of Volant's DHCP server (${paths.dhcpLeases})`);
+  if (leaseFile) log.info({ lease_file: paths.dhcpLeases }, `dhcp VMs are bound to the leases of Volant's DHCP server (${paths.dhcpLeases})`);
   const orchestrator = new Orchestrator({
     store,
     plugins,
@@ -146,15 +170,16 @@ export async function runDaemon(opts: DaemonOptions): Promise<Daemon> {
     hostCidr,
     dns,
     healthTimeoutMs: opts.healthTimeoutMs,
-    log,
+    log: root.child({ module: 'orchestrator' }),
   });
   let ingress: Ingress | undefined;
   let api: ApiServer | undefined;
   try {
     const r = await orchestrator.reconcile();
-    log(`reconciled: adopted [${r.adopted.join(', ')}], failed [${r.failed.join(', ')}], removed [${r.removed.join(', ')}], taps removed [${r.tapsRemoved.join(', ')}]`);
+    log.info(r, `reconciled: adopted [${r.adopted.join(', ')}], failed [${r.failed.join(', ')}], removed [${r.removed.join(', ')}], taps removed [${r.tapsRemoved.join(', ')}]`);
     ingress = createIngress({
       timeoutMs: config.ingress.timeout_ms,
+      log: root.child({ module: 'ingress' }),
       lookup: async (name) => {
         const vm = orchestrator.get(name);
         const transport = await orchestrator.reachAgent(name);
@@ -181,14 +206,16 @@ export async function runDaemon(opts: DaemonOptions): Promise<Daemon> {
       startedAt: Date.now(),
       token: enforce,
       ingress,
+      log: root.child({ module: 'api' }),
     });
     const address = await api.listen(listen);
-    log(`listening on ${address}${enforce ? ' (bearer token required)' : listen.kind === 'tcp' ? ' WITHOUT a token (api.unsafe_loopback_without_token)' : ''}`);
+    const tokenNote = enforce ? ' (bearer token required)' : listen.kind === 'tcp' ? ' WITHOUT a token (api.unsafe_loopback_without_token)' : '';
+    log[enforce || listen.kind === 'unix' ? 'info' : 'warn']({ address, token: enforce !== undefined }, `listening on ${address}${tokenNote}`);
     const socketPath = config.api.socket === '' ? undefined : resolve(config.api.socket);
     let socket: string | undefined;
     if (socketPath !== undefined && !(listen.kind === 'unix' && resolve(listen.path) === socketPath)) {
       socket = await api.listenUnix(socketPath, { gid: prepareSocketDir(socketPath, config.runtime_dir) });
-      log(`listening on ${socket} (no token; mode 0660)`);
+      log.info({ address: socket, token: false }, `listening on ${socket} (no token; mode 0660)`);
     }
     const apiServer = api;
     return {
@@ -198,11 +225,13 @@ export async function runDaemon(opts: DaemonOptions): Promise<Daemon> {
       token: enforce,
       orchestrator,
       store,
+      log: root,
       async close() {
         await apiServer.close();
         await ing.close();
         await orchestrator.close();
         leaseFile?.close();
+        audit?.close();
         store.close();
       },
     };
@@ -211,6 +240,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<Daemon> {
     await ingress?.close().catch(() => undefined);
     await orchestrator.close();
     leaseFile?.close();
+    audit?.close();
     store.close();
     throw e;
   }

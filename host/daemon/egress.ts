@@ -22,9 +22,11 @@ import { egressServesPeer } from '../../shared/network-policy.js';
 import { EGRESS_VSOCK_PORT, guestInitiatedSocketPath } from '../../shared/vsock.js';
 import type { VolantConfig } from '../config/schema.js';
 import { hostDeniedAddresses } from '../egress/address-policy.js';
+import type { AuditRecord } from '../egress/audit.js';
 import { EgressLimits } from '../egress/limits.js';
 import type { EgressMetrics } from '../egress/metrics.js';
 import { startEgressProxy } from '../egress/proxy.js';
+import type { Logger } from '../log/logger.js';
 import { macForAddress, parseProcNetArp } from '../network/neighbours.js';
 import type { EgressHandle, EgressStarter } from '../orchestrator/ports.js';
 
@@ -79,6 +81,12 @@ export function mergeExpositions(texts: string[]): string {
   return out;
 }
 
+/** Where the listeners report: decisions to `audit` (one record each), anything else to `log`. */
+export interface EgressObservers {
+  log?: Logger;
+  audit?: (record: AuditRecord) => void;
+}
+
 export interface EgressStarterWithMetrics {
   start: EgressStarter;
   /** The one limiter every VM's listener shares. */
@@ -87,7 +95,7 @@ export interface EgressStarterWithMetrics {
   renderMetrics(): string;
 }
 
-export function createEgressStarter(cfg: Pick<VolantConfig, 'egress'>, hostCidr: Cidr, wiring: EgressWiring, log: (line: string) => void): EgressStarterWithMetrics {
+export function createEgressStarter(cfg: Pick<VolantConfig, 'egress'>, hostCidr: Cidr, wiring: EgressWiring, observers: EgressObservers = {}): EgressStarterWithMetrics {
   const gateway = formatIPv4(hostCidr.address);
   const interfaceAddresses = wiring.interfaceAddresses ?? hostInterfaceAddresses;
   const macOf = wiring.macOf ?? ((address: string) => neighbourMac(wiring.bridge, address));
@@ -111,7 +119,8 @@ export function createEgressStarter(cfg: Pick<VolantConfig, 'egress'>, hostCidr:
       connectTimeoutMs: cfg.egress.connect_timeout_ms,
       dnsTimeoutMs: cfg.egress.dns_timeout_ms,
       limits,
-      audit: (r) => log(`egress ${JSON.stringify(r)}`),
+      audit: observers.audit,
+      log: observers.log?.child({ vm: vm.name }),
     });
     const a = proxy.address;
     const route = 'path' in a ? ({ kind: 'vsock' } as const) : ({ kind: 'tcp', host: gateway, port: a.port } as const);

@@ -7,6 +7,7 @@
 
 import { formatIPv4, type Cidr } from '../../shared/ipv4.js';
 import type { NetworkConfig } from '../config/schema.js';
+import type { Logger } from '../log/logger.js';
 import { ensureHostNetwork, type NetworkManager } from '../network/manager.js';
 import type { TapNetwork } from '../orchestrator/ports.js';
 
@@ -32,13 +33,14 @@ export function tapNetwork(manager: NetworkManager, bridge: string, hostCidr: Ci
  * does not survive a reboot). Idempotent. A failure (not root, no iptables) is logged, not fatal:
  * vsock VMs need none of it, and bridged or dhcp VMs then fail with the tap error that says why.
  */
-export async function restoreHostNetwork(manager: NetworkManager, net: Pick<NetworkConfig, 'bridge' | 'host_cidr'>, log: (line: string) => void): Promise<boolean> {
+export async function restoreHostNetwork(manager: NetworkManager, net: Pick<NetworkConfig, 'bridge' | 'host_cidr'>, log: Logger): Promise<boolean> {
+  const where = { bridge: net.bridge, host_cidr: net.host_cidr };
   try {
     await ensureHostNetwork(manager, net);
-    log(`network: bridge ${net.bridge} ${net.host_cidr} up, forwarding and NAT in place`);
+    log.info(where, `bridge ${net.bridge} ${net.host_cidr} up, forwarding and NAT in place`);
     return true;
   } catch (e) {
-    log(`network: cannot restore bridge ${net.bridge} ${net.host_cidr} and its NAT: ${(e as Error).message}; bridged and dhcp VMs fail until it exists (run volantd as root, or \`volar setup\`)`);
+    log.warn({ ...where, err: e }, `cannot restore bridge ${net.bridge} ${net.host_cidr} and its NAT: ${(e as Error).message}; bridged and dhcp VMs fail until it exists (run volantd as root, or \`volar setup\`)`);
     return false;
   }
 }

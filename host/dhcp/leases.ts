@@ -7,6 +7,7 @@
 
 import { existsSync, readFileSync, type FSWatcher, watch } from 'node:fs';
 import { basename, dirname } from 'node:path';
+import type { Logger } from '../log/logger.js';
 import type { DhcpLeaseSource } from '../orchestrator/ports.js';
 import { activeLeases, changedMacs, parseDnsmasqLeases } from './dnsmasq.js';
 
@@ -19,7 +20,7 @@ export interface LeaseFileWatcher extends DhcpLeaseSource {
   close(): void;
 }
 
-export function watchLeaseFile(path: string, options: { recheckMs?: number; now?: () => number; log?: (line: string) => void } = {}): LeaseFileWatcher {
+export function watchLeaseFile(path: string, options: { recheckMs?: number; now?: () => number; log?: Logger } = {}): LeaseFileWatcher {
   const now = options.now ?? (() => Date.now());
   const listeners = new Set<(macs: string[]) => void>();
   let current = new Map<string, string>();
@@ -40,7 +41,7 @@ export function watchLeaseFile(path: string, options: { recheckMs?: number; now?
       try {
         l(changed);
       } catch (e) {
-        options.log?.(`dhcp leases: listener failed: ${(e as Error).message}`);
+        options.log?.error({ err: e, lease_file: path }, `lease listener failed: ${(e as Error).message}`);
       }
     }
   };
@@ -55,7 +56,7 @@ export function watchLeaseFile(path: string, options: { recheckMs?: number; now?
       });
       watcher.on('error', () => watcher?.close());
     } catch (e) {
-      options.log?.(`dhcp leases: cannot watch ${dir} (${(e as Error).message}); re-reading every ${options.recheckMs ?? LEASE_RECHECK_MS} ms`);
+      options.log?.warn({ err: e, lease_file: path }, `cannot watch ${dir} (${(e as Error).message}); re-reading every ${options.recheckMs ?? LEASE_RECHECK_MS} ms`);
     }
   }
   const timer = setInterval(refresh, options.recheckMs ?? LEASE_RECHECK_MS);

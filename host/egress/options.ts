@@ -4,6 +4,7 @@
  */
 
 import { VolantError } from '../../shared/errors.js';
+import type { Logger } from '../log/logger.js';
 import type { EgressLimits } from './limits.js';
 import type { AuditRecord } from './audit.js';
 import type { NameResolver } from './resolver.js';
@@ -58,6 +59,8 @@ export interface EgressProxyOptions {
   /** Window over which identical denials are aggregated into one summary audit line. */
   auditWindowMs?: number;
   audit?(record: AuditRecord): void;
+  /** Where the proxy reports what is not a decision (a request path that failed unexpectedly); decisions go to `audit`. */
+  log?: Logger;
 }
 
 /** The settings the request paths read (resolved defaults). */

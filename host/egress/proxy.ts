@@ -94,10 +94,16 @@ export async function startEgressProxy(opts: EgressProxyOptions): Promise<Egress
   });
   server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
   server.on('connect', (req, socket, head) => {
-    handleConnect(env, req, socket as Socket, head).catch(() => (socket as Socket).destroy());
+    handleConnect(env, req, socket as Socket, head).catch((err: unknown) => {
+      opts.log?.error({ err }, 'CONNECT handling failed; the connection is cut');
+      (socket as Socket).destroy();
+    });
   });
   server.on('request', (req, res) => {
-    handlePlainRequest(env, req, res).catch(() => res.destroy());
+    handlePlainRequest(env, req, res).catch((err: unknown) => {
+      opts.log?.error({ err }, 'request handling failed; the connection is cut');
+      res.destroy();
+    });
   });
   server.on('upgrade', (req, socket) => {
     const x = newExchange(req.method ?? 'GET');

@@ -6,7 +6,8 @@
  * an answer that is not valid HTTP PROTOCOL_ERROR (502).
  */
 
-import { isVolantError, VolantError } from '../../shared/errors.js';
+import { httpStatusFor, isVolantError, VolantError } from '../../shared/errors.js';
+import type { Logger } from '../log/logger.js';
 
 const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT', 'ETIMEDOUT']);
 /** undici's and Node's names for "the bytes that came back are not a valid HTTP response". */
@@ -33,4 +34,15 @@ export function asVolantError(err: unknown): VolantError {
 /** A guest response head that breaks shared/http-response-head.ts's rules. */
 export function badResponseHead(where: string, problem: string): VolantError {
   return new VolantError('PROTOCOL_ERROR', `${where}: the guest's response head is refused: ${problem}`);
+}
+
+/**
+ * Logs a failure the ingress answered, under the request id the client and the guest see
+ * (`reqId`): what volantd or the guest got wrong (5xx) as a warning, the client's own mistakes
+ * (unknown VM, VM not running, bad path) at debug.
+ */
+export function logFailure(log: Logger | undefined, err: VolantError, at: { reqId?: string; vm?: string }): void {
+  if (log === undefined) return;
+  if (httpStatusFor(err.code) >= 500) log.warn({ ...at, err }, err.message);
+  else log.debug({ ...at, code: err.code }, err.message);
 }

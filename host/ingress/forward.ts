@@ -26,7 +26,8 @@ import { sendErrorResponse } from '../../shared/http-error-response.js';
 import { ResponseHeadCheck } from '../../shared/http-response-head.js';
 import type { VolantError } from '../../shared/errors.js';
 import { describeTransport, type IngressTransport } from './dialer.js';
-import { badResponseHead, upstreamFailure } from './failures.js';
+import type { Logger } from '../log/logger.js';
+import { badResponseHead, logFailure, upstreamFailure } from './failures.js';
 import { downstreamResponseHeaders } from './headers.js';
 
 /**
@@ -102,6 +103,7 @@ export class ForwardHandler {
     private readonly vmName: string,
     private readonly transport: IngressTransport,
     private readonly stats: ForwardStats,
+    private readonly log?: Logger,
   ) {
     const socket = res.socket as WatchedSocket | null;
     this.socket = socket;
@@ -192,6 +194,7 @@ export class ForwardHandler {
     clearTimeout(this.settleTimer);
     this.stats.upstreamErrors++;
     this.abortUpstream?.(err);
+    logFailure(this.log, err, { reqId: this.requestId, vm: this.vmName });
     sendErrorResponse(this.res, err, { headers: { 'x-request-id': this.requestId } });
   }
 
@@ -245,7 +248,9 @@ export class ForwardHandler {
     this.pending = null;
     clearTimeout(this.settleTimer);
     this.stats.upstreamErrors++;
-    sendErrorResponse(this.res, upstreamFailure(err, this.where()), { headers: { 'x-request-id': this.requestId } });
+    const failure = upstreamFailure(err, this.where());
+    logFailure(this.log, failure, { reqId: this.requestId, vm: this.vmName });
+    sendErrorResponse(this.res, failure, { headers: { 'x-request-id': this.requestId } });
   }
 
   onUpgrade(): void {

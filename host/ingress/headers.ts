@@ -26,6 +26,7 @@ import { VolantError } from '../../shared/errors.js';
 import { connectionTokens, HOP_BY_HOP_HEADERS } from '../../shared/http-headers.js';
 import type { ResponseHeadCheck } from '../../shared/http-response-head.js';
 import { forwardingHeaders, isForwardingHeader } from './forwarding.js';
+import { REQUEST_ID } from '../log/request-id.js';
 
 enum Kind {
   Pass = 0,
@@ -88,8 +89,6 @@ function kindOf(name: string): Kind {
 /** The usual `Connection` values, which name no other header. */
 const PLAIN_CONNECTION = /^\s*(keep-alive|close)\s*$/i;
 
-/** A request id we pass on as is: short, printable, no separators that could split a log line. */
-const REQUEST_ID = /^[A-Za-z0-9._:+/=@-]{1,200}$/;
 
 export interface ClientFacts {
   /** The peer address of the client connection (`req.socket.remoteAddress`). */

@@ -17,8 +17,9 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { VolantError } from '../../shared/errors.js';
 import { sendErrorOnSocket, sendErrorResponse } from '../../shared/http-error-response.js';
+import type { Logger } from '../log/logger.js';
 import { describeTransport, type IngressTransport } from './dialer.js';
-import { asVolantError } from './failures.js';
+import { asVolantError, logFailure } from './failures.js';
 import { dispatchOptions, ForwardHandler, type ForwardStats } from './forward.js';
 import { type ClientFacts, type UpstreamRequestHead, upstreamRequestHead } from './headers.js';
 import { matchProxyPath } from './path.js';
@@ -51,6 +52,8 @@ export interface IngressOptions {
   bodyTimeoutMs?: number;
   maxConnectionsPerVm?: number;
   keepAliveTimeoutMs?: number;
+  /** Failures are logged here under the request's X-Request-Id (`reqId`) and its VM. */
+  log?: Logger;
 }
 
 export interface IngressMetrics extends ForwardStats {
@@ -119,23 +122,27 @@ export function createIngress(opts: IngressOptions): Ingress {
       head = upstreamRequestHead(req.rawHeaders, clientFacts(req, false));
     } catch (e) {
       metrics.refused++;
-      sendErrorResponse(res, asVolantError(e), { close: true });
+      const err = asVolantError(e);
+      logFailure(opts.log, err, {});
+      sendErrorResponse(res, err, { close: true });
       return true;
     }
     metrics.requests++;
+    const { vmName, upstreamPath } = match;
+    const refuse = (e: unknown): void => {
+      const err = asVolantError(e);
+      logFailure(opts.log, err, { reqId: head.requestId, vm: vmName });
+      sendErrorResponse(res, err, { headers: { 'x-request-id': head.requestId } });
+    };
     let target: IngressTarget | Promise<IngressTarget>;
     try {
-      target = opts.lookup(match.vmName);
+      target = opts.lookup(vmName);
     } catch (e) {
-      sendErrorResponse(res, asVolantError(e), { headers: { 'x-request-id': head.requestId } });
+      refuse(e);
       return true;
     }
-    const { upstreamPath } = match;
     if (isPromise(target)) {
-      target.then(
-        (t) => forward(req, res, upstreamPath, head, t),
-        (e: unknown) => sendErrorResponse(res, asVolantError(e), { headers: { 'x-request-id': head.requestId } }),
-      );
+      target.then((t) => forward(req, res, upstreamPath, head, t), refuse);
     } else {
       forward(req, res, upstreamPath, head, target);
     }
@@ -144,7 +151,7 @@ export function createIngress(opts: IngressOptions): Ingress {
 
   function forward(req: IncomingMessage, res: ServerResponse, upstreamPath: string, head: UpstreamRequestHead, target: IngressTarget): void {
     if (res.destroyed) return;
-    const handler = new ForwardHandler(res, head.requestId, target.vmName, target.transport, metrics);
+    const handler = new ForwardHandler(res, head.requestId, target.vmName, target.transport, metrics, opts.log);
     pools.get(target.vmName, target.transport).dispatch(dispatchOptions(req, upstreamPath, head.headers, head.hasBody), handler);
   }
 
@@ -159,7 +166,9 @@ export function createIngress(opts: IngressOptions): Ingress {
       if (head.hasBody) throw new VolantError('INVALID_ARGUMENT', 'an upgrade request must not carry a body');
     } catch (e) {
       metrics.refused++;
-      sendErrorOnSocket(socket, asVolantError(e));
+      const err = asVolantError(e);
+      logFailure(opts.log, err, {});
+      sendErrorOnSocket(socket, err);
       return true;
     }
     metrics.upgrades++;
@@ -168,15 +177,19 @@ export function createIngress(opts: IngressOptions): Ingress {
     const { upstreamPath } = match;
     withTarget(
       match.vmName,
-      (e) => sendErrorOnSocket(socket, e, { headers: { 'x-request-id': head.requestId } }),
+      (e) => {
+        logFailure(opts.log, e, { reqId: head.requestId, vm: match.vmName });
+        sendErrorOnSocket(socket, e, { headers: { 'x-request-id': head.requestId } });
+      },
       (target) => {
         const where = `VM ${target.vmName} agent via ${describeTransport(target.transport)}`;
         tunnelUpgrade(
           socket,
           clientHead,
           target.transport,
-          { method: req.method!, path: upstreamPath, headers: head.headers, requestId: head.requestId, where },
+          { method: req.method!, path: upstreamPath, headers: head.headers, requestId: head.requestId, where, vmName: target.vmName },
           { connectTimeoutMs, headersTimeoutMs },
+          opts.log,
         );
       },
     );

@@ -24,7 +24,8 @@ import { VolantError } from '../../shared/errors.js';
 import { ERROR_LINGER_MS, sendErrorOnSocket } from '../../shared/http-error-response.js';
 import { ResponseHeadCheck } from '../../shared/http-response-head.js';
 import { dialAgent, type IngressTransport } from './dialer.js';
-import { badResponseHead, upstreamFailure } from './failures.js';
+import type { Logger } from '../log/logger.js';
+import { badResponseHead, logFailure, upstreamFailure } from './failures.js';
 import { RESPONSE_HEAD_SETTLE_MS } from './forward.js';
 import { downstreamResponseHeaders } from './headers.js';
 
@@ -42,9 +43,10 @@ export interface UpgradeRequest {
   requestId: string;
   /** Who answers, for error messages (`VM web agent via …`). */
   where: string;
+  vmName: string;
 }
 
-export function tunnelUpgrade(client: Duplex, clientHead: Buffer, transport: IngressTransport, up: UpgradeRequest, limits: UpgradeLimits): void {
+export function tunnelUpgrade(client: Duplex, clientHead: Buffer, transport: IngressTransport, up: UpgradeRequest, limits: UpgradeLimits, log?: Logger): void {
   const errorHeaders = { 'x-request-id': up.requestId };
   let upstream: Socket | null = null;
   let answered = false;
@@ -52,6 +54,7 @@ export function tunnelUpgrade(client: Duplex, clientHead: Buffer, transport: Ing
   const fail = (err: VolantError): void => {
     clearTimeout(headersTimer);
     upstream?.destroy();
+    logFailure(log, err, { reqId: up.requestId, vm: up.vmName });
     if (answered) client.destroy();
     else {
       answered = true;

@@ -35,6 +35,7 @@ import { type Cidr, formatIPv4 } from '../../shared/ipv4.js';
 import { type NetworkPolicy, networkPolicy, type VsockCapability } from '../../shared/network-policy.js';
 import { type CreateVmRequest, validateCreateVmRequest } from '../../shared/schema/vm-config.js';
 import type { AfVsockConnect } from '../ingress/dialer.js';
+import { type Logger, silentLogger } from '../log/logger.js';
 import type { Store } from '../store/store.js';
 import type { VmRecord } from '../store/vms.js';
 import { buildKernelCmdline, type CmdlineEgress, type CmdlineNetwork } from '../vmm/cmdline.js';
@@ -81,7 +82,8 @@ export interface OrchestratorOptions {
   stopTimeoutMs?: number;
   events?: EventBus;
   commandPrefix?: string[];
-  log?: (line: string) => void;
+  /** The orchestrator's logger (lines about one VM carry `vm`); default: none. */
+  log?: Logger;
 }
 
 /** The network side of a VM being brought up or running: its policy and what volantd knows of it now. */
@@ -131,10 +133,12 @@ export class Orchestrator {
   private readonly healthTimeoutMs: number;
   private readonly stopTimeoutMs: number;
   private readonly unsubscribeLeases?: () => void;
+  private readonly log: Logger;
   private closed = false;
 
   constructor(private readonly opts: OrchestratorOptions) {
     this.events = opts.events ?? new EventBus();
+    this.log = opts.log ?? silentLogger();
     this.healthTimeoutMs = opts.healthTimeoutMs ?? BOOT_HEALTH_TIMEOUT_MS;
     this.stopTimeoutMs = opts.stopTimeoutMs ?? VMM_STOP_TIMEOUT_MS;
     this.unsubscribeLeases = opts.dhcpLeases?.subscribe((macs) => this.onLeasesChanged(macs));
@@ -267,7 +271,7 @@ export class Orchestrator {
         let proc: VmProcess | undefined;
         if (vm.pid !== null && plugin) {
           proc = await this.opts.launcher.adopt(vm.pid, this.launchSpec(vm, plugin, undefined)).catch((e: unknown) => {
-            this.log(`reconcile ${vm.name}: adopting pid ${vm.pid}: ${message(e)}`);
+            this.vmLog(vm.name).warn({ err: e, pid: vm.pid }, `reconcile: adopting pid ${vm.pid}: ${message(e)}`);
             return undefined;
           });
         }
@@ -277,13 +281,13 @@ export class Orchestrator {
             adopted.push(vm.name);
             return;
           } catch (e) {
-            this.log(`reconcile ${vm.name}: re-adopting its network failed: ${message(e)}`);
+            this.vmLog(vm.name).warn({ err: e }, `reconcile: re-adopting its network failed: ${message(e)}`);
           }
         }
         if (proc) await proc.stop({ timeoutMs: this.stopTimeoutMs }).catch(() => undefined);
         await this.teardown(vm, { killProcess: false });
         const why = `volantd restarted while the VM was ${vm.state}; ${proc ? 'its VMM was stopped' : 'its VMM was gone'}`;
-        this.log(`reconcile ${vm.name}: ${why}`);
+        this.vmLog(vm.name).warn(`reconcile: ${why}`);
         if (vm.state === 'stopping') {
           this.publishState(this.vms.update(vm.name, { state: 'stopped', error: null, pid: null }));
           failed.push(vm.name);
@@ -432,7 +436,7 @@ export class Orchestrator {
       vm = this.vms.update(name, { state: 'running' });
       this.live.set(name, { proc, egress, net });
       this.watchExit(name, proc);
-      if (net.address) this.log(`VM ${name}: dhcp address ${net.address}`);
+      if (net.address) this.vmLog(name).info({ address: net.address }, `dhcp address ${net.address}`);
       this.publishState(vm);
       return vm;
     } catch (e) {
@@ -445,7 +449,7 @@ export class Orchestrator {
         }
       }
       const why = `${step}: ${message(e)}${cleanupErrors.length ? ` (cleanup also failed: ${cleanupErrors.join('; ')})` : ''}`;
-      this.log(`VM ${name} ${operation} failed: ${why}`);
+      this.vmLog(name).error({ err: e, operation, step }, `${operation} failed: ${why}`);
       if (operation === 'create') {
         this.vms.deleteWithRelease(name);
         await rm(this.vmStateDir(name), { recursive: true, force: true }).catch(() => undefined);
@@ -521,7 +525,7 @@ export class Orchestrator {
     const changed = new Set(macs.map((m) => m.toLowerCase()));
     for (const net of this.nets.values()) {
       if (!changed.has(net.mac) || net.policy.lockdown?.address !== 'dhcp-lease') continue;
-      void this.netMutex.run(net.name, () => this.rebind(net)).catch((e: unknown) => this.log(`VM ${net.name}: re-binding to its DHCP lease: ${message(e)}`));
+      void this.netMutex.run(net.name, () => this.rebind(net)).catch((e: unknown) => this.vmLog(net.name).error({ err: e }, `re-binding to its DHCP lease: ${message(e)}`));
     }
   }
 
@@ -534,7 +538,7 @@ export class Orchestrator {
     if (!vm) return;
     if (net.locked && this.opts.network) await this.opts.network.lockdown(this.lockdownOf(vm, { ...net, address }));
     net.address = address;
-    this.log(`VM ${net.name}: DHCP lease ${address ?? 'gone'}; tap and egress listener bound to it`);
+    this.vmLog(net.name).info({ address: address ?? null }, `DHCP lease ${address ?? 'gone'}; tap and egress listener bound to it`);
   }
 
   /** Stops lease re-binding for the VM (a torn-down VM's tap is never touched again). */
@@ -553,7 +557,7 @@ export class Orchestrator {
     try {
       return await this.opts.network?.guestAddress?.(vm.mac);
     } catch (e) {
-      this.log(`VM ${vm.name}: neighbour lookup: ${message(e)}`);
+      this.vmLog(vm.name).warn({ err: e }, `neighbour lookup: ${message(e)}`);
       return undefined;
     }
   }
@@ -640,7 +644,7 @@ export class Orchestrator {
     const net = this.nets.get(vm.name);
     if (net) this.forgetNet(net);
     if (live && options.killProcess) await live.proc.stop({ timeoutMs: this.stopTimeoutMs });
-    await live?.egress?.close().catch((e: unknown) => this.log(`VM ${vm.name}: closing egress: ${message(e)}`));
+    await live?.egress?.close().catch((e: unknown) => this.vmLog(vm.name).warn({ err: e }, `closing egress: ${message(e)}`));
     const tap = vm.tap;
     if (tap !== null && this.opts.network) {
       await this.netMutex.run(vm.name, () => this.opts.network!.unlock(tap));
@@ -659,18 +663,20 @@ export class Orchestrator {
           const next: VmState = stateAfterExit(vm.state, exit);
           await this.teardown(vm, { killProcess: false });
           const error = next === 'failed' ? `the ${proc.kind} VMM exited unexpectedly (code ${exit.code}, signal ${exit.signal})${exit.detail ? `: ${exit.detail}` : ''}` : null;
-          this.log(`VM ${name}: VMM exited (code ${exit.code}, signal ${exit.signal}) → ${next}`);
+          this.vmLog(name)[next === 'failed' ? 'warn' : 'info']({ exit }, `VMM exited (code ${exit.code}, signal ${exit.signal}) → ${next}`);
           this.publishState(this.vms.update(name, { state: next, error, pid: null }));
         })
-        .catch((e: unknown) => this.log(`VM ${name}: handling VMM exit: ${message(e)}`)),
+        .catch((e: unknown) => this.vmLog(name).error({ err: e }, `handling VMM exit: ${message(e)}`)),
     );
   }
 
   private publishState(vm: VmRecord): void {
+    this.vmLog(vm.name).info({ state: vm.state, ...(vm.error ? { error: vm.error } : {}) }, `VM ${vm.state}`);
     this.events.publish({ type: 'vm.state', vm: vm.name, state: vm.state, error: vm.error ?? undefined });
   }
 
-  private log(line: string): void {
-    this.opts.log?.(line);
+  /** Lines about one VM carry its name. */
+  private vmLog(name: string): Logger {
+    return this.log.child({ vm: name });
   }
 }

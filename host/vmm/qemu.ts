@@ -32,7 +32,18 @@ import { assertLaunchSpec, DEFAULT_STOP_TIMEOUT_MS, type LaunchSpec, type Launch
 import { abortFailedStart, argvContains, readProcessArgv, SIGKILL_WAIT_MS, type SpawnedVmm, SupervisedVm, spawnVmm, waitForExit, watchAdoptedPid } from './process.js';
 import { qmpExecute } from './qmp.js';
 import { assertBootFiles, prepareRunDir, removeStaleSocket } from './run-dir.js';
-import { findVsockBackend, pairedExit, removeBackendFiles, startVsockBackend, stopVsockBackend, type VsockBackend, vhostUserSocketPath } from './vsock-backend.js';
+import { isLogLevel } from '../log/levels.js';
+import type { Logger } from '../log/logger.js';
+import {
+  findVsockBackend,
+  pairedExit,
+  removeBackendFiles,
+  startVsockBackend,
+  stopVsockBackend,
+  type VsockBackend,
+  vhostUserSocketPath,
+  vsockBackendLogPath,
+} from './vsock-backend.js';
 
 export const QEMU_BINARY = 'qemu-system-x86_64';
 /** Time QEMU gets to exit after QMP `quit`. */
@@ -54,6 +65,8 @@ export interface QemuOptions {
   kvmDevice?: string;
   vhostVsockDevice?: string;
   defaultStopTimeoutMs?: number;
+  /** The launcher's logger; the vsock device back-end logs at its level (into its own file). */
+  log?: Logger;
 }
 
 /** QEMU's escaping inside `-opt key=value,...`: a literal comma is written twice. */
@@ -130,6 +143,8 @@ export function createQemuLauncher(options: QemuOptions = {}): Launcher {
   const defaultStopTimeoutMs = options.defaultStopTimeoutMs ?? DEFAULT_STOP_TIMEOUT_MS;
   const vhostVsockDevice = options.vhostVsockDevice ?? '/dev/vhost-vsock';
   const vsock = options.vsock ?? 'vhost-user';
+  const log = options.log;
+  const deviceLogLevel = isLogLevel(log?.level) ? log.level : undefined;
 
   const vsockCapability = (): VsockCapability => qemuVsockCapability(vsock, existsSync(vhostVsockDevice));
 
@@ -168,7 +183,8 @@ export function createQemuLauncher(options: QemuOptions = {}): Launcher {
       const vmmLog = prepareRunDir(spec, [qmp, vhostUserSocketPath(spec)]);
       const caps: VmmCapabilities = { accel: await resolveAccel(options.accel ?? 'auto', binary, spec.kernelPath, options.kvmDevice), vsock: vsockCapability() };
       // The device back-end first: QEMU connects to it while it sets the machine up.
-      const backend = caps.vsock === 'hybrid-socket' ? await startVsockBackend(spec) : undefined;
+      const backend = caps.vsock === 'hybrid-socket' ? await startVsockBackend(spec, { logLevel: deviceLogLevel }) : undefined;
+      if (backend) log?.debug({ vm: spec.vmName, pid: backend.pid, log: vsockBackendLogPath(spec) }, 'vsock device back-end started');
       let spawned: SpawnedVmm;
       try {
         spawned = await spawnVmm([...(spec.commandPrefix ?? []), ...buildQemuArgs(spec, caps, binary)], vmmLog);
@@ -207,6 +223,7 @@ export function createQemuLauncher(options: QemuOptions = {}): Launcher {
         if (!backend) {
           // Its device is gone: the VM cannot be reached or serve its guest. End it here, so the
           // caller's "VMM gone" path leaves nothing behind.
+          log?.warn({ vm: spec.vmName, pid }, 'QEMU runs without its vsock device back-end: killed');
           try {
             process.kill(pid, 'SIGKILL');
           } catch {}

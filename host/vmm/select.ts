@@ -14,6 +14,7 @@ import { CLOUD_HYPERVISOR_BINARY, createCloudHypervisorLauncher } from './cloud-
 import type { Launcher, VmmKind } from './launcher.js';
 import { createQemuLauncher, QEMU_BINARY, type QemuVsockBackend } from './qemu.js';
 import { assertBootFiles } from './run-dir.js';
+import type { Logger } from '../log/logger.js';
 
 export type VmmPreference = 'auto' | VmmKind;
 
@@ -66,6 +67,8 @@ export interface SelectLauncherOptions {
   kernelPath?: string;
   searchPath?: string;
   kvmDevice?: string;
+  /** The launchers' logger (the QEMU launcher's vsock device back-end logs at its level). */
+  log?: Logger;
 }
 
 /** The launcher for this host and config. */
@@ -76,5 +79,5 @@ export function selectLauncher(opts: SelectLauncherOptions): Launcher {
   const kind = chooseVmm(opts.prefer, { cloudHypervisor: ch !== undefined, qemu: qemu !== undefined, kvm: kvmDeviceUsable(opts.kvmDevice) });
   return kind === 'cloud-hypervisor'
     ? createCloudHypervisorLauncher({ binary: ch })
-    : createQemuLauncher({ binary: qemu, accel: opts.accel, ...(opts.qemuVsock ? { vsock: opts.qemuVsock } : {}), ...(opts.kvmDevice ? { kvmDevice: opts.kvmDevice } : {}) });
+    : createQemuLauncher({ binary: qemu, accel: opts.accel, log: opts.log, ...(opts.qemuVsock ? { vsock: opts.qemuVsock } : {}), ...(opts.kvmDevice ? { kvmDevice: opts.kvmDevice } : {}) });
 }

@@ -19,6 +19,7 @@ import { lstatSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { VolantError } from '../../shared/errors.js';
+import type { LogLevel } from '../log/levels.js';
 import { formatBackendArgs, parseBackendArgs } from '../vsock/device/args.js';
 import type { LaunchSpec, VmmExit } from './launcher.js';
 import { argvContains, readProcessArgv, SIGKILL_WAIT_MS, type SpawnedVmm, spawnVmm, waitForExit, watchAdoptedPid } from './process.js';
@@ -45,8 +46,8 @@ export function vsockBackendCommand(): string[] {
 }
 
 /** The back-end's argv for a spec (pure apart from locating the program); INVALID_ARGUMENT when the paths cannot be sockets. */
-export function vsockBackendArgv(spec: Pick<LaunchSpec, 'runDir' | 'vsock'>): string[] {
-  const args = formatBackendArgs({ vhostUser: vhostUserSocketPath(spec), socket: spec.vsock.socketPath, cid: spec.vsock.cid, metrics: vsockBackendMetricsPath(spec) });
+export function vsockBackendArgv(spec: Pick<LaunchSpec, 'runDir' | 'vsock'>, logLevel?: LogLevel): string[] {
+  const args = formatBackendArgs({ vhostUser: vhostUserSocketPath(spec), socket: spec.vsock.socketPath, cid: spec.vsock.cid, metrics: vsockBackendMetricsPath(spec), logLevel });
   try {
     parseBackendArgs(args);
   } catch (e) {
@@ -97,9 +98,9 @@ export function removeBackendFiles(spec: Pick<LaunchSpec, 'runDir' | 'vsock'>): 
 }
 
 /** Starts the back-end and waits until QEMU can connect; throws VMM_FAILED (with its log) and leaves nothing when it cannot. */
-export async function startVsockBackend(spec: Pick<LaunchSpec, 'runDir' | 'vsock' | 'vmName'>): Promise<VsockBackend> {
+export async function startVsockBackend(spec: Pick<LaunchSpec, 'runDir' | 'vsock' | 'vmName'>, options: { logLevel?: LogLevel } = {}): Promise<VsockBackend> {
   const log = vsockBackendLogPath(spec);
-  const spawned: SpawnedVmm = await spawnVmm(vsockBackendArgv(spec), log);
+  const spawned: SpawnedVmm = await spawnVmm(vsockBackendArgv(spec, options.logLevel), log);
   let gone = false;
   void spawned.exited.then(() => {
     gone = true;

@@ -173,18 +173,27 @@ describe('volantd serving', () => {
 });
 
 describe('volantd command line', () => {
-  it('refuses unknown flags with usage (exit 2) and a missing kernel with a clear error (exit 1)', async () => {
+  it('refuses unknown flags with usage (exit 2) and a missing kernel with a clear error (exit 1), logged as a fatal JSON line', async () => {
     let r = await run(MAIN, ['--bogus']);
     assert.equal(r.code, 2);
     assert.match(r.stderr, /usage: volantd/);
+    const fatal = (stderr: string): { level: string; msg: string; err: { code: string; message: string } } => {
+      const lines = stderr.trim().split('\n');
+      assert.equal(lines.length, 1, stderr);
+      return JSON.parse(lines[0]!);
+    };
     const dir = mkdtempSync(join(tmpdir(), `volant-daemon-${process.pid}-`));
     try {
       r = await run(MAIN, ['--state-dir', dir, '--listen', '127.0.0.1:0', '--kernel', join(dir, 'no-such-vmlinuz')], { VOLANT_CONFIG: join(dir, 'none.yaml') });
       assert.equal(r.code, 1);
-      assert.match(r.stderr, /volantd: (NOT_FOUND|INVALID_ARGUMENT): /);
+      let line = fatal(r.stderr);
+      assert.equal(line.level, 'fatal');
+      assert.match(line.err.code, /^(NOT_FOUND|INVALID_ARGUMENT)$/);
+      assert.match(line.msg, /^cannot start: (NOT_FOUND|INVALID_ARGUMENT): /);
       r = await run(MAIN, ['--state-dir', dir, '--listen', 'nonsense', '--kernel', '/dev/null']);
       assert.equal(r.code, 1);
-      assert.match(r.stderr, /listen/);
+      line = fatal(r.stderr);
+      assert.match(line.msg, /listen/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -419,7 +419,7 @@ describe('egress: one limiter for every VM’s listener', () => {
   it('the daemon gives every VM’s listener the same limiter', async () => {
     const cfg = defaultConfig();
     cfg.egress.dns_servers = [dns.address];
-    const starter = createEgressStarter({ egress: cfg.egress }, parseCidr('127.0.0.1/8'), { bridge: 'lo', interfaceAddresses: () => [] }, () => undefined);
+    const starter = createEgressStarter({ egress: cfg.egress }, parseCidr('127.0.0.1/8'), { bridge: 'lo', interfaceAddresses: () => [] });
     const handles = [];
     const sockets: Socket[] = [];
     try {

@@ -68,7 +68,7 @@ describe('egress listener peer binding and host addresses', () => {
         requests_per_second_per_vm: 1000,
       },
     } as unknown as Pick<VolantConfig, 'egress'>;
-    ({ start } = createEgressStarter(cfg, tryParseCidr('127.0.0.1/8')!, { bridge: 'lo', interfaceAddresses: () => ['127.0.0.1', '10.77.1.1'], macOf: (a) => neighbours.get(a) }, () => undefined));
+    ({ start } = createEgressStarter(cfg, tryParseCidr('127.0.0.1/8')!, { bridge: 'lo', interfaceAddresses: () => ['127.0.0.1', '10.77.1.1'], macOf: (a) => neighbours.get(a) }));
   });
   after(async () => {
     for (const h of handles) await h.close();

@@ -154,7 +154,7 @@ describe('fault injection at every step of a create (real taps and rules in a ne
       },
     };
     const cfg = { egress: { allow_private: [], upgrade_to_https: false, connect_timeout_ms: 1000, dns_timeout_ms: 1000, dns_servers: [], max_tunnels_per_vm: 8, requests_per_second_per_vm: 100 } } as unknown as Pick<VolantConfig, 'egress'>;
-    const realEgress = createEgressStarter(cfg, tryParseCidr(HOST_CIDR)!, { bridge: BRIDGE }, () => undefined).start;
+    const realEgress = createEgressStarter(cfg, tryParseCidr(HOST_CIDR)!, { bridge: BRIDGE }).start;
     const egress: EgressStarter = async (vm) => {
       if (faults.has('egress')) throw new Error('injected: egress listener failed');
       const handle = await realEgress(vm);

@@ -133,7 +133,9 @@ describe('volantd killed mid-create, then restarted', () => {
 
   /** The daemon's address and the token its TCP listener needs. */
   function startChild(behaviour: string): Promise<{ address: string; token: string }> {
-    child = spawn(process.execPath, ['--import', 'tsx', DAEMON, join(dir, 'state'), join(dir, 'vmlinuz'), behaviour], { stdio: ['ignore', 'pipe', 'inherit'] });
+    child = spawn(process.execPath, ['--import', 'tsx', DAEMON, join(dir, 'state'), join(dir, 'vmlinuz'), behaviour], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let log = '';
+    child.stderr!.on('data', (c) => (log += c));
     return new Promise((resolve, reject) => {
       let out = '';
       child!.stdout!.on('data', (c) => {
@@ -141,7 +143,7 @@ describe('volantd killed mid-create, then restarted', () => {
         const line = out.split('\n')[0];
         if (out.includes('\n')) resolve(JSON.parse(line!) as { address: string; token: string });
       });
-      child!.once('exit', (code) => reject(new Error(`daemon exited ${code}`)));
+      child!.once('exit', (code) => reject(new Error(`daemon exited ${code}; its log:\n${log}`)));
     });
   }
 

@@ -9,6 +9,7 @@ import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type Daemon, type DaemonOptions, runDaemon } from '../../host/daemon/daemon.js';
+import { silentLogger } from '../../host/log/logger.js';
 import type { NetworkMode } from '../../shared/schema/manifest.js';
 import { FakeVmmLauncher } from './orchestrator-vmm-double.js';
 
@@ -63,7 +64,7 @@ export async function startHarness(opts: Partial<DaemonOptions> & { tag: string;
     listen: '127.0.0.1:0',
     kernelPath: kernel,
     healthTimeoutMs: 3000,
-    log: () => undefined,
+    logger: silentLogger(),
     // Never the machine's own network: tests that need taps pass a netns-backed one.
     network: null,
     ...opts,

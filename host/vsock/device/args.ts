@@ -7,11 +7,13 @@
  *                      guest connections to CID 2 port P go to `<uds>_P`
  *   --cid N            the guest's CID (the device's config space)
  *   --metrics FILE     the counters as JSON, rewritten every second and at exit (optional)
+ *   --log-level LEVEL  how much the process logs (JSON lines on stderr); default info
  */
 
 import { isAbsolute } from 'node:path';
 import { parseArgs } from 'node:util';
 import { FIRST_GUEST_CID, MAX_GUEST_CID, MAX_UNIX_SOCKET_PATH_BYTES } from '../../../shared/vsock.js';
+import { isLogLevel, LOG_LEVELS, type LogLevel } from '../../log/levels.js';
 
 /** Room kept in sun_path for the `_PORT` suffix of guest-initiated connections. */
 const PORT_SUFFIX_BYTES = 11;
@@ -21,17 +23,18 @@ export interface BackendArgs {
   socket: string;
   cid: number;
   metrics?: string;
+  logLevel?: LogLevel;
 }
 
 export function formatBackendArgs(a: BackendArgs): string[] {
-  return ['--vhost-user', a.vhostUser, '--socket', a.socket, '--cid', String(a.cid), ...(a.metrics ? ['--metrics', a.metrics] : [])];
+  return ['--vhost-user', a.vhostUser, '--socket', a.socket, '--cid', String(a.cid), ...(a.metrics ? ['--metrics', a.metrics] : []), ...(a.logLevel ? ['--log-level', a.logLevel] : [])];
 }
 
 /** Parses and checks the command line; throws an Error naming what is wrong and what is allowed. */
 export function parseBackendArgs(argv: string[]): BackendArgs {
   const { values } = parseArgs({
     args: argv,
-    options: { 'vhost-user': { type: 'string' }, socket: { type: 'string' }, cid: { type: 'string' }, metrics: { type: 'string' } },
+    options: { 'vhost-user': { type: 'string' }, socket: { type: 'string' }, cid: { type: 'string' }, metrics: { type: 'string' }, 'log-level': { type: 'string' } },
     strict: true,
     allowPositionals: false,
   });
@@ -44,5 +47,13 @@ export function parseBackendArgs(argv: string[]): BackendArgs {
   const cid = Number(cidText);
   if (!/^[0-9]{1,10}$/.test(cidText) || cid < FIRST_GUEST_CID || cid > MAX_GUEST_CID) throw new Error(`--cid ${JSON.stringify(cidText)} must be an integer ${FIRST_GUEST_CID}..${MAX_GUEST_CID}`);
   const metrics = values.metrics === undefined ? undefined : path('metrics', values.metrics);
-  return { vhostUser: path('vhost-user', values['vhost-user'], 4), socket: path('socket', values.socket, PORT_SUFFIX_BYTES), cid, ...(metrics ? { metrics } : {}) };
+  const logLevel = values['log-level'];
+  if (logLevel !== undefined && !isLogLevel(logLevel)) throw new Error(`--log-level ${JSON.stringify(logLevel)} must be one of ${LOG_LEVELS.join(', ')}`);
+  return {
+    vhostUser: path('vhost-user', values['vhost-user'], 4),
+    socket: path('socket', values.socket, PORT_SUFFIX_BYTES),
+    cid,
+    ...(metrics ? { metrics } : {}),
+    ...(logLevel ? { logLevel } : {}),
+  };
 }

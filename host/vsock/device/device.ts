@@ -20,6 +20,7 @@ import type { DeviceMetrics } from './metrics.js';
 import type { Muxer } from './muxer.js';
 import { PacketHeader, readHeader } from './packet.js';
 import { DescriptorChain, POP_BROKEN, POP_EMPTY, POP_OK, type SplitQueue } from './virtqueue.js';
+import type { Logger } from '../../log/logger.js';
 
 export const RX_QUEUE = 0;
 export const TX_QUEUE = 1;
@@ -44,7 +45,7 @@ export class VsockDevice {
     private readonly muxer: Muxer,
     private readonly io: DeviceIo,
     private readonly metrics: DeviceMetrics,
-    private readonly log: (line: string) => void,
+    private readonly log: Logger,
     private readonly requestFlush: () => void,
   ) {}
 
@@ -110,7 +111,7 @@ export class VsockDevice {
       }
       if (r !== POP_OK) {
         this.metrics.txRefusedChains++;
-        this.log(`vsock: TX chain refused: ${chain.refusal}`);
+        this.log.warn({ queue: 'TX' }, `TX chain refused: ${chain.refusal}`);
         continue;
       }
       if (readHeader(chain, header)) this.muxer.onGuestPacket(header, chain);
@@ -138,7 +139,7 @@ export class VsockDevice {
         break;
       }
       if (r !== POP_OK) {
-        this.log(`vsock: RX chain refused: ${chain.refusal}`);
+        this.log.warn({ queue: 'RX' }, `RX chain refused: ${chain.refusal}`);
         continue;
       }
       const written = this.muxer.fillRx(chain);
@@ -159,6 +160,7 @@ export class VsockDevice {
   #reportBroken(index: number, ring: SplitQueue): void {
     if (this.#reportedBroken[index] === ring.broken) return;
     this.#reportedBroken[index] = ring.broken;
-    this.log(`vsock: ${index === RX_QUEUE ? 'RX' : 'TX'} queue stopped: ${ring.broken}`);
+    const queue = index === RX_QUEUE ? 'RX' : 'TX';
+    this.log.error({ queue }, `${queue} queue stopped: ${ring.broken}`);
   }
 }

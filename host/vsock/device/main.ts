@@ -4,7 +4,11 @@
  * fault in one VM's device ends that process (the launcher then stops the VM and marks it failed)
  * and never volantd or another VM.
  *
- *   node main.js --vhost-user PATH --socket PATH --cid N [--metrics FILE]   (args.ts)
+ *   node main.js --vhost-user PATH --socket PATH --cid N [--metrics FILE] [--log-level L]   (args.ts)
+ *
+ * It logs JSON lines on stderr (pino, `name: vsock-device`, its CID on every line; the launcher
+ * sends them to `<run_dir>/vsock-device.log`), and keeps its counters in the `--metrics` file,
+ * which volantd's /metrics reads (host/metrics/vsock-device.ts).
  *
  * Life cycle, and what must hold:
  *  - Both sockets exist before the vhost-user path appears: it is bound under a temporary name and
@@ -18,6 +22,7 @@
 
 import { lstatSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { deviceIo, EAGAIN, EPOLLIN, errnoName } from '../../../native/device-io.js';
+import { createLogger } from '../../log/logger.js';
 import { parseBackendArgs } from './args.js';
 import { VsockDevice } from './device.js';
 import { type DeviceMetrics, newDeviceMetrics } from './metrics.js';
@@ -37,10 +42,6 @@ function removeSocketFile(path: string): void {
   }
 }
 
-function log(line: string): void {
-  process.stderr.write(`${new Date().toISOString()} ${line}\n`);
-}
-
 function writeMetrics(file: string | undefined, metrics: DeviceMetrics): void {
   if (!file) return;
   try {
@@ -53,6 +54,7 @@ function writeMetrics(file: string | undefined, metrics: DeviceMetrics): void {
 
 function main(): void {
   const args = parseBackendArgs(process.argv.slice(2));
+  const log = createLogger({ name: 'vsock-device', level: args.logLevel ?? 'info', base: { cid: args.cid } });
   const io = deviceIo();
   const metrics = newDeviceMetrics();
   let finished = false;
@@ -63,7 +65,7 @@ function main(): void {
   const finish = (why: string, code: number): void => {
     if (finished) return;
     finished = true;
-    log(`vsock device (cid ${args.cid}) ends: ${why}; ${JSON.stringify(metrics)}`);
+    log[code === 0 ? 'info' : 'error']({ metrics }, `ends: ${why}`);
     session?.close('back-end exiting');
     muxer.close();
     if (vhostListenFd >= 0) io.closeFd(vhostListenFd);
@@ -82,7 +84,7 @@ function main(): void {
 
   process.on('uncaughtException', (e) => finish(`fault: ${e.stack ?? e.message}`, 1));
   for (const signal of ['SIGTERM', 'SIGINT'] as const) process.once(signal, () => finish(signal, 0));
-  process.on('SIGUSR1', () => log(`vsock device metrics: ${JSON.stringify(metrics)}`));
+  process.on('SIGUSR1', () => log.info({ metrics }, 'metrics'));
 
   removeSocketFile(args.socket);
   removeSocketFile(args.vhostUser);
@@ -106,7 +108,7 @@ function main(): void {
   });
 
   if (args.metrics) setInterval(() => writeMetrics(args.metrics, metrics), METRICS_INTERVAL_MS).unref();
-  log(`vsock device (cid ${args.cid}) listening: hybrid ${args.socket}, vhost-user ${args.vhostUser}`);
+  log.info({ socket: args.socket, vhost_user: args.vhostUser }, `listening: hybrid ${args.socket}, vhost-user ${args.vhostUser}`);
 }
 
 main();

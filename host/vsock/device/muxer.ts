@@ -69,6 +69,7 @@ import {
 } from './packet.js';
 import type { Reactor } from './reactor.js';
 import type { DescriptorChain } from './virtqueue.js';
+import type { Logger } from '../../log/logger.js';
 
 /** Connections per device, as in Cloud Hypervisor and Firecracker. */
 export const MAX_CONNECTIONS = 1023;
@@ -149,7 +150,7 @@ export interface MuxerOptions {
   io: DeviceIo;
   reactor: Reactor;
   metrics: DeviceMetrics;
-  log: (line: string) => void;
+  log: Logger;
 }
 
 export class Muxer {
@@ -196,7 +197,7 @@ export class Muxer {
   resetAll(why: string): void {
     const all = [...this.#handshaking];
     for (const byLocal of this.#table.values()) all.push(...byLocal.values());
-    if (all.length > 0) this.#o.log(`vsock: dropping ${all.length} connection(s): ${why}`);
+    if (all.length > 0) this.#o.log.info({ connections: all.length }, `dropping ${all.length} connection(s): ${why}`);
     for (const c of all) this.#remove(c);
     this.#rxQueue.length = 0;
     this.#rxHead = 0;
@@ -506,7 +507,7 @@ export class Muxer {
       const fd = this.#io.acceptConnection(this.#listenFd);
       if (fd === -EAGAIN) return;
       if (fd < 0) {
-        this.#o.log(`vsock: accept on ${this.#o.socketPath}: ${errnoName(fd)}`);
+        this.#o.log.warn({ errno: errnoName(fd) }, `accept on ${this.#o.socketPath}: ${errnoName(fd)}`);
         return;
       }
       if (this.#connectionCount() >= MAX_CONNECTIONS) {
@@ -529,7 +530,7 @@ export class Muxer {
       this.#o.metrics.connections = this.#connectionCount();
       return true;
     } catch (e) {
-      this.#o.log(`vsock: epoll add: ${(e as Error).message}`);
+      this.#o.log.warn({ err: e }, `epoll add: ${(e as Error).message}`);
       this.#remove(c);
       return false;
     }
@@ -637,7 +638,7 @@ export class Muxer {
     }
     if (s.timer === 'none') this.#clearTimer(c);
     else if (s.timer !== 'keep') this.#setTimer(c, s.timer);
-    if (s.ends !== undefined && NOTABLE_ENDINGS.test(s.ends)) this.#o.log(`vsock: connection ${c.localPort}→${c.peerPort} ends: ${s.ends}`);
+    if (s.ends !== undefined && NOTABLE_ENDINGS.test(s.ends)) this.#o.log.info({ local_port: c.localPort, peer_port: c.peerPort }, `connection ${c.localPort}→${c.peerPort} ends: ${s.ends}`);
     // An RST for a connection the guest never heard of (its REQUEST never left, e.g. while the
     // guest's driver is not up yet) is not sent: the connection just goes.
     if (c.control.state === 'closed' || (c.control.state === 'closing' && !c.guestKnows)) this.#remove(c);

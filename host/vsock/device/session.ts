@@ -54,6 +54,7 @@ import {
   vsockConfigSpace,
 } from './vhost-user.js';
 import { locateRing, MAX_QUEUE_SIZE, SplitQueue } from './virtqueue.js';
+import type { Logger } from '../../log/logger.js';
 
 /** The queues a vsock back-end serves: RX and TX (QEMU keeps the event queue). */
 export const QUEUES = 2;
@@ -77,7 +78,7 @@ export interface SessionOptions {
   io: DeviceIo;
   reactor: Reactor;
   device: VsockDevice;
-  log: (line: string) => void;
+  log: Logger;
   /** Called once when the session ends, with why. */
   onClose: (why: string, clean: boolean) => void;
 }
@@ -300,7 +301,7 @@ export class VhostUserSession {
       for (const fd of fds) this.#closeFd(fd);
     }
     const layout = this.#memory.regions.map((r) => `gpa 0x${r.guestAddr.toString(16)}+0x${r.size.toString(16)}`).join(', ');
-    this.#o.log(`vsock: guest memory mapped: ${layout}`);
+    this.#o.log.info(`guest memory mapped: ${layout}`);
     for (let i = 0; i < QUEUES; i++) this.#reseat(i);
   }
 

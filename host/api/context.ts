@@ -8,7 +8,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Orchestrator } from '../orchestrator/orchestrator.js';
 import type { PluginImages } from '../orchestrator/plugin-images.js';
-import type { MetricsRegistry } from './metrics.js';
+import type { Registry } from 'prom-client';
 
 export interface IngressSeam {
   handleRequest(req: IncomingMessage, res: ServerResponse): boolean;
@@ -20,7 +20,8 @@ export interface ApiContext {
   plugins: PluginImages;
   /** Lease/CID facts for `/api/v1/debug/ipam`. */
   ipamReport: () => unknown;
-  metrics: MetricsRegistry;
+  /** volantd's one registry (host/metrics/registry.ts); the API adds its own families and serves it at /metrics. */
+  metrics: Registry;
   version: string;
   startedAt: number;
 }

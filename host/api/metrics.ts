@@ -1,104 +1,36 @@
 /**
- * A small Prometheus text-format registry. Counters are incremented by the code that knows the
- * event; gauges are read at scrape time from collectors (VMs by state, leases), so the numbers
- * can never drift from the store. Other modules register their own collectors (egress, ingress).
+ * The API's own metric families (docs/metrics.md), bumped once per finished request:
+ *
+ *   volant_api_requests_total{method,route,status}         counter
+ *   volant_api_request_duration_seconds{method,route}      histogram
+ *
+ * `route` is the route's pattern (`/api/v1/vms/:name`), never the URL, so the label sets are
+ * bounded by the routes; a request no route matched is `unknown`. Streaming answers (logs with
+ * follow, the events feed) count when they end.
  */
 
-export type Labels = Record<string, string>;
+import { Counter, Histogram, type Registry } from 'prom-client';
 
-export interface Sample {
-  labels?: Labels;
-  value: number;
-}
+/** Upper bounds of the duration buckets, in seconds: reads take milliseconds, a create waits for the guest to boot. */
+export const API_DURATION_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
 
-export interface MetricFamily {
-  name: string;
-  help: string;
-  type: 'counter' | 'gauge';
-  samples: Sample[];
-}
+export class ApiMetrics {
+  readonly #requests: Counter<'method' | 'route' | 'status'>;
+  readonly #duration: Histogram<'method' | 'route'>;
 
-const NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
-
-function escapeLabel(v: string): string {
-  return v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"');
-}
-
-function labelText(labels: Labels | undefined): string {
-  const entries = Object.entries(labels ?? {});
-  if (entries.length === 0) return '';
-  return `{${entries.map(([k, v]) => `${k}="${escapeLabel(v)}"`).join(',')}}`;
-}
-
-export function renderFamilies(families: MetricFamily[]): string {
-  const out: string[] = [];
-  for (const f of families) {
-    out.push(`# HELP ${f.name} ${f.help.replace(/\n/g, ' ')}`, `# TYPE ${f.name} ${f.type}`);
-    for (const s of f.samples) out.push(`${f.name}${labelText(s.labels)} ${Number.isFinite(s.value) ? s.value : 0}`);
-  }
-  return `${out.join('\n')}\n`;
-}
-
-export class Counter {
-  private readonly values = new Map<string, { labels: Labels; value: number }>();
-  constructor(
-    readonly name: string,
-    readonly help: string,
-  ) {
-    if (!NAME.test(name)) throw new Error(`metric name ${name} is not valid`);
+  constructor(registry: Registry) {
+    this.#requests = new Counter({ name: 'volant_api_requests_total', help: 'API requests by method, route and status.', labelNames: ['method', 'route', 'status'], registers: [registry] });
+    this.#duration = new Histogram({
+      name: 'volant_api_request_duration_seconds',
+      help: 'How long API requests took, from arrival to the end of the answer.',
+      labelNames: ['method', 'route'],
+      buckets: API_DURATION_BUCKETS_S,
+      registers: [registry],
+    });
   }
 
-  inc(labels: Labels = {}, by = 1): void {
-    const key = JSON.stringify(Object.entries(labels).sort());
-    const cur = this.values.get(key);
-    if (cur) cur.value += by;
-    else this.values.set(key, { labels, value: by });
-  }
-
-  family(): MetricFamily {
-    return { name: this.name, help: this.help, type: 'counter', samples: [...this.values.values()] };
-  }
-}
-
-export type Collector = () => MetricFamily[];
-
-export class MetricsRegistry {
-  private readonly counters: Counter[] = [];
-  private readonly collectors: Collector[] = [];
-  private readonly texts: (() => string)[] = [];
-
-  counter(name: string, help: string): Counter {
-    const c = new Counter(name, help);
-    this.counters.push(c);
-    return c;
-  }
-
-  register(collector: Collector): void {
-    this.collectors.push(collector);
-  }
-
-  /** For modules that already render Prometheus text themselves (the egress proxy). */
-  registerText(render: () => string): void {
-    this.texts.push(render);
-  }
-
-  render(): string {
-    const families = [...this.counters.map((c) => c.family())];
-    for (const collect of this.collectors) {
-      try {
-        families.push(...collect());
-      } catch {
-        // a broken collector must not take /metrics down with it
-      }
-    }
-    let text = renderFamilies(families);
-    for (const r of this.texts) {
-      try {
-        text += r();
-      } catch {
-        // as above
-      }
-    }
-    return text;
+  requestDone(method: string, route: string, status: number, seconds: number): void {
+    this.#requests.inc({ method, route, status: String(status) });
+    this.#duration.observe({ method, route }, seconds);
   }
 }

@@ -28,13 +28,14 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { createServer as createNetServer, type Server as NetServer } from 'node:net';
 import type { Duplex } from 'node:stream';
 import swagger from '@fastify/swagger';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest, LogController } from 'fastify';
 import { checkBearer } from './auth.js';
 import type { ApiContext, IngressSeam } from './context.js';
 import { answerClientError, ERROR_CONTENT_TYPE, sendErrorOnSocket, sendErrorResponse } from '../../shared/http-error-response.js';
 import { requestLineRefusal } from '../../shared/http-request-line.js';
 import { VolantError } from '../../shared/errors.js';
 import { errorReply, toVolantError } from './errors.js';
+import { ApiMetrics } from './metrics.js';
 import type { ListenAddress } from './listen.js';
 import { type Logger, silentLogger } from '../log/logger.js';
 import { REQUEST_ID_HEADER, requestIdFor } from '../log/request-id.js';
@@ -74,6 +75,26 @@ export interface ApiServer {
   close(): Promise<void>;
 }
 
+/** A request's route pattern (`/api/v1/vms/:name`), or `unknown` when none matched. */
+function routeOf(req: FastifyRequest): string {
+  return req.routeOptions.url ?? 'unknown';
+}
+
+/**
+ * The API's request log: one line when a request ends (fastify's "incoming request" line is
+ * dropped), at `info` for requests that change something and `debug` for reads, so scrapes and
+ * health checks do not flood the log. The rest of fastify's request logging stays as it is.
+ */
+class ApiLogController extends LogController {
+  override incomingRequest(): void {}
+
+  override requestCompleted(error: Error | null | undefined, req: FastifyRequest, reply: FastifyReply): void {
+    const fields = { method: req.method, url: req.url, route: routeOf(req), status: reply.statusCode, ms: Math.round(reply.elapsedTime) };
+    if (error) reply.log.error({ ...fields, err: error }, 'request errored');
+    else reply.log[req.method === 'GET' || req.method === 'HEAD' ? 'debug' : 'info'](fields, 'request done');
+  }
+}
+
 /** Sockets accepted on a Unix-socket listener: their requests need no token. */
 const localSockets = new WeakSet<object>();
 
@@ -104,7 +125,7 @@ export async function createApiServer(opts: ApiServerOptions): Promise<ApiServer
   const app = Fastify({
     // Typed as fastify's base logger so the instance keeps the type the route modules take.
     loggerInstance: (opts.log ?? silentLogger()) as FastifyBaseLogger,
-    disableRequestLogging: true,
+    logController: new ApiLogController(),
     genReqId: (req) => requestIdFor(req.headers[REQUEST_ID_HEADER]),
     bodyLimit: MAX_BODY_BYTES,
     forceCloseConnections: true,
@@ -164,24 +185,9 @@ export async function createApiServer(opts: ApiServerOptions): Promise<ApiServer
     },
   });
 
-  const requests = opts.metrics.counter('volant_api_requests_total', 'API requests by method, route and status');
+  const apiMetrics = new ApiMetrics(opts.metrics);
   app.addHook('onResponse', async (req, reply) => {
-    const route = req.routeOptions.url ?? 'unknown';
-    requests.inc({ method: req.method, route, status: String(reply.statusCode) });
-    const reads = req.method === 'GET' || req.method === 'HEAD';
-    req.log[reads ? 'debug' : 'info']({ method: req.method, url: req.url, route, status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, 'request done');
-  });
-  opts.metrics.register(() => {
-    const byState = new Map<string, number>();
-    let leases = 0;
-    for (const vm of opts.orchestrator.list()) {
-      byState.set(vm.state, (byState.get(vm.state) ?? 0) + 1);
-      if (vm.ip !== null) leases += 1;
-    }
-    return [
-      { name: 'volant_vms', help: 'VMs by state', type: 'gauge', samples: [...byState].map(([state, value]) => ({ labels: { state }, value })) },
-      { name: 'volant_ip_leases', help: 'IPv4 addresses leased to VMs', type: 'gauge', samples: [{ value: leases }] },
-    ];
+    apiMetrics.requestDone(req.method, routeOf(req), reply.statusCode, reply.elapsedTime / 1000);
   });
 
   app.addHook('onRequest', async (req, reply) => {

@@ -23,6 +23,8 @@
  * Logs (docs/logging.md): one pino logger, made here from `log.level` (or given by the caller),
  * writes JSON lines to stderr; every module gets a child naming it. The egress proxies' decisions
  * go to their own size-capped file under `log.dir` (host/log/audit-file.ts), never to that log.
+ * Metrics (docs/metrics.md): one prom-client registry, every family registered here; per-VM
+ * series are removed when their VM is deleted.
  */
 
 import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
@@ -31,7 +33,6 @@ import { VolantError } from '../../shared/errors.js';
 import { tryParseCidr } from '../../shared/ipv4.js';
 import { ensureTokenFile, groupIdIn, SOCKET_GROUP, tokenRequired } from '../api/auth.js';
 import { parseListenAddress } from '../api/listen.js';
-import { type MetricFamily, MetricsRegistry } from '../api/metrics.js';
 import { type ApiServer, createApiServer } from '../api/server.js';
 import { loadConfig, statePaths } from '../config/load.js';
 import type { VolantConfig } from '../config/schema.js';
@@ -40,8 +41,14 @@ import { volantDhcpConfigured } from '../dhcp/server.js';
 import type { AfVsockConnect } from '../ingress/dialer.js';
 import { createIngress, type Ingress } from '../ingress/index.js';
 import { ipamReport } from '../ipam/report.js';
+import { EgressMetrics } from '../egress/metrics.js';
 import { AuditFile } from '../log/audit-file.js';
 import { createLogger, type DestinationStream, type Logger } from '../log/logger.js';
+import { registerIngressMetrics } from '../metrics/ingress.js';
+import { createMetricsRegistry, type PerVmSeries } from '../metrics/registry.js';
+import { registerVmMetrics } from '../metrics/vms.js';
+import { VsockDeviceMetrics } from '../metrics/vsock-device.js';
+import { vsockBackendMetricsPath } from '../vmm/vsock-backend.js';
 import { Orchestrator } from '../orchestrator/orchestrator.js';
 import { PluginImages } from '../orchestrator/plugin-images.js';
 import type { DhcpLeaseSource, EgressStarter, TapNetwork } from '../orchestrator/ports.js';
@@ -94,18 +101,6 @@ export interface Daemon {
   close(): Promise<void>;
 }
 
-/** Ingress counters as metric families (the ingress keeps them; /metrics reads them at scrape time). */
-function ingressFamilies(ingress: Ingress): MetricFamily[] {
-  const m = ingress.metrics;
-  const counter = (name: string, help: string, value: number): MetricFamily => ({ name, help, type: 'counter', samples: [{ value }] });
-  return [
-    counter('volant_ingress_requests_total', 'requests proxied to VMs', m.requests),
-    counter('volant_ingress_upgrades_total', 'upgrades (WebSocket) proxied to VMs', m.upgrades),
-    counter('volant_ingress_refused_total', 'proxy requests refused before reaching a VM', m.refused),
-    counter('volant_ingress_upstream_errors_total', 'proxy requests whose VM could not be reached or failed', m.upstreamErrors),
-  ];
-}
-
 /** Guests' resolvers when the config names none: the host's (host/network/resolvers.ts). */
 function guestDns(log: Logger): string[] {
   const r = hostResolvers();
@@ -149,7 +144,9 @@ export async function runDaemon(opts: DaemonOptions): Promise<Daemon> {
   }
   const auditFile = audit;
   const plugins = new PluginImages(store.plugins, paths.images);
-  const defaultEgress = auditFile ? createEgressStarter(config, hostCidr, { bridge: config.network.bridge }, { log: egressLog, audit: (r) => auditFile.write(r) }) : undefined;
+  const metrics = createMetricsRegistry();
+  const egressMetrics = new EgressMetrics(metrics);
+  const defaultEgress = auditFile ? createEgressStarter(config, hostCidr, { bridge: config.network.bridge }, { log: egressLog, audit: (r) => auditFile.write(r), metrics: egressMetrics }) : undefined;
   const egress = opts.egress === null ? undefined : (opts.egress ?? defaultEgress?.start);
   const network = opts.network === null ? undefined : (opts.network ?? tapNetwork(hostNetwork!, config.network.bridge, hostCidr));
   const volantDhcp = config.dhcp.server === 'volant' || (config.dhcp.server === 'auto' && volantDhcpConfigured(config));
@@ -189,14 +186,17 @@ export async function runDaemon(opts: DaemonOptions): Promise<Daemon> {
       },
     });
     const ing = ingress;
+    registerVmMetrics(metrics, { vms: () => orchestrator.list(), ipam: () => ipamReport(store, config) });
+    registerIngressMetrics(metrics, () => ing.metrics);
+    const vmNames = (): string[] => orchestrator.list().map((vm) => vm.name);
+    const deviceMetrics = new VsockDeviceMetrics(metrics, { vms: vmNames, metricsFile: (vm) => vsockBackendMetricsPath({ runDir: orchestrator.vmRunDir(vm) }) });
+    const perVm: PerVmSeries[] = [egressMetrics, deviceMetrics];
     orchestrator.events.subscribe((e) => {
       if (e.type === 'vm.deleted' || (e.type === 'vm.state' && e.state !== 'running')) ing.forget(e.vm);
+      if (e.type === 'vm.deleted') for (const series of perVm) series.forgetVm(e.vm);
     });
     const env = opts.env ?? process.env;
     const enforce = tokenRequired(listen, { unsafeLoopbackWithoutToken: config.api.unsafe_loopback_without_token }) ? env.VOLANT_API_TOKEN || ensureTokenFile(config.state_dir) : undefined;
-    const metrics = new MetricsRegistry();
-    metrics.register(() => ingressFamilies(ing));
-    if (defaultEgress) metrics.registerText(() => defaultEgress.renderMetrics());
     api = await createApiServer({
       orchestrator,
       plugins,

@@ -53,53 +53,24 @@ export interface EgressWiring {
   macOf?: (address: string) => string | undefined;
 }
 
-/**
- * Merges the Prometheus text of several per-VM proxies into one exposition: each family's HELP and
- * TYPE once, then every proxy's samples (they are labelled by VM, so they never collide).
- */
-export function mergeExpositions(texts: string[]): string {
-  const head = new Map<string, string[]>();
-  const samples = new Map<string, string[]>();
-  for (const text of texts) {
-    let family = '';
-    for (const line of text.split('\n')) {
-      if (line === '') continue;
-      const meta = /^# (HELP|TYPE) (\S+)/.exec(line);
-      if (meta) {
-        family = meta[2]!;
-        if (!head.has(family)) head.set(family, []);
-        const h = head.get(family)!;
-        if (h.length < 2 && !h.some((x) => x.startsWith(`# ${meta[1]} `))) h.push(line);
-        if (!samples.has(family)) samples.set(family, []);
-        continue;
-      }
-      samples.get(family)?.push(line);
-    }
-  }
-  let out = '';
-  for (const [family, lines] of head) out += `${[...lines, ...(samples.get(family) ?? [])].join('\n')}\n`;
-  return out;
-}
-
-/** Where the listeners report: decisions to `audit` (one record each), anything else to `log`. */
+/** Where the listeners report: decisions to `audit` (one record each) and `metrics`, anything else to `log`. */
 export interface EgressObservers {
   log?: Logger;
   audit?: (record: AuditRecord) => void;
+  /** The families every VM's listener counts into (volantd's registry); default: each listener its own. */
+  metrics?: EgressMetrics;
 }
 
-export interface EgressStarterWithMetrics {
+export interface DaemonEgress {
   start: EgressStarter;
   /** The one limiter every VM's listener shares. */
   limits: EgressLimits;
-  /** Prometheus text of every live per-VM proxy. */
-  renderMetrics(): string;
 }
 
-export function createEgressStarter(cfg: Pick<VolantConfig, 'egress'>, hostCidr: Cidr, wiring: EgressWiring, observers: EgressObservers = {}): EgressStarterWithMetrics {
+export function createEgressStarter(cfg: Pick<VolantConfig, 'egress'>, hostCidr: Cidr, wiring: EgressWiring, observers: EgressObservers = {}): DaemonEgress {
   const gateway = formatIPv4(hostCidr.address);
   const interfaceAddresses = wiring.interfaceAddresses ?? hostInterfaceAddresses;
   const macOf = wiring.macOf ?? ((address: string) => neighbourMac(wiring.bridge, address));
-  const live = new Set<{ metrics: EgressMetrics }>();
   const limits = new EgressLimits({ maxTunnelsPerVm: cfg.egress.max_tunnels_per_vm, requestsPerSecondPerVm: cfg.egress.requests_per_second_per_vm });
   const start: EgressStarter = async (vm): Promise<EgressHandle> => {
     const viaVsock = vm.egress.route.via === 'hybrid-vsock';
@@ -121,17 +92,11 @@ export function createEgressStarter(cfg: Pick<VolantConfig, 'egress'>, hostCidr:
       limits,
       audit: observers.audit,
       log: observers.log?.child({ vm: vm.name }),
+      metrics: observers.metrics,
     });
     const a = proxy.address;
     const route = 'path' in a ? ({ kind: 'vsock' } as const) : ({ kind: 'tcp', host: gateway, port: a.port } as const);
-    live.add(proxy);
-    return {
-      route,
-      close: async () => {
-        live.delete(proxy);
-        await proxy.close();
-      },
-    };
+    return { route, close: () => proxy.close() };
   };
-  return { start, limits, renderMetrics: () => mergeExpositions([...live].map((p) => p.metrics.render())) };
+  return { start, limits };
 }

@@ -7,6 +7,7 @@ import { VolantError } from '../../shared/errors.js';
 import type { Logger } from '../log/logger.js';
 import type { EgressLimits } from './limits.js';
 import type { AuditRecord } from './audit.js';
+import type { EgressMetrics } from './metrics.js';
 import type { NameResolver } from './resolver.js';
 
 export const CONNECT_TIMEOUT_MS = 10_000;
@@ -61,6 +62,8 @@ export interface EgressProxyOptions {
   audit?(record: AuditRecord): void;
   /** Where the proxy reports what is not a decision (a request path that failed unexpectedly); decisions go to `audit`. */
   log?: Logger;
+  /** The metric families every VM's proxy counts into (volantd's registry); default: the proxy's own. */
+  metrics?: EgressMetrics;
 }
 
 /** The settings the request paths read (resolved defaults). */

@@ -22,6 +22,7 @@
 import { unlinkSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { Socket } from 'node:net';
+import { Registry } from 'prom-client';
 import { clientErrorRefusal, writeClientErrorAnswer } from '../../shared/http-error-response.js';
 import { requestLineRefusal } from '../../shared/http-request-line.js';
 import { AddressPolicy } from './address-policy.js';
@@ -71,7 +72,7 @@ export async function startEgressProxy(opts: EgressProxyOptions): Promise<Egress
       requestBurstPerVm: opts.requestBurstPerVm,
       maxConcurrentTotal: opts.maxConcurrent,
     });
-  const metrics = new EgressMetrics();
+  const metrics = opts.metrics ?? new EgressMetrics(new Registry());
   const env: ProxyEnv = {
     settings: settingsOf(opts),
     admission: {

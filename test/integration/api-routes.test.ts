@@ -6,7 +6,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { MetricsRegistry } from '../../host/api/metrics.js';
+import { Registry } from 'prom-client';
 import { createApiServer } from '../../host/api/server.js';
 import { PluginImages } from '../../host/orchestrator/plugin-images.js';
 import { eventually } from '../support/eventually.js';
@@ -243,7 +243,7 @@ describe('API routes (real store, fake VMM double)', () => {
       orchestrator: h.daemon.orchestrator,
       plugins: new PluginImages(h.daemon.store.plugins, `${h.stateDir}/plugins`),
       ipamReport: () => ({}),
-      metrics: new MetricsRegistry(),
+      metrics: new Registry(),
       version: 'test',
       startedAt: Date.now(),
       token: 'seam-token-0123456789',

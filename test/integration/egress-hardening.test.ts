@@ -349,7 +349,7 @@ describe('egress: refusals count against the VM’s rate budget; repeated denial
     assert.equal(summary.repeated, 19);
     assert.equal(summary.window_ms, 200);
     assert.equal(audits.filter((a) => a.host === 'other.example').length, 1, 'a different denial has its own line');
-    assert.equal(p.metrics.count({ reason: 'not-allowlisted' }), 21, 'metrics still count every decision');
+    assert.equal(await p.metrics.count({ reason: 'not-allowlisted' }), 21, 'metrics still count every decision');
   });
 });
 

@@ -648,11 +648,10 @@ describe('egress proxy: behaviour beyond the table', () => {
     assert.equal(r.json?.error?.details.reason, 'no-policy');
   });
 
-  it('metrics count decisions by reason', () => {
-    const text = loose.metrics.render();
-    assert.match(text, /volant_egress_decisions_total\{vm="web-1",method="CONNECT",decision="deny",reason="sni-mismatch"\} [1-9]/);
-    assert.match(text, /volant_egress_decisions_total\{vm="web-1",method="HTTP",decision="allow",reason="allowed"\} [1-9]/);
-    assert.ok(loose.metrics.count({ reason: 'blocked-address' }) >= 20);
+  it('metrics count decisions by reason', async () => {
+    assert.ok((await loose.metrics.count({ vm: 'web-1', method: 'CONNECT', decision: 'deny', reason: 'sni-mismatch' })) >= 1);
+    assert.ok((await loose.metrics.count({ vm: 'web-1', method: 'HTTP', decision: 'allow', reason: 'allowed' })) >= 1);
+    assert.ok((await loose.metrics.count({ reason: 'blocked-address' })) >= 20);
   });
 });
 
@@ -731,7 +730,7 @@ describe('egress proxy: limits', () => {
       const chunk = 'a'.repeat(4000);
       const chunked = await raw(p, `POST http://allowed.test:${HTTP_PORT}/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n${chunk.length.toString(16)}\r\n${chunk}\r\n0\r\n\r\n`);
       assert.ok(chunked.status === 413 || chunked.status === 0, `streamed over-limit body: ${chunked.status}`);
-      assert.equal(p.metrics.count({ reason: 'body-too-large' }), chunked.status === 413 ? 2 : 1);
+      assert.equal(await p.metrics.count({ reason: 'body-too-large' }), chunked.status === 413 ? 2 : 1);
       const small = await raw(p, `POST http://allowed.test:${HTTP_PORT}/ HTTP/1.1\r\nContent-Length: 10\r\nConnection: close\r\n\r\n0123456789`);
       assert.equal(small.status, 200);
       const headers = await raw(p, get(`http://allowed.test:${HTTP_PORT}/`, undefined, `X-Big: ${'b'.repeat(3000)}\r\n`));

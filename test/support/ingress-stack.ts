@@ -10,7 +10,7 @@
 
 import type { Server } from 'node:http';
 import { connect } from 'node:net';
-import { MetricsRegistry } from '../../host/api/metrics.js';
+import { Registry } from 'prom-client';
 import { createApiServer, type ApiServer } from '../../host/api/server.js';
 import { createIngress, type Ingress, type IngressOptions } from '../../host/ingress/index.js';
 import type { Orchestrator } from '../../host/orchestrator/orchestrator.js';
@@ -32,7 +32,7 @@ export async function startIngressStack(opts: IngressOptions & { headersTimeoutM
     orchestrator,
     plugins,
     ipamReport: () => ({}),
-    metrics: new MetricsRegistry(),
+    metrics: new Registry(),
     version: 'test',
     startedAt: Date.now(),
     ingress,

@@ -1,4 +1,4 @@
-/** The API's pure decisions: auth requirement, listen addresses, error mapping, metrics text, log lines. */
+/** The API's pure decisions: auth requirement, listen addresses, error mapping, log lines. */
 
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
@@ -9,9 +9,7 @@ import { VolantError } from '../../shared/errors.js';
 import { checkBearer, ensureTokenFile, groupIdIn, isLoopbackHost, tokenRequired } from '../../host/api/auth.js';
 import { errorReply, problemsFromAjv } from '../../host/api/errors.js';
 import { formatListenAddress, parseListenAddress } from '../../host/api/listen.js';
-import { MetricsRegistry, renderFamilies } from '../../host/api/metrics.js';
 import { LinePrefixer } from '../../host/api/log-lines.js';
-import { mergeExpositions } from '../../host/daemon/egress.js';
 
 describe('tokenRequired', () => {
   // [listen, unsafe_loopback_without_token, token required]
@@ -109,29 +107,6 @@ describe('error mapping', () => {
   });
 });
 
-describe('metrics', () => {
-  it('renders Prometheus text with escaped labels; a broken collector does not break the page', () => {
-    const reg = new MetricsRegistry();
-    const c = reg.counter('volant_test_total', 'a test counter');
-    c.inc({ route: '/a"b\\c\nd' });
-    c.inc({ route: '/a"b\\c\nd' }, 2);
-    reg.register(() => {
-      throw new Error('broken');
-    });
-    reg.register(() => [{ name: 'volant_g', help: 'g', type: 'gauge', samples: [{ value: 7 }] }]);
-    assert.equal(reg.render(), '# HELP volant_test_total a test counter\n# TYPE volant_test_total counter\nvolant_test_total{route="/a\\"b\\\\c\\nd"} 3\n# HELP volant_g g\n# TYPE volant_g gauge\nvolant_g 7\n');
-    assert.equal(renderFamilies([{ name: 'x', help: 'h', type: 'gauge', samples: [{ value: Number.NaN }] }]).split('\n')[2], 'x 0');
-  });
-});
-
-describe('mergeExpositions', () => {
-  it('keeps each family header once and every proxy sample under it', () => {
-    const a = '# HELP m h\n# TYPE m counter\nm{vm="a"} 1\n# HELP g h\n# TYPE g gauge\ng{vm="a"} 0\n';
-    const b = '# HELP m h\n# TYPE m counter\nm{vm="b"} 2\n# HELP g h\n# TYPE g gauge\n';
-    assert.equal(mergeExpositions([a, b]), '# HELP m h\n# TYPE m counter\nm{vm="a"} 1\nm{vm="b"} 2\n# HELP g h\n# TYPE g gauge\ng{vm="a"} 0\n');
-    assert.equal(mergeExpositions([]), '');
-  });
-});
 
 describe('LinePrefixer', () => {
   it('prefixes whole lines, holds partial ones, strips CR', () => {

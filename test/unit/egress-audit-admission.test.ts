@@ -8,14 +8,15 @@ import { AddressPolicy } from '../../host/egress/address-policy.js';
 import { admit, AllowlistCache, type AdmissionContext } from '../../host/egress/admission.js';
 import { AuditTrail, type AuditRecord, newExchange } from '../../host/egress/audit.js';
 import { EgressLimits } from '../../host/egress/limits.js';
+import { Registry } from 'prom-client';
 import { EgressMetrics } from '../../host/egress/metrics.js';
 import { parseConnectTarget } from '../../host/egress/target.js';
 import { VolantError } from '../../shared/errors.js';
 
 describe('AuditTrail', () => {
-  it('allowed exchanges are each a line; identical denials are one line plus a summary with the count', () => {
+  it('allowed exchanges are each a line; identical denials are one line plus a summary with the count', async () => {
     const lines: AuditRecord[] = [];
-    const metrics = new EgressMetrics();
+    const metrics = new EgressMetrics(new Registry());
     const trail = new AuditTrail(metrics, (r) => lines.push(r), 60_000);
     const denied = { ...newExchange('CONNECT'), vm: 'a', target: { host: 'evil.test', port: 443 } };
     for (let i = 0; i < 5; i++) trail.record(denied, 'deny', 'not-allowlisted', 403);
@@ -29,12 +30,12 @@ describe('AuditTrail', () => {
     assert.equal(summary.host, 'evil.test');
     assert.equal(summary.repeated, 4);
     assert.equal(summary.window_ms, 60_000);
-    assert.equal(metrics.count({ reason: 'not-allowlisted' }), 7, 'metrics count every decision');
+    assert.equal(await metrics.count({ reason: 'not-allowlisted' }), 7, 'metrics count every decision');
     trail.flush();
     assert.equal(lines.length, 6, 'nothing repeated since');
   });
   it('a sink that throws does not take the caller down', () => {
-    const trail = new AuditTrail(new EgressMetrics(), () => {
+    const trail = new AuditTrail(new EgressMetrics(new Registry()), () => {
       throw new Error('disk full');
     });
     trail.record(newExchange('GET'), 'deny', 'bad-target', 400);

@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { EgressLimits, TokenBucket, UNIDENTIFIED_PEER } from '../../host/egress/limits.js';
-import { EgressMetrics } from '../../host/egress/metrics.js';
 
 describe('TokenBucket', () => {
   it('allows the burst, then the rate', () => {
@@ -41,19 +40,5 @@ describe('EgressLimits', () => {
     assert.equal(l.take('a', 1001), true);
     assert.equal(l.take(UNIDENTIFIED_PEER, 0), true);
     assert.equal(l.take(UNIDENTIFIED_PEER, 1), false);
-  });
-});
-
-describe('EgressMetrics', () => {
-  it('renders Prometheus text with escaped labels', () => {
-    const m = new EgressMetrics();
-    m.recordDecision({ vm: 'a"b\\c', method: 'CONNECT', decision: 'deny', reason: 'sni-mismatch' });
-    m.recordDecision({ vm: 'a"b\\c', method: 'CONNECT', decision: 'deny', reason: 'sni-mismatch' });
-    m.recordBytes('x', 'in', 10);
-    const text = m.render();
-    assert.match(text, /^# TYPE volant_egress_decisions_total counter$/m);
-    assert.match(text, /volant_egress_decisions_total\{vm="a\\"b\\\\c",method="CONNECT",decision="deny",reason="sni-mismatch"\} 2/);
-    assert.match(text, /volant_egress_bytes_total\{vm="x",direction="in"\} 10/);
-    assert.equal(m.count({ reason: 'sni-mismatch' }), 2);
   });
 });

@@ -16,9 +16,9 @@ export function systemRoutes(app: FastifyInstance, ctx: ApiContext): void {
     { schema: { summary: 'address leases, CIDs and the pool', tags: ['system'], response: { 200: Type.Unknown(), 401: ErrorBody } } },
     async () => ctx.ipamReport(),
   );
-  app.get('/metrics', { schema: { summary: 'Prometheus text format', tags: ['system'], hide: false } }, async (_req, reply) => {
-    reply.type('text/plain; version=0.0.4; charset=utf-8');
-    return ctx.metrics.render();
+  app.get('/metrics', { schema: { summary: 'Prometheus text format (docs/metrics.md)', tags: ['system'], hide: false } }, async (_req, reply) => {
+    reply.type(ctx.metrics.contentType);
+    return ctx.metrics.metrics();
   });
   app.get('/openapi.json', { schema: { summary: 'this API as OpenAPI 3', tags: ['system'] } }, async () =>
     (app as unknown as { swagger(): unknown }).swagger(),

@@ -8,7 +8,6 @@
 
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
 import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { createApiServer } from '../../host/api/server.js';
@@ -20,6 +19,7 @@ import { newDeviceMetrics } from '../../host/vsock/device/metrics.js';
 import { VolantError } from '../../shared/errors.js';
 import { EGRESS_VSOCK_PORT, guestInitiatedSocketPath } from '../../shared/vsock.js';
 import { startIngressStack } from '../support/ingress-stack.js';
+import { guestRequest } from '../support/egress-guest.js';
 import { captureLogs, type LogRecord } from '../support/logs.js';
 import { type Family, parsePrometheusText } from '../support/prometheus.js';
 import { type Harness, startHarness } from '../support/volantd-harness.js';
@@ -155,20 +155,6 @@ function sampleLabels(f: Family): string[] {
   return [...names].sort();
 }
 
-function guestConnect(path: string, text: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const s = connect({ path });
-    let out = '';
-    s.on('connect', () => s.write(text));
-    s.on('data', (c) => {
-      out += c;
-      if (out.includes('\r\n\r\n')) s.destroy();
-    });
-    s.on('error', reject);
-    s.on('close', () => resolve(out));
-  });
-}
-
 describe('volantd metrics', () => {
   let h: Harness;
   const scrape = async (): Promise<Map<string, Family>> => {
@@ -189,7 +175,7 @@ describe('volantd metrics', () => {
     // the fake VMM runs no back-end, so the test writes what one would.
     writeFileSync(vsockBackendMetricsPath({ runDir: h.daemon.orchestrator.vmRunDir('m1') }), JSON.stringify({ ...newDeviceMetrics(), txPackets: 7, connections: 1 }));
     const egress = guestInitiatedSocketPath(h.daemon.orchestrator.vsockSocketPath('m1'), EGRESS_VSOCK_PORT);
-    assert.match(await guestConnect(egress, 'CONNECT evil.test:443 HTTP/1.1\r\nHost: evil.test:443\r\n\r\n'), /^HTTP\/1\.1 403 /);
+    assert.match(await guestRequest(egress, 'CONNECT evil.test:443 HTTP/1.1\r\nHost: evil.test:443\r\n\r\n'), /^HTTP\/1\.1 403 /);
 
     const families = await scrape();
     const documented = documentedFamilies();

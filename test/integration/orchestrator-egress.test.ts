@@ -9,32 +9,15 @@
 
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { connect } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { parseCmdline } from '../../shared/cmdline.js';
 import { EGRESS_VSOCK_PORT, guestInitiatedSocketPath } from '../../shared/vsock.js';
 import { AUDIT_FILE_NAME } from '../../host/log/audit-file.js';
+import { guestRequest } from '../support/egress-guest.js';
 import { eventually } from '../support/eventually.js';
 import { captureLogs } from '../support/logs.js';
 import { type Harness, startHarness } from '../support/volantd-harness.js';
-
-function guestRequest(path: string, text: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const s = connect({ path });
-    let out = '';
-    s.on('connect', () => s.write(text));
-    s.on('data', (c) => {
-      out += c;
-      if (out.includes('\r\n\r\n')) {
-        s.destroy();
-        resolve(out);
-      }
-    });
-    s.on('error', reject);
-    s.on('close', () => resolve(out));
-  });
-}
 
 describe('per-VM egress proxy wiring', () => {
   let h: Harness;

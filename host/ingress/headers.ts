@@ -89,7 +89,6 @@ function kindOf(name: string): Kind {
 /** The usual `Connection` values, which name no other header. */
 const PLAIN_CONNECTION = /^\s*(keep-alive|close)\s*$/i;
 
-
 export interface ClientFacts {
   /** The peer address of the client connection (`req.socket.remoteAddress`). */
   remoteAddress: string | undefined;

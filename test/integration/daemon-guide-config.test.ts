@@ -63,7 +63,13 @@ describe("the guide's config file", { skip }, () => {
       const stateDir = join(dir, 'state');
 
       const log = await startAndStop(ns, configFile, stateDir);
-      assert.match(log, /network: bridge volant0 10\.200\.0\.1\/16 up/);
+      const restored = log
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as Record<string, unknown>)
+        .find((r) => r.module === 'network');
+      assert.deepEqual([restored?.level, restored?.bridge, restored?.host_cidr], ['info', 'volant0', '10.200.0.1/16'], log);
+      assert.match(String(restored?.msg), /^bridge volant0 10\.200\.0\.1\/16 up, forwarding and NAT in place$/);
       const [link] = JSON.parse(await ns.run(['ip', '-d', '-j', 'addr', 'show', 'dev', 'volant0']));
       assert.equal(link.linkinfo.info_kind, 'bridge');
       assert.ok(link.flags.includes('UP'));

@@ -84,11 +84,14 @@ const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 /**
  * dnsmasq's lease file: one lease per line, `<expiry> <mac> <ip> <hostname|*> <client-id|*>`
  * (IPv6 `duid` lines and anything malformed are skipped). When a MAC appears twice the later
- * line wins (dnsmasq writes one line per lease, newest last).
+ * line wins (dnsmasq writes one line per lease, newest last). dnsmasq rewrites the file in place,
+ * so a reader can catch it half-written: only newline-terminated lines count, because a cut line
+ * can still look valid (`192.168.127.3` from `192.168.127.35`).
  */
 export function parseDnsmasqLeases(text: string): DhcpLease[] {
   const byMac = new Map<string, DhcpLease>();
-  for (const line of text.split('\n')) {
+  const complete = text.slice(0, text.lastIndexOf('\n') + 1);
+  for (const line of complete.split('\n')) {
     const [expiry, mac, address] = line.trim().split(/\s+/);
     if (expiry === undefined || mac === undefined || address === undefined) continue;
     const lower = mac.toLowerCase();

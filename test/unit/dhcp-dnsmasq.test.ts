@@ -1,10 +1,15 @@
 /** Volant's DHCP server, the pure half: dnsmasq's config and unit, its lease file, and who supervises it. */
 
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { activeLeases, changedMacs, dhcpSupervisor, dhcpUnit, dnsmasqArgv, dnsmasqConfig, parseDnsmasqLeases } from '../../host/dhcp/dnsmasq.js';
+import { watchLeaseFile } from '../../host/dhcp/leases.js';
 import { dhcpSettings } from '../../host/dhcp/server.js';
 import { loadConfig } from '../../host/config/load.js';
+import { eventually } from '../support/eventually.js';
 
 describe('dnsmasq config', () => {
   it('DHCP only, on the bridge, the configured range below the pool, the bridge as router, leases where volantd reads them', () => {
@@ -67,6 +72,14 @@ describe('dnsmasq lease file', () => {
     );
   });
 
+  it('a line cut short by a rewrite in progress is not a lease (its address could be a prefix of the real one)', () => {
+    const text = '0 02:aa:bb:cc:dd:01 192.168.127.20 a *\n0 02:aa:bb:cc:dd:02 192.168.127.3';
+    assert.deepEqual(
+      parseDnsmasqLeases(text).map((l) => l.mac),
+      ['02:aa:bb:cc:dd:01'],
+    );
+  });
+
   it('expired leases are gone; infinite ones (0) stay', () => {
     const active = activeLeases(parseDnsmasqLeases(FILE), 1_700_000_000);
     assert.deepEqual([...active], [
@@ -88,5 +101,42 @@ describe('dnsmasq lease file', () => {
     ]);
     assert.deepEqual(changedMacs(before, after).sort(), ['02:00:00:00:00:02', '02:00:00:00:00:03', '02:00:00:00:00:04']);
     assert.deepEqual(changedMacs(before, before), []);
+  });
+});
+
+describe('lease file watcher', () => {
+  const A = '0 02:aa:bb:cc:dd:01 192.168.127.20 a *\n';
+  const B = '0 02:aa:bb:cc:dd:02 192.168.127.35 b *\n';
+  const C = '0 02:aa:bb:cc:dd:03 192.168.127.40 c *\n';
+
+  it('a file caught empty or half-rewritten by dnsmasq loses no lease; listeners hear only real changes', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'volant-leases-'));
+    const file = join(dir, 'dnsmasq.leases');
+    writeFileSync(file, A + B);
+    const watcher = watchLeaseFile(file, { recheckMs: 60_000 });
+    const heard: string[][] = [];
+    watcher.subscribe((macs) => heard.push([...macs].sort()));
+    try {
+      assert.equal(watcher.addressOf('02:aa:bb:cc:dd:02'), '192.168.127.35');
+      // dnsmasq truncates, then writes: a read lands on the empty file, then on a cut line.
+      truncateSync(file, 0);
+      watcher.refresh();
+      assert.equal(watcher.addressOf('02:aa:bb:cc:dd:01'), '192.168.127.20');
+      writeFileSync(file, A + B.slice(0, B.indexOf('.35') + 2));
+      watcher.refresh();
+      assert.equal(watcher.addressOf('02:aa:bb:cc:dd:02'), '192.168.127.35');
+      // The rewrite completes (synchronously, before any settle timer can run), with one new lease.
+      writeFileSync(file, A + B + C);
+      await eventually(() => watcher.addressOf('02:aa:bb:cc:dd:03'), { what: 'the new lease' });
+      assert.deepEqual(heard, [['02:aa:bb:cc:dd:03']]);
+      assert.equal(watcher.addressOf('02:aa:bb:cc:dd:02'), '192.168.127.35');
+      // A lease that really goes away is still reported.
+      writeFileSync(file, A + C);
+      await eventually(() => watcher.addressOf('02:aa:bb:cc:dd:02') === undefined, { what: 'the released lease' });
+      assert.deepEqual(heard, [['02:aa:bb:cc:dd:03'], ['02:aa:bb:cc:dd:02']]);
+    } finally {
+      watcher.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

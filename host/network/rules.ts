@@ -11,7 +11,8 @@
  *   kernel lifts an 802.1Q/802.1ad tag off before the bridge, so every IPv4 and ARP rule (which
  *   matches the frame's protocol) would miss them, while the receiving stack (another VM, the
  *   host) takes a priority tag (VLAN id 0) as no tag at all: VM to VM, spoofed sources and ARP
- *   claims would all pass inside one. A dhcp VM may also send DHCP from 0.0.0.0 to
+ *   claims would all pass inside one. No VM sends DHCP as a server (UDP from port 67), whose
+ *   offers could re-address the other dhcp VMs. A dhcp VM may also send DHCP from 0.0.0.0 to
  *   the broadcast address; before Volant's DHCP server has leased it an address that is all its
  *   IPv4 may be; with a DHCP server Volant does not run, no address can be bound (MAC only).
  *   Every rule is a DROP with negations, so rules never depend on their order.
@@ -125,7 +126,9 @@ export function lockdownRules(p: LockdownSpec): Rule[] {
     spoof('-p', 'IPv4', ...source, '--ip-proto', 'udp', '--ip-dport', '!', DHCP_SERVER_PORT),
   ];
 
-  const l2: Rule[] = [spoof('-s', '!', mac), ...VLAN_ETHERTYPES.map((t) => spoof('-p', t)), spoof('-p', 'IPv6'), spoof('-p', 'ARP', '--arp-mac-src', '!', mac)];
+  // A VM is never a DHCP server: its offers could re-address other dhcp VMs on the bridge.
+  const noDhcpServer = spoof('-p', 'IPv4', '--ip-proto', 'udp', '--ip-sport', DHCP_SERVER_PORT);
+  const l2: Rule[] = [spoof('-s', '!', mac), ...VLAN_ETHERTYPES.map((t) => spoof('-p', t)), spoof('-p', 'IPv6'), noDhcpServer, spoof('-p', 'ARP', '--arp-mac-src', '!', mac)];
   if (ip !== undefined) {
     l2.push(spoof('-p', 'ARP', '--arp-ip-src', '!', ip));
     if (p.dhcp) l2.push(...onlyDhcpBroadcast(['--ip-src', '!', ip]));

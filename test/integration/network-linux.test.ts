@@ -87,6 +87,22 @@ for _ in range(3):
     s.send(mac(dmac) + mac(smac) + tag + struct.pack('!H', 0x0800) + ip + icmp)
 `;
 
+/** Sends three UDP datagrams from `ns`, source port `sport`, to `dst`:`dport`. */
+const DATAGRAMS = `
+const d = require('node:dgram').createSocket('udp4');
+const [sport, dst, dport] = process.argv.slice(1);
+d.bind(Number(sport), () => {
+  let left = 3;
+  for (let i = 0; i < 3; i++) d.send('volant', Number(dport), dst, () => { if (--left === 0) d.close(); });
+});
+`;
+
+/** UDP datagrams `ns` received for a port nobody listens on (its NoPorts counter in /proc/net/snmp). */
+async function udpNoPortsIn(ns: NetNs): Promise<number> {
+  const [names, values] = (await ns.run(['cat', '/proc/net/snmp'])).split('\n').filter((l) => l.startsWith('Udp:'));
+  return Number(values!.split(/\s+/)[names!.split(/\s+/).indexOf('NoPorts')]);
+}
+
 /** ICMP echo requests `ns` has received so far (its own counter in /proc/net/snmp). */
 async function echoesIn(ns: NetNs): Promise<number> {
   const [names, values] = (await ns.run(['cat', '/proc/net/snmp'])).split('\n').filter((l) => l.startsWith('Icmp:'));
@@ -250,7 +266,7 @@ describe('VM lockdown', { skip }, () => {
       await net.lockdownVm(lock);
       const rules = await firewall(host);
       assert.equal(count(rules, /volant:vt-vm1/), 5, rules);
-      assert.equal(count(rules, /-i vt-vm1/), 8, rules);
+      assert.equal(count(rules, /-i vt-vm1/), 9, rules);
       assert.equal(count(rules, /-A INPUT -j VOLANT-IN/), 1);
       assert.equal(count(rules, /-A FORWARD -j VOLANT-FWD/), 1);
 
@@ -395,6 +411,29 @@ describe('VM lockdown', { skip }, () => {
 
       await net.unlockVm({ tap: 'vt-vm1' });
       await net.removeNat({ bridge: 'vbr0', subnet: '10.79.0.0/24' });
+      await net.removeBridge('vbr0');
+    }));
+  test('no VM answers as a DHCP server: datagrams from UDP port 67 are dropped at its tap, other ports pass', () =>
+    withNetns(AREA, 3, async (host, vm1, vm2) => {
+      const { net, vms } = await bridgeWithVms(host, '10.76.0', [vm1, vm2]);
+      const vm2Ip = vms[1]!.ip;
+      /** How many of three datagrams from vm1's port `sport` reach vm2's DHCP client port. */
+      const delivered = async (sport: number): Promise<number> => {
+        const before = await udpNoPortsIn(vm2);
+        await vm1.run(['node', '-e', DATAGRAMS, String(sport), vm2Ip, '68']);
+        // Three datagrams from the host, which no rule filters, arrive after whatever vm1 sent got through.
+        await host.run(['node', '-e', DATAGRAMS, '40067', vm2Ip, '68']);
+        await eventually(async () => (await udpNoPortsIn(vm2)) - before >= 3, { what: "the host's datagrams that follow" });
+        return (await udpNoPortsIn(vm2)) - before - 3;
+      };
+
+      assert.equal(await delivered(67), 3, 'without lockdown an offer from another VM arrives (so the check below can fail)');
+      await net.lockdownVm({ tap: 'vt-vm1', address: vms[0]!.ip, mac: vms[0]!.mac, bridge: 'vbr0', hostIp: '10.76.0.1', dhcp: false });
+      assert.equal(await delivered(67), 0, 'a DHCP offer from a VM');
+      assert.equal(await delivered(40068), 3, 'other UDP between VMs without an allowlist still passes');
+
+      await net.unlockVm({ tap: 'vt-vm1' });
+      await net.removeNat({ bridge: 'vbr0', subnet: '10.76.0.0/24' });
       await net.removeBridge('vbr0');
     }));
 });

@@ -92,6 +92,7 @@ describe('firewall plan', () => {
     `${SPOOF} -p 0x8100 -j DROP`,
     `${SPOOF} -p 0x88a8 -j DROP`,
     `${SPOOF} -p IPv6 -j DROP`,
+    `${SPOOF} -p IPv4 --ip-proto udp --ip-sport 67 -j DROP`,
     `${SPOOF} -p ARP --arp-mac-src ! 02:11:22:33:44:55 -j DROP`,
   ];
 

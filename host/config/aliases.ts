@@ -13,7 +13,8 @@
  *   VOLANT_KERNEL_BZIMAGE / _VMLINUX    → kernel.path (bzImage first)
  *
  * What has no counterpart is refused with a message naming the canonical key (IPv6 bridges,
- * VOLANT_DB_PATH). The guides' VOLANT_LOG_DIR needs no alias: it is `log.dir`'s own variable. An alias and its canonical key set together are refused too,
+ * VOLANT_DB_PATH), and so is the removed egress.port (VOLANT_EGRESS_PORT): a key that is read
+ * nowhere must not look as if it took effect. The guides' VOLANT_LOG_DIR needs no alias: it is `log.dir`'s own variable. An alias and its canonical key set together are refused too,
  * rather than one silently winning. Pure: the loader applies it to the file and env layers.
  */
 
@@ -53,8 +54,11 @@ const BRIDGE_KEYS = ['name', 'subnet', 'gateway', 'ip_range'];
 
 /** The guide's `networking:` section of volantd.yaml, as canonical `network:` keys. */
 export function resolveFileAliases(doc: Record<string, unknown>): AliasResult {
-  if (!('networking' in doc)) return { layer: doc, problems: [] };
   const problems: Problem[] = [];
+  if (isPlainObject(doc.egress) && 'port' in doc.egress) {
+    problems.push({ path: '/egress/port', message: "is no longer read: each VM's egress listener takes its own free port on the bridge address, and its lockdown opens exactly that one; remove the key" });
+  }
+  if (!('networking' in doc)) return { layer: doc, problems };
   const { networking, ...rest } = doc;
   const network: Record<string, unknown> = isPlainObject(rest.network) ? { ...rest.network } : {};
   const set = (key: string, value: unknown, from: string): void => {
@@ -120,6 +124,7 @@ export function resolveEnvAliases(env: Record<string, string | undefined>): Alia
   }
   const kernel = env.VOLANT_KERNEL_BZIMAGE ?? env.VOLANT_KERNEL_VMLINUX;
   if (kernel !== undefined) put('kernel', 'path', kernel, env.VOLANT_KERNEL_BZIMAGE !== undefined ? 'VOLANT_KERNEL_BZIMAGE' : 'VOLANT_KERNEL_VMLINUX', 'VOLANT_KERNEL_PATH');
+  if (env.VOLANT_EGRESS_PORT !== undefined) problems.push({ path: '$VOLANT_EGRESS_PORT', message: "is no longer read: each VM's egress listener takes its own free port on the bridge address; unset it" });
   if (env.VOLANT_DB_PATH !== undefined) problems.push({ path: '$VOLANT_DB_PATH', message: 'is not supported: the database is <state_dir>/volant.db; set state_dir ($VOLANT_STATE_DIR)' });
   return { layer, problems };
 }

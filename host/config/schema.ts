@@ -18,7 +18,6 @@ export const MAX_PORT = 65535;
 
 const Ipv4 = Type.String({ pattern: IPV4_PATTERN, maxLength: 15, description: 'a dotted-quad IPv4 address like 192.168.127.10' });
 const Cidr4 = Type.String({ pattern: CIDR_PATTERN, maxLength: 18, description: 'ADDRESS/PREFIX like 192.168.127.1/24' });
-const Port = Type.Integer({ minimum: 1, maximum: MAX_PORT });
 const Millis = Type.Integer({ minimum: 1, maximum: 3_600_000 });
 
 export const NetworkSection = Type.Object(
@@ -94,7 +93,6 @@ export const VolantConfig = Type.Object(
     ),
     egress: Type.Object(
       {
-        port: Port,
         allow_private: Type.Array(Cidr4),
         upgrade_to_https: Type.Boolean(),
         connect_timeout_ms: Millis,
@@ -148,7 +146,6 @@ export function defaultConfig(): Omit<VolantConfig, 'network' | 'api' | 'log'> &
     kernel: {},
     vmm: { prefer: 'auto', accel: 'auto', qemu: { vsock: 'vhost-user' } },
     egress: {
-      port: 3128,
       allow_private: [],
       upgrade_to_https: false,
       connect_timeout_ms: 10_000,

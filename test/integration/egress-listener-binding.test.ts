@@ -57,7 +57,6 @@ describe('egress listener peer binding and host addresses', () => {
     });
     const cfg = {
       egress: {
-        port: 3128,
         // Everything private is allowed: the host's addresses must stay refused anyway.
         allow_private: ['127.0.0.0/8', '10.0.0.0/8'],
         upgrade_to_https: false,

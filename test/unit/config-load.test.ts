@@ -38,17 +38,16 @@ describe('layers', () => {
     assert.equal(c.network.pool_end, '192.168.127.254');
     assert.equal(c.state_dir, '/var/lib/volant');
     assert.equal(c.runtime_dir, '/run/volant');
-    assert.equal(c.egress.port, 3128);
     assert.equal(c.vmm.qemu.vsock, 'vhost-user', 'QEMU VMs get the vhost-user vsock device unless told otherwise');
     assert.equal(loadConfig({ file: yamlFile('vmm:\n  prefer: qemu\n') }).vmm.qemu.vsock, 'vhost-user', 'setting another vmm key keeps the default');
   });
 
   test('file < env < flags, section by section', () => {
-    const file = yamlFile('network:\n  bridge: br-file\n  dns: [1.1.1.1]\negress:\n  port: 4000\n');
-    const c = loadConfig({ file, env: { VOLANT_EGRESS_PORT: '5000', VOLANT_NETWORK_RESERVATIONS: 'db=192.168.127.120, web=192.168.127.121' }, overrides: { network: { bridge: 'br-flag' } } });
+    const file = yamlFile('network:\n  bridge: br-file\n  dns: [1.1.1.1]\negress:\n  connect_timeout_ms: 4000\n');
+    const c = loadConfig({ file, env: { VOLANT_EGRESS_CONNECT_TIMEOUT_MS: '5000', VOLANT_NETWORK_RESERVATIONS: 'db=192.168.127.120, web=192.168.127.121' }, overrides: { network: { bridge: 'br-flag' } } });
     assert.equal(c.network.bridge, 'br-flag');
     assert.deepEqual(c.network.dns, ['1.1.1.1']);
-    assert.equal(c.egress.port, 5000);
+    assert.equal(c.egress.connect_timeout_ms, 5000);
     assert.deepEqual(c.network.reservations, { db: '192.168.127.120', web: '192.168.127.121' });
     assert.equal(c.network.host_cidr, '192.168.127.1/24');
   });
@@ -125,8 +124,8 @@ describe('bad config names the key, the value and what is allowed', () => {
     ['host without prefix', { overrides: { network: { host_cidr: '10.0.0.1' } } }, '/network/host_cidr', /prefix 8-30/],
     ['bridge with shell characters', { overrides: { network: { bridge: 'br0;reboot' } } }, '/network/bridge', /br0;reboot/],
     ['bridge too long', { overrides: { network: { bridge: 'a-very-long-bridge' } } }, '/network/bridge', /1-15/],
-    ['port not a number', { env: { VOLANT_EGRESS_PORT: 'http' } }, '/egress/port', /integer.*"http"/],
-    ['port too big', { env: { VOLANT_EGRESS_PORT: '70000' } }, '/egress/port', /65535.*70000/],
+    ['count not a number', { env: { VOLANT_EGRESS_MAX_TUNNELS_PER_VM: 'many' } }, '/egress/max_tunnels_per_vm', /integer.*"many"/],
+    ['count too big', { env: { VOLANT_EGRESS_MAX_TUNNELS_PER_VM: '200000' } }, '/egress/max_tunnels_per_vm', /100000.*200000/],
     ['vmm not one of', { overrides: { vmm: { prefer: 'firecracker' as 'qemu' } } }, '/vmm/prefer', /"auto", "cloud-hypervisor", "qemu".*firecracker/],
     ['qemu vsock not one of', { file: yamlFile('vmm:\n  qemu:\n    vsock: vhost-net\n') }, '/vmm/qemu/vsock', /"vhost-user", "vhost-kernel".*vhost-net/],
     ['octal-looking address', { overrides: { network: { pool_start: '192.168.127.0100' } } }, '/network/pool_start', /dotted-quad|match/],
@@ -206,6 +205,13 @@ describe("the guides' names", () => {
     assert.deepEqual([c.network.bridge, c.network.host_cidr, c.listen, c.kernel.path], ['br9', '10.7.0.1/16', '127.0.0.1:7777', '/k/bzImage']);
     assert.match(problems(() => loadConfig({ file: null, env: { VOLANT_DB_PATH: '/x.db' } }))[0]!.message, /state_dir/);
     assert.match(problems(() => loadConfig({ file: null, env: { VOLANT_BRIDGE: 'a', VOLANT_NETWORK_BRIDGE: 'b' } }))[0]!.message, /VOLANT_NETWORK_BRIDGE is the canonical name/);
+  });
+  test('the removed egress.port is refused in the file and the environment, saying why, rather than ignored', () => {
+    const inFile = problems(() => loadConfig({ file: yamlFile('egress:\n  port: 3128\n') }));
+    assert.deepEqual(inFile.map((p) => p.path), ['/egress/port']);
+    assert.match(inFile[0]!.message, /no longer read: each VM's egress listener takes its own free port/);
+    const inEnv = problems(() => loadConfig({ file: null, env: { VOLANT_EGRESS_PORT: '3128' } }));
+    assert.deepEqual(inEnv.map((p) => p.path), ['$VOLANT_EGRESS_PORT']);
   });
   test('network.dns unset means "the host\'s resolvers" (left to volantd); [] means none', () => {
     assert.equal(loadConfig({ file: null }).network.dns, undefined);

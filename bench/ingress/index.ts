@@ -12,14 +12,13 @@
  * Usage: node --import tsx bench/ingress/index.ts [--rounds N] [--duration S]
  */
 
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { loadavg, tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
+import { join } from 'node:path';
+import { median } from '../support/stats.js';
+import { benchDir, own, processTree, READY_TIMEOUT_MS, REPO as repo, type Role, rssKiB, startRole as startRoleIn, type WrkResult, wrk as runWrk } from '../support/wrk.js';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const repo = join(here, '..', '..');
 const args = process.argv.slice(2);
 const opt = (name: string, dflt: number): number => {
   const i = args.indexOf(`--${name}`);
@@ -28,47 +27,13 @@ const opt = (name: string, dflt: number): number => {
 const ROUNDS = opt('rounds', 3);
 const DURATION_S = opt('duration', 5);
 const CONNECTIONS = 32;
-const READY_TIMEOUT_MS = 15_000;
+/** The held-connections check: this many client connections through the ingress for HOLD_S. */
+const HOLD_CONNECTIONS = opt('hold-connections', 1000);
+const HOLD_S = opt('hold', 30);
 
-const dir = mkdtempSync(join(tmpdir(), `volant-bench-ingress-${process.pid}-`));
-const children: ChildProcess[] = [];
+const dir = benchDir('ingress');
 
-function cleanup(): void {
-  for (const c of children) {
-    if (c.exitCode === null && c.pid !== undefined) {
-      try {
-        process.kill(c.pid, 'SIGTERM');
-      } catch {
-        // already gone
-      }
-    }
-  }
-  rmSync(dir, { recursive: true, force: true });
-}
-process.on('exit', cleanup);
-process.on('SIGINT', () => process.exit(130));
-
-async function startRole(role: string, ...roleArgs: string[]): Promise<Record<string, unknown> & { pid: number }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(here, 'roles.ts'), role, ...roleArgs], { cwd: repo, stdio: ['ignore', 'pipe', 'inherit'] });
-  children.push(child);
-  return { ...(await waitReady(child, role)), pid: child.pid! };
-}
-
-function waitReady(child: ChildProcess, what: string): Promise<Record<string, unknown>> {
-  return new Promise((resolve, reject) => {
-    let out = '';
-    const t = setTimeout(() => reject(new Error(`${what} not ready within ${READY_TIMEOUT_MS} ms`)), READY_TIMEOUT_MS);
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = /READY (.*)\n/.exec(out);
-      if (m) {
-        clearTimeout(t);
-        resolve(JSON.parse(m[1]!) as Record<string, unknown>);
-      }
-    });
-    child.once('exit', (code) => reject(new Error(`${what} exited with ${code} before it was ready`)));
-  });
-}
+const startRole = (role: string, ...roleArgs: string[]): Promise<Role> => startRoleIn(dir, role, roleArgs);
 
 async function startNginx(upstreamPort: number): Promise<{ port: number; pid: number }> {
   const port = 20_000 + (process.pid % 20_000);
@@ -101,8 +66,7 @@ http {
 }
 `,
   );
-  const child = spawn('nginx', ['-p', prefix, '-c', conf, '-g', 'daemon off;'], { stdio: ['ignore', 'ignore', 'inherit'] });
-  children.push(child);
+  const child = own(spawn('nginx', ['-p', prefix, '-c', conf, '-g', 'daemon off;'], { stdio: ['ignore', 'ignore', 'inherit'] }));
   const deadline = Date.now() + READY_TIMEOUT_MS;
   while (Date.now() < deadline) {
     try {
@@ -118,67 +82,8 @@ http {
   throw new Error('nginx did not start');
 }
 
-interface WrkResult {
-  rps: number;
-  p50Ms: number;
-  p99Ms: number;
-  errors: number;
-  /** CPU time (user + system) the proxy processes spent per request (for `direct`: the upstream's). */
-  cpuUsPerReq: number;
-}
-
-/** Kernel clock ticks per second for /proc/<pid>/stat times (CLK_TCK, 100 on Linux). */
-const CLOCK_TICKS_PER_S = 100;
-
-/** The process and its children (nginx: master + worker). */
-function processTree(pid: number): number[] {
-  try {
-    const kids = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
-    return [pid, ...kids.flatMap(processTree)];
-  } catch {
-    return [pid];
-  }
-}
-
-/** utime + stime of the processes, in microseconds. */
-function cpuUs(pids: number[]): number {
-  let ticks = 0;
-  for (const pid of pids) {
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      ticks += Number(fields[11]) + Number(fields[12]);
-    } catch {
-      // exited
-    }
-  }
-  return (ticks * 1_000_000) / CLOCK_TICKS_PER_S;
-}
-
-function toMs(v: string): number {
-  const m = /^([\d.]+)(us|ms|s|m)$/.exec(v.trim());
-  if (!m) return Number.NaN;
-  const n = Number(m[1]);
-  return m[2] === 'us' ? n / 1000 : m[2] === 'ms' ? n : m[2] === 's' ? n * 1000 : n * 60_000;
-}
-
-function wrk(url: string, durationS: number, proxyPids: number[] = []): WrkResult {
-  const cpuBefore = cpuUs(proxyPids);
-  const out = execFileSync('wrk', ['-t1', `-c${CONNECTIONS}`, `-d${durationS}s`, '--latency', url], { encoding: 'utf8' });
-  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1]);
-  const p50Ms = toMs(/\s50%\s+(\S+)/.exec(out)?.[1] ?? '');
-  const p99Ms = toMs(/\s99%\s+(\S+)/.exec(out)?.[1] ?? '');
-  const non2xx = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? 0);
-  const sockErr = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
-  const errors = non2xx + (sockErr ? sockErr.slice(1).reduce((a, b) => a + Number(b), 0) : 0);
-  const requests = Number(/(\d+) requests in/.exec(out)?.[1] ?? 0);
-  const cpuUsPerReq = proxyPids.length === 0 || requests === 0 ? 0 : (cpuUs(proxyPids) - cpuBefore) / requests;
-  return { rps, p50Ms, p99Ms, errors, cpuUsPerReq };
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
+function wrk(url: string, durationS: number, proxyPids: number[] = [], headers: readonly string[] = []): WrkResult {
+  return runWrk(url, { durationS, connections: CONNECTIONS, pids: proxyPids, headers });
 }
 
 async function main(): Promise<void> {
@@ -213,6 +118,12 @@ async function main(): Promise<void> {
     ['chain', `http://127.0.0.1:${chain.port as number}/api/v1/vms/bench/proxy/`, [chain.pid]],
     ['vsock', `http://127.0.0.1:${vsock.port as number}/api/v1/vms/bench/proxy/`, [vsock.pid]],
   ];
+  // `--only a,b`: a subset (the others report NaN); the host hop alone is `--only nginx,ingress`.
+  const onlyAt = args.indexOf('--only');
+  if (onlyAt >= 0) {
+    const keep = new Set((args[onlyAt + 1] ?? '').split(','));
+    targets.splice(0, targets.length, ...targets.filter(([n]) => keep.has(n)));
+  }
   for (const [, url] of targets) wrk(url, 1); // warm-up: JIT, pools, nginx keepalive
   const runs = new Map<string, WrkResult[]>(targets.map(([n]) => [n, []]));
   for (let round = 0; round < ROUNDS; round++) {
@@ -230,11 +141,13 @@ async function main(): Promise<void> {
         p50Ms: median(rs.map((r) => r.p50Ms)),
         p99Ms: median(rs.map((r) => r.p99Ms)),
         errors: rs.reduce((a, r) => a + r.errors, 0),
+        requests: rs.reduce((a, r) => a + r.requests, 0),
         cpuUsPerReq: median(rs.map((r) => r.cpuUsPerReq)),
       },
     ]),
   ) as Record<string, WrkResult>;
-  const s = (n: string): WrkResult => summary[n]!;
+  const none: WrkResult = { rps: Number.NaN, p50Ms: Number.NaN, p99Ms: Number.NaN, errors: 0, requests: 0, cpuUsPerReq: Number.NaN };
+  const s = (n: string): WrkResult => summary[n] ?? none;
   const ratios = {
     hostHopRps: s('ingress').rps / s('nginx').rps,
     hostHopP99: s('ingress').p99Ms / s('nginx').p99Ms,
@@ -278,11 +191,12 @@ async function startKestrel(upstreamPort: number): Promise<string | null> {
     }),
   );
   const socketPath = join(dir, 'kestrel.sock');
-  const child = spawn(process.execPath, ['--import', 'tsx', join(repo, 'guest', 'main.ts'), '--listen', `unix:${socketPath}`, '--manifest', manifest], {
-    cwd: repo,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.push(child);
+  const child = own(
+    spawn(process.execPath, ['--import', 'tsx', join(repo, 'guest', 'main.ts'), '--listen', `unix:${socketPath}`, '--manifest', manifest], {
+      cwd: repo,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    }),
+  );
   return new Promise((resolve) => {
     let log = '';
     const t = setTimeout(() => resolve(null), READY_TIMEOUT_MS);

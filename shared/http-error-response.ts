@@ -79,8 +79,11 @@ export function sendErrorOnSocket(socket: Duplex, err: VolantError, opts: { head
   setTimeout(() => socket.destroy(), opts.lingerMs ?? ERROR_LINGER_MS).unref();
 }
 
-/** The bytes `sendErrorOnSocket` writes (status line, headers, JSON body), for callers that own the socket. */
-export function rawErrorResponse(err: VolantError, extra?: ErrorHeaders): string {
+/**
+ * The bytes `sendErrorOnSocket` writes (status line, headers, JSON body), for callers that own the
+ * socket; `keepAlive` leaves out `connection: close` (the caller keeps reading requests after it).
+ */
+export function rawErrorResponse(err: VolantError, extra?: ErrorHeaders, keepAlive = false): string {
   const status = httpStatusFor(err.code);
   const text = errorBody(err);
   const headers: string[] = [];
@@ -89,7 +92,7 @@ export function rawErrorResponse(err: VolantError, extra?: ErrorHeaders): string
   for (let i = 0; i < headers.length; i += 2) lines += `${headers[i]}: ${headers[i + 1]}\r\n`;
   return (
     `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\ncontent-type: ${ERROR_CONTENT_TYPE}\r\n` +
-    `content-length: ${Buffer.byteLength(text)}\r\n${lines}connection: close\r\n\r\n${text}`
+    `content-length: ${Buffer.byteLength(text)}\r\n${lines}${keepAlive ? '' : 'connection: close\r\n'}\r\n${text}`
   );
 }
 

@@ -6,11 +6,14 @@
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
+import type { FrontOptions, IngressFront } from '../ingress/index.js';
 import type { Orchestrator } from '../orchestrator/orchestrator.js';
 import type { PluginImages } from '../orchestrator/plugin-images.js';
 import type { Registry } from 'prom-client';
 
 export interface IngressSeam {
+  /** The fast path (host/ingress/front.ts): the server's client connections are read there first. */
+  front?(opts: FrontOptions): IngressFront;
   handleRequest(req: IncomingMessage, res: ServerResponse): boolean;
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): boolean;
 }

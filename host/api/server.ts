@@ -25,12 +25,13 @@
 
 import { chmod, chown, unlink } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { createServer as createNetServer, type Server as NetServer } from 'node:net';
+import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import swagger from '@fastify/swagger';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest, LogController } from 'fastify';
 import { checkBearer } from './auth.js';
 import type { ApiContext, IngressSeam } from './context.js';
+import type { IngressFront } from '../ingress/index.js';
 import { answerClientError, ERROR_CONTENT_TYPE, sendErrorOnSocket, sendErrorResponse } from '../../shared/http-error-response.js';
 import { requestLineRefusal } from '../../shared/http-request-line.js';
 import { VolantError } from '../../shared/errors.js';
@@ -118,6 +119,44 @@ function consumeAuthorization(req: IncomingMessage): void {
   for (let i = raw.length - 2; i >= 0; i -= 2) if (raw[i]!.toLowerCase() === 'authorization') raw.splice(i, 2);
 }
 
+/**
+ * Puts the ingress fast path (host/ingress/front.ts) in front of Node's HTTP server: every client
+ * connection is read there first; the first request that is not a proxy request hands the
+ * connection (that request's bytes included) to Node's own connection handling, and so to the
+ * request-line rule, auth and fastify above. Auth on the fast path is the same rule: the token on
+ * TCP, none on a Unix socket, `checkBearer` deciding.
+ */
+function attachFront(server: Server, makeFront: NonNullable<IngressSeam['front']>, o: { token: string | undefined; headersTimeout: number }): IngressFront {
+  const nodeListeners = server.listeners('connection') as ((socket: Socket) => void)[];
+  server.removeAllListeners('connection');
+  const front = makeFront({
+    authorize: (authorization, socket) => {
+      if (o.token === undefined || localSockets.has(socket)) return undefined;
+      try {
+        checkBearer(authorization, o.token);
+        return undefined;
+      } catch (e) {
+        return toVolantError(e);
+      }
+    },
+    consumesAuthorization: (socket) => o.token !== undefined && !localSockets.has(socket),
+    handOver: (socket, bytes) => {
+      // Node reads a fresh connection's bytes natively (`consume`), past the stream we give the
+      // request back to; marking the handle consumed keeps it on the stream, where `unshift` works.
+      const handle = (socket as Socket & { _handle?: { _consumed?: boolean } | null })._handle;
+      if (handle) handle._consumed = true;
+      socket.unshift(bytes);
+      for (const l of nodeListeners) l.call(server, socket);
+      socket.resume();
+    },
+    maxHeaderBytes: MAX_HEADER_BYTES,
+    headersTimeoutMs: o.headersTimeout,
+    keepAliveTimeoutMs: server.keepAliveTimeout,
+  });
+  server.on('connection', (socket: Socket) => front.accept(socket));
+  return front;
+}
+
 export async function createApiServer(opts: ApiServerOptions): Promise<ApiServer> {
   const { token, ingress } = opts;
   let server!: Server;
@@ -184,6 +223,8 @@ export async function createApiServer(opts: ApiServerOptions): Promise<ApiServer
       return server;
     },
   });
+
+  const front = ingress?.front === undefined ? undefined : attachFront(server, ingress.front.bind(ingress), { token, headersTimeout });
 
   const apiMetrics = new ApiMetrics(opts.metrics);
   app.addHook('onResponse', async (req, reply) => {
@@ -259,6 +300,7 @@ export async function createApiServer(opts: ApiServerOptions): Promise<ApiServer
     },
     async close(): Promise<void> {
       for (const local of unixServers) local.close();
+      front?.close();
       server.closeIdleConnections?.();
       await app.close();
       for (const p of unixPaths) await unlink(p).catch(() => undefined);

@@ -38,6 +38,8 @@ enum Kind {
   TransferEncoding = 6,
   Host = 7,
   ContentLength = 8,
+  Authorization = 9,
+  Expect = 10,
 }
 
 const KNOWN: ReadonlyArray<[string, Kind]> = [
@@ -45,7 +47,8 @@ const KNOWN: ReadonlyArray<[string, Kind]> = [
   ['connection', Kind.Connection],
   ['transfer-encoding', Kind.TransferEncoding],
   ['upgrade', Kind.Upgrade],
-  ['expect', Kind.Drop],
+  ['expect', Kind.Expect],
+  ['authorization', Kind.Authorization],
   ['x-request-id', Kind.RequestId],
   ['host', Kind.Host],
   ['content-length', Kind.ContentLength],
@@ -98,6 +101,8 @@ export interface ClientFacts {
   httpVersionMinor: number;
   /** Keep `Upgrade` and `Connection: upgrade` (WebSocket and other upgrade requests). */
   upgrade: boolean;
+  /** Drop `Authorization`: it carried volantd's own bearer token, checked already (never the workload's). */
+  dropAuthorization?: boolean;
 }
 
 export interface UpstreamRequestHead {
@@ -106,6 +111,10 @@ export interface UpstreamRequestHead {
   requestId: string;
   /** The request carries a body (`Content-Length` or `Transfer-Encoding: chunked`). */
   hasBody: boolean;
+  /** The body is chunked (its `Transfer-Encoding` is not in `headers`: whoever sends it frames it). */
+  chunked: boolean;
+  /** The client sent `Expect: 100-continue` (answered by our side, never forwarded). */
+  expectContinue: boolean;
 }
 
 function smuggling(why: string): VolantError {
@@ -124,6 +133,7 @@ export function upstreamRequestHead(raw: readonly string[], facts: ClientFacts):
   let transferEncoding: string | undefined;
   let hasBody = false;
   let upgrade: string | undefined;
+  let expectContinue = false;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
     const value = raw[i + 1]!;
@@ -133,6 +143,12 @@ export function upstreamRequestHead(raw: readonly string[], facts: ClientFacts):
         break;
       case Kind.Drop:
       case Kind.Forwarding:
+        break;
+      case Kind.Authorization:
+        if (facts.dropAuthorization !== true) out.push(name, value);
+        break;
+      case Kind.Expect:
+        if (value.length === 12 && value.toLowerCase() === '100-continue') expectContinue = true;
         break;
       case Kind.Connection:
         connection = connection === undefined ? value : `${connection},${value}`;
@@ -171,7 +187,7 @@ export function upstreamRequestHead(raw: readonly string[], facts: ClientFacts):
   requestId ??= randomUUID();
   kept.push('x-request-id', requestId);
   if (facts.upgrade && upgrade !== undefined) kept.push('connection', 'upgrade', 'upgrade', upgrade);
-  return { headers: kept, requestId, hasBody };
+  return { headers: kept, requestId, hasBody, chunked: transferEncoding !== undefined, expectContinue };
 }
 
 /** Headers that `Connection` names are hop-by-hop too, except the ones it cannot remove (shared/http-headers.ts). */
@@ -210,6 +226,7 @@ export function downstreamResponseHeaders(raw: readonly (string | Buffer)[], req
     switch (kind) {
       case Kind.RequestId:
       case Kind.Pass:
+      case Kind.Authorization:
       case Kind.Host:
       case Kind.ContentLength:
       case Kind.Forwarding: {

@@ -14,16 +14,19 @@
  */
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { VolantError } from '../../shared/errors.js';
 import { sendErrorOnSocket, sendErrorResponse } from '../../shared/http-error-response.js';
 import type { Logger } from '../log/logger.js';
-import { describeTransport, type IngressTransport } from './dialer.js';
+import { describeTransport, type IngressTransport, transportKey } from './dialer.js';
 import { asVolantError, logFailure } from './failures.js';
 import { dispatchOptions, ForwardHandler, type ForwardStats } from './forward.js';
+import { Front, type FrontContext, type FrontTarget } from './front.js';
 import { type ClientFacts, type UpstreamRequestHead, upstreamRequestHead } from './headers.js';
 import { matchProxyPath } from './path.js';
 import { VmPools } from './pools.js';
+import { type TickClock, VmUpstreams } from './upstream.js';
 import { tunnelUpgrade } from './upgrade.js';
 
 export { matchProxyPath, type ProxyMatch, PROXY_ROUTE_PREFIX } from './path.js';
@@ -62,7 +65,19 @@ export interface IngressMetrics extends ForwardStats {
   refused: number;
 }
 
+/** What the API server gives the fast path (front.ts): its auth rule, its hand-over, its limits. */
+export type FrontOptions = Pick<FrontContext, 'authorize' | 'consumesAuthorization' | 'handOver' | 'maxHeaderBytes' | 'headersTimeoutMs' | 'keepAliveTimeoutMs'>;
+
+export interface IngressFront {
+  /** A new client connection: read on the fast path until a request that is not a proxy request. */
+  accept(socket: Socket): void;
+  /** Cuts every connection still on the fast path. */
+  close(): void;
+}
+
 export interface Ingress {
+  /** The fast path for the API server's connections (front.ts); the other handlers are the compatibility path. */
+  front(opts: FrontOptions): IngressFront;
   handleRequest(req: IncomingMessage, res: ServerResponse): boolean;
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): boolean;
   /** Drops the VM's warm connections (call when it stops or is deleted). */
@@ -99,6 +114,57 @@ export function createIngress(opts: IngressOptions): Ingress {
   const metrics: IngressMetrics = { requests: 0, upgrades: 0, refused: 0, responses: 0, upstreamErrors: 0, clientAborts: 0 };
   /** Client sockets of upgraded (WebSocket) connections, cut on `close()`. */
   const tunnels = new Set<Duplex>();
+  const upstreamLimits = {
+    connectTimeoutMs,
+    headersTimeoutMs,
+    bodyTimeoutMs,
+    maxConnectionsPerVm: opts.maxConnectionsPerVm ?? INGRESS_MAX_CONNECTIONS_PER_VM,
+    keepAliveTimeoutMs: opts.keepAliveTimeoutMs ?? INGRESS_KEEP_ALIVE_TIMEOUT_MS,
+  };
+
+  /*
+   * The fast path's clock: one timer for every timeout (client heads, idle clients, guest heads
+   * and bodies, idle guest sockets), so no request reads the clock or arms a timer.
+   */
+  const fronts = new Set<Front>();
+  const upstreams = new Map<string, VmUpstreams>();
+  const clock: TickClock = { now: 0, intervalMs: sweepIntervalMs(headersTimeoutMs, bodyTimeoutMs, upstreamLimits.keepAliveTimeoutMs) };
+  const sweeper = setInterval(() => {
+    clock.now++;
+    for (const f of fronts) f.sweep();
+    for (const u of upstreams.values()) u.sweep();
+  }, clock.intervalMs);
+  sweeper.unref();
+
+  /*
+   * VM lookups, cached: a proxied request costs a map read, not a store query. `forget` (the VM
+   * stopped, was deleted or changed state) drops the entry; a lookup that was in flight when any
+   * VM was forgotten is answered but not cached (`epoch`), so a stale transport never sticks.
+   */
+  const targets = new Map<string, FrontTarget>();
+  let epoch = 0;
+
+  function upstreamsFor(vmName: string, transport: IngressTransport): VmUpstreams {
+    const have = upstreams.get(vmName);
+    if (have !== undefined && (have.transport === transport || have.key === transportKey(transport))) return have;
+    have?.close();
+    const fresh = new VmUpstreams(transport, upstreamLimits, clock);
+    upstreams.set(vmName, fresh);
+    return fresh;
+  }
+
+  function frontTarget(vmName: string): FrontTarget | Promise<FrontTarget> {
+    const hit = targets.get(vmName);
+    if (hit !== undefined) return hit;
+    const at = epoch;
+    const settle = (t: IngressTarget): FrontTarget => {
+      const ft: FrontTarget = { vmName, upstreams: upstreamsFor(vmName, t.transport) };
+      if (at === epoch) targets.set(vmName, ft);
+      return ft;
+    };
+    const t = opts.lookup(vmName);
+    return isPromise(t) ? t.then(settle) : settle(t);
+  }
 
   /** Resolves the VM, then runs `then`; lookup failures are answered with `reply`. */
   function withTarget(vmName: string, reply: (e: VolantError) => void, then: (t: IngressTarget) => void): void {
@@ -171,10 +237,15 @@ export function createIngress(opts: IngressOptions): Ingress {
       sendErrorOnSocket(socket, err);
       return true;
     }
+    startUpgrade(socket, clientHead, req.method!, match.upstreamPath, head, match.vmName);
+    return true;
+  }
+
+  function startUpgrade(socket: Duplex, clientHead: Buffer, method: string, upstreamPath: string, head: UpstreamRequestHead, vmName: string): void {
     metrics.upgrades++;
     tunnels.add(socket);
     socket.once('close', () => tunnels.delete(socket));
-    const { upstreamPath } = match;
+    const match = { vmName };
     withTarget(
       match.vmName,
       (e) => {
@@ -187,24 +258,63 @@ export function createIngress(opts: IngressOptions): Ingress {
           socket,
           clientHead,
           target.transport,
-          { method: req.method!, path: upstreamPath, headers: head.headers, requestId: head.requestId, where, vmName: target.vmName },
+          { method, path: upstreamPath, headers: head.headers, requestId: head.requestId, where, vmName: target.vmName },
           { connectTimeoutMs, headersTimeoutMs },
           opts.log,
         );
       },
     );
-    return true;
+  }
+
+  function front(fo: FrontOptions): IngressFront {
+    const f = new Front({
+      ...fo,
+      target: frontTarget,
+      upgrade: (socket, clientHead, r) => {
+        socket.on('error', () => socket.destroy());
+        startUpgrade(socket, clientHead, r.method, r.path, r.head, r.vmName);
+      },
+      counters: metrics,
+      clock,
+      log: opts.log,
+    });
+    fronts.add(f);
+    return {
+      accept: (socket) => f.accept(socket),
+      close: () => {
+        fronts.delete(f);
+        f.close();
+      },
+    };
   }
 
   return {
+    front,
     handleRequest,
     handleUpgrade,
-    forget: (vmName) => pools.forget(vmName),
+    forget: (vmName) => {
+      epoch++;
+      targets.delete(vmName);
+      upstreams.get(vmName)?.close();
+      upstreams.delete(vmName);
+      pools.forget(vmName);
+    },
     close: () => {
+      clearInterval(sweeper);
       for (const socket of tunnels) socket.destroy();
       tunnels.clear();
+      for (const f of fronts) f.close();
+      fronts.clear();
+      for (const u of upstreams.values()) u.destroy();
+      upstreams.clear();
+      targets.clear();
       return pools.close();
     },
     metrics,
   };
+}
+
+/** The sweep's period: a quarter of the shortest timeout (so none fires more than 25% late), 10 ms to 1 s. */
+function sweepIntervalMs(...timeoutsMs: number[]): number {
+  return Math.max(10, Math.min(1000, Math.floor(Math.min(...timeoutsMs) / 4)));
 }

@@ -17,7 +17,7 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { median } from '../support/stats.js';
-import { benchDir, own, processTree, READY_TIMEOUT_MS, REPO as repo, type Role, rssKiB, startRole as startRoleIn, type WrkResult, wrk as runWrk } from '../support/wrk.js';
+import { BENCH_AUTH_HEADER, benchDir, own, processTree, READY_TIMEOUT_MS, REPO as repo, type Role, rssKiB, startRole as startRoleIn, type WrkResult, wrk as runWrk } from '../support/wrk.js';
 
 const args = process.argv.slice(2);
 const opt = (name: string, dflt: number): number => {
@@ -82,8 +82,9 @@ http {
   throw new Error('nginx did not start');
 }
 
-function wrk(url: string, durationS: number, proxyPids: number[] = [], headers: readonly string[] = []): WrkResult {
-  return runWrk(url, { durationS, connections: CONNECTIONS, pids: proxyPids, headers });
+/** Every target gets the same request, the API token included (volantd requires it; the others ignore it). */
+function wrk(url: string, durationS: number, proxyPids: number[] = []): WrkResult {
+  return runWrk(url, { durationS, connections: CONNECTIONS, pids: proxyPids, headers: [BENCH_AUTH_HEADER] });
 }
 
 async function main(): Promise<void> {

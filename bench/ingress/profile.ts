@@ -9,7 +9,7 @@
 
 import { readdirSync, readFileSync } from 'node:fs';
 import { integerFlag } from '../support/args.js';
-import { benchDir, startRole, stopChild, wrk } from '../support/wrk.js';
+import { BENCH_AUTH_HEADER, benchDir, startRole, stopChild, wrk } from '../support/wrk.js';
 import { join } from 'node:path';
 
 const argv = process.argv.slice(2);
@@ -49,8 +49,8 @@ async function main(): Promise<void> {
   const profDir = join(dir, 'prof');
   const ingress = await startRole(dir, 'ingress', [`tcp:127.0.0.1:${upstream.port as number}`], ['--cpu-prof', '--cpu-prof-dir', profDir]);
   const url = `http://127.0.0.1:${ingress.port as number}/api/v1/vms/bench/proxy/`;
-  wrk(url, { durationS: 1, connections: 32 });
-  const r = wrk(url, { durationS: DURATION_S, connections: 32, pids: [ingress.pid] });
+  wrk(url, { durationS: 1, connections: 32, headers: [BENCH_AUTH_HEADER] });
+  const r = wrk(url, { durationS: DURATION_S, connections: 32, pids: [ingress.pid], headers: [BENCH_AUTH_HEADER] });
   const total = r.requests;
   await stopChild(ingress.child);
   const file = readdirSync(profDir).find((f) => f.endsWith('.cpuprofile'));

@@ -3,7 +3,8 @@
  * own event loop, as in production (workload, VMM muxer and volantd are separate processes):
  *
  *   upstream PORT_FILE?         a plain node:http server answering `hello` (the workload)
- *   ingress  TARGET             our ingress on a raw node:http server, every request to VM `bench`
+ *   ingress  TARGET             volantd's API server with the ingress in front (its fast path, bearer
+ *                               token BENCH_API_TOKEN required), every VM name reaching TARGET
  *                               TARGET = tcp:HOST:PORT | vsock:/path/to/vm.sock
  *   muxer    SOCKET TARGET      the hybrid-vsock muxer double mapping guest port 8080 to
  *                               TARGET = HOST:PORT | unix:/path (kestrel's agent socket)
@@ -12,8 +13,9 @@
  */
 
 import { createServer } from 'node:http';
-import { createIngress } from '../../host/ingress/index.js';
 import { startHybridVsockMuxer } from '../../test/support/hybrid-vsock-muxer.js';
+import { startIngressStack } from '../../test/support/ingress-stack.js';
+import { BENCH_API_TOKEN } from '../support/wrk.js';
 
 const [role, arg1, arg2] = process.argv.slice(2);
 // Exit normally on SIGTERM so that `--cpu-prof` can write its profile.
@@ -36,15 +38,7 @@ if (role === 'upstream') {
   const transport = target.startsWith('vsock:')
     ? ({ kind: 'vsock', socketPath: target.slice('vsock:'.length) } as const)
     : ({ kind: 'tcp', host: target.split(':')[1]!, port: Number(target.split(':')[2]) } as const);
-  const ingress = createIngress({ lookup: (vmName) => ({ vmName, transport }) });
-  const server = createServer((req, res) => {
-    if (!ingress.handleRequest(req, res)) {
-      res.writeHead(404);
-      res.end();
-    }
-  });
-  server.keepAliveTimeout = 60_000;
-  server.listen(0, '127.0.0.1', () => ready({ port: (server.address() as { port: number }).port }));
+  startIngressStack({ lookup: (vmName) => ({ vmName, transport }), token: BENCH_API_TOKEN }).then((stack) => ready({ port: stack.port }));
 } else if (role === 'muxer') {
   const target = arg2 ?? '';
   const [host, port] = target.split(':');

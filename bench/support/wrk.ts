@@ -15,6 +15,9 @@ const here = dirname(fileURLToPath(import.meta.url));
 export const REPO = join(here, '..', '..');
 const ROLES = join(REPO, 'bench', 'ingress', 'roles.ts');
 export const READY_TIMEOUT_MS = 15_000;
+/** The API token the bench's volantd (the `ingress` role) requires; every target gets the same request. */
+export const BENCH_API_TOKEN = 'bench-token-0123456789abcdef';
+export const BENCH_AUTH_HEADER = `Authorization: Bearer ${BENCH_API_TOKEN}`;
 
 const children: ChildProcess[] = [];
 const dirs: string[] = [];

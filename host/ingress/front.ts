@@ -280,9 +280,10 @@ export class ClientConn {
     }
     this.ctx.counters.requests++;
     const ex = new Exchange(this, methodName, match.vmName, match.upstreamPath, head, keepAlive, minor === 0);
-    this.enqueue(ex);
+    // Before it starts: a request without a body is complete already when its guest socket is attached.
     if (head.hasBody) this.parsing = ex;
     else ex.requestDone = true;
+    this.enqueue(ex);
     return CONTINUE;
   }
 

@@ -24,7 +24,7 @@ export interface IngressStack {
   close(): Promise<void>;
 }
 
-export async function startIngressStack(opts: IngressOptions & { headersTimeoutMs?: number }): Promise<IngressStack> {
+export async function startIngressStack(opts: IngressOptions & { headersTimeoutMs?: number; token?: string }): Promise<IngressStack> {
   const ingress = createIngress(opts);
   const orchestrator = { list: () => [], get: () => undefined } as unknown as Orchestrator;
   const plugins = { list: () => [], get: () => undefined } as unknown as PluginImages;
@@ -37,6 +37,7 @@ export async function startIngressStack(opts: IngressOptions & { headersTimeoutM
     startedAt: Date.now(),
     ingress,
     headersTimeoutMs: opts.headersTimeoutMs,
+    token: opts.token,
   });
   const address = await api.listen({ kind: 'tcp', host: '127.0.0.1', port: 0 });
   return {

@@ -167,6 +167,8 @@ export class ClientConn {
   private leave: (() => void) | null = null;
   private gone = false;
   pausedForBody = false;
+  /** Inside `execute`: exchanges wait until the read is parsed whole (a framing error later in it refuses them all). */
+  private inExecute = false;
 
   constructor(
     readonly socket: Socket,
@@ -195,7 +197,9 @@ export class ClientConn {
 
   read(chunk: Buffer): void {
     if (this.stopped) return;
+    this.inExecute = true;
     const r = this.parser.execute(chunk);
+    this.inExecute = false;
     if (isParserError(r)) {
       this.parserRefused(r);
       return;
@@ -206,8 +210,11 @@ export class ClientConn {
       this.pendingBytes = r < chunk.length ? chunk.subarray(r) : EMPTY;
       this.socket.pause();
       if (this.queue.length === 0) this.depart();
+      else this.queue[0]!.start();
       return;
     }
+    // Only now, with the whole read parsed and accepted, does anything go to a guest.
+    this.queue[0]?.start();
     if (this.queue.length > 1) this.socket.pause();
   }
 
@@ -289,7 +296,7 @@ export class ClientConn {
 
   private enqueue(ex: Exchange): void {
     this.queue.push(ex);
-    if (this.queue.length === 1) ex.start();
+    if (this.queue.length === 1 && !this.inExecute) ex.start();
   }
 
   /**
@@ -321,19 +328,30 @@ export class ClientConn {
       this.socket.destroy();
       return;
     }
+    // The requests read so far are abandoned (as Node's server does): the answer is the refusal.
+    for (const ex of this.queue.splice(0)) ex.abandon();
+    this.parsing = null;
     this.refuse(refusal, true, false);
   }
 
-  /** The client half-closed: a head cut short is a 408; requests already read are still answered. */
+  /**
+   * The client half-closed: a head cut short is a 408; otherwise, as with Node's server, the
+   * client is gone (requests in flight are aborted upstream) and our side ends too.
+   */
   ended(): void {
-    if (this.stopped) return;
-    const r = this.parser.finish();
-    if (isParserError(r)) {
-      this.parserRefused(r);
-      return;
+    if (!this.stopped) {
+      const r = this.parser.finish();
+      if (isParserError(r)) {
+        this.parserRefused(r);
+        return;
+      }
+    } else if (this.queue.some((ex) => ex.isRefusal)) {
+      return; // our refusal is on its way, and it closes the connection
     }
     this.stopped = true;
-    if (this.queue.length === 0) this.socket.end();
+    for (const ex of this.queue.splice(0)) ex.clientGone();
+    this.parsing = null;
+    this.socket.end();
   }
 
   closed(): void {
@@ -666,11 +684,20 @@ export class Exchange implements ResponseSink {
     this.conn.exchangeDone(this, closing);
   }
 
+  get isRefusal(): boolean {
+    return this.preset !== null;
+  }
+
+  /** Dropped without an answer of its own (the connection is refused as a whole). */
+  abandon(): void {
+    this.clientGone(false);
+  }
+
   /** The client connection closed: the guest's socket is not reused, a waiting request stops waiting. */
-  clientGone(): void {
+  clientGone(counted = true): void {
     if (this.finished) return;
     this.finished = true;
-    if (this.started && this.preset === null) this.conn.ctx.counters.clientAborts++;
+    if (counted && this.started && this.preset === null) this.conn.ctx.counters.clientAborts++;
     this.vm?.upstreams.cancel(this.waiter);
     const up = this.upstream;
     this.upstream = null;

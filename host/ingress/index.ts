@@ -148,7 +148,9 @@ export function createIngress(opts: IngressOptions): Ingress {
     const have = upstreams.get(vmName);
     if (have !== undefined && (have.transport === transport || have.key === transportKey(transport))) return have;
     have?.close();
-    const fresh = new VmUpstreams(transport, upstreamLimits, clock);
+    const fresh: VmUpstreams = new VmUpstreams(transport, upstreamLimits, clock, () => {
+      if (targets.get(vmName)?.upstreams === fresh) targets.delete(vmName);
+    });
     upstreams.set(vmName, fresh);
     return fresh;
   }

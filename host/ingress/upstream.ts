@@ -274,6 +274,8 @@ export class VmUpstreams {
     readonly transport: AgentTransport,
     private readonly limits: UpstreamLimits,
     private readonly clock: TickClock,
+    /** A dial failed: the ingress drops its cached lookup, so the next request asks where the VM is. */
+    private readonly onDialFailed: () => void = () => undefined,
   ) {
     this.key = transportKey(transport);
   }
@@ -314,6 +316,7 @@ export class VmUpstreams {
       },
       (err: Error) => {
         this.dialing--;
+        this.onDialFailed();
         // Every request waiting beyond what the remaining dials and sockets will serve learns why.
         // One failed dial fails one waiter; when nothing is left that could serve the rest, all of them.
         const failing = this.all.size === 0 && this.dialing === 0 ? this.waiters.splice(0) : this.waiters.splice(0, 1);

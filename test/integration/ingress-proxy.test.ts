@@ -1,6 +1,7 @@
-// The ingress proxy end to end on this machine: a client → a node:http API server that gives
-// the ingress first refusal → hybrid vsock (the muxer test double, see its header) or TCP →
-// a real workload server. Everything on loopback and Unix sockets in a private temp dir.
+// The ingress proxy end to end on this machine: a client → volantd's API server with the ingress
+// in front (test/support/ingress-stack.ts: its fast path, host/ingress/front.ts) → hybrid vsock
+// (the muxer test double, see its header) or TCP → a real workload server. Everything on
+// loopback and Unix sockets in a private temp dir.
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type IncomingMessage, request, type Server, type ServerResponse } from 'node:http';
@@ -9,10 +10,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { WebSocket, WebSocketServer } from 'ws';
-import { createIngress, type Ingress, type IngressTarget } from '../../host/ingress/index.js';
+import type { Ingress, IngressTarget } from '../../host/ingress/index.js';
 import { VolantError } from '../../shared/errors.js';
 import { eventually, nextEvent } from '../support/eventually.js';
 import { type HybridVsockMuxer, startHybridVsockMuxer } from '../support/hybrid-vsock-muxer.js';
+import { type IngressStack, startIngressStack } from '../support/ingress-stack.js';
 
 const dir = mkdtempSync(join(tmpdir(), `volant-ingress-proxy-${process.pid}-`));
 
@@ -23,11 +25,15 @@ let workload: Server;
 let workloadPort = 0;
 let mux: HybridVsockMuxer;
 let deadAgentMux: HybridVsockMuxer;
-let api: Server;
+let stack: IngressStack;
+let slowStack: IngressStack;
 let apiPort = 0;
+let slowPort = 0;
+/** Requests Node's HTTP server (and so fastify's routes) got: proxy requests must never be among them. */
 let apiFallbacks = 0;
 let ingress: Ingress;
-let slowIngress: Ingress;
+/** How often the ingress asked for a VM's transport (the lookup is cached until `forget`). */
+const lookups: Record<string, number> = {};
 
 function workloadHandler(req: IncomingMessage, res: ServerResponse): void {
   seen.push({ method: req.method!, url: req.url!, headers: req.headers });
@@ -83,6 +89,7 @@ const vms: Record<string, () => IngressTarget> = {
 let movingTarget: IngressTarget;
 
 function lookup(name: string): IngressTarget | Promise<IngressTarget> {
+  lookups[name] = (lookups[name] ?? 0) + 1;
   const vm = vms[name];
   if (vm === undefined) throw new VolantError('NOT_FOUND', `no VM named ${name}`);
   // Half the VMs answer asynchronously, as a database-backed lookup may.
@@ -100,27 +107,17 @@ before(async () => {
   // Guest vsock port 8080 (kestrel's) is mapped straight to the workload here.
   mux = await startHybridVsockMuxer({ socketPath: join(dir, 'web.sock'), guestPorts: { 8080: { host: '127.0.0.1', port: workloadPort } } });
   deadAgentMux = await startHybridVsockMuxer({ socketPath: join(dir, 'nolistener.sock'), guestPorts: {} });
-  ingress = createIngress({ lookup });
-  slowIngress = createIngress({ lookup, headersTimeoutMs: 300, bodyTimeoutMs: 300 });
-  api = createServer((req, res) => {
-    const chosen = req.headers['x-test-ingress'] === 'slow' ? slowIngress : ingress;
-    if (chosen.handleRequest(req, res)) return;
-    apiFallbacks++;
-    res.writeHead(404, { 'content-type': 'application/json' });
-    res.end('{"error":{"code":"NOT_FOUND","message":"api route"}}');
-  });
-  api.on('upgrade', (req, socket, head) => {
-    if (!ingress.handleUpgrade(req, socket, head)) socket.destroy();
-  });
-  await new Promise<void>((r) => api.listen(0, '127.0.0.1', r));
-  apiPort = (api.address() as { port: number }).port;
+  stack = await startIngressStack({ lookup });
+  slowStack = await startIngressStack({ lookup, headersTimeoutMs: 300, bodyTimeoutMs: 300 });
+  ingress = stack.ingress;
+  apiPort = stack.port;
+  slowPort = slowStack.port;
+  stack.server.on('request', () => apiFallbacks++);
 });
 
 after(async () => {
-  await ingress.close();
-  await slowIngress.close();
-  api.closeAllConnections();
-  await new Promise((r) => api.close(r));
+  await stack.close();
+  await slowStack.close();
   await mux.close();
   await deadAgentMux.close();
   workload.closeAllConnections();
@@ -129,9 +126,9 @@ after(async () => {
 });
 
 /** Writes raw bytes to the API server and returns everything it answers until it closes (or `waitMs`). */
-function raw(bytes: string, waitMs = 1500): Promise<string> {
+function raw(bytes: string, waitMs = 1500, port = apiPort): Promise<string> {
   return new Promise((resolve) => {
-    const s = connect({ host: '127.0.0.1', port: apiPort }, () => s.write(bytes));
+    const s = connect({ host: '127.0.0.1', port }, () => s.write(bytes));
     let data = '';
     const t = setTimeout(() => {
       s.destroy();
@@ -187,8 +184,10 @@ function parseResponse(text: string): { status: number; headers: Map<string, str
   return { status: Number(lines[0]?.split(' ')[1]), headers, body: headers.get('transfer-encoding')?.[0] === 'chunked' ? dechunk(body) : body };
 }
 
+/** `x-test-ingress: slow` sends the request to the ingress with 300 ms guest timeouts. */
 async function get(path: string, headers: Record<string, string> = {}): Promise<{ status: number; headers: Map<string, string[]>; body: string }> {
-  return parseResponse(await raw(`GET ${path} HTTP/1.1\r\nHost: api.test\r\n${Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('')}\r\n`));
+  const port = headers['x-test-ingress'] === 'slow' ? slowPort : apiPort;
+  return parseResponse(await raw(`GET ${path} HTTP/1.1\r\nHost: api.test\r\n${Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('')}\r\n`, 1500, port));
 }
 
 describe('ingress: forwarding', () => {
@@ -327,11 +326,13 @@ describe('ingress: forwarding', () => {
     assert.deepEqual(urls, ['/first', '/second', '/third']);
   });
 
-  it('a VM whose transport changes is reached over the new one (fresh pool)', async () => {
+  it('a VM restarted elsewhere (forgotten, then its transport changed) is reached over the new one (fresh pool)', async () => {
     movingTarget = { vmName: 'moving', transport: { kind: 'vsock', socketPath: mux.socketPath } };
     const viaVsock = mux.stats.established;
     assert.equal((await get('/api/v1/vms/moving/proxy/one')).status, 200);
     assert.equal(mux.stats.established, viaVsock + 1);
+    // volantd forgets a VM when it leaves `running` (host/daemon/daemon.ts); then it may come back elsewhere.
+    ingress.forget('moving');
     movingTarget = { vmName: 'moving', transport: { kind: 'tcp', host: '127.0.0.1', port: workloadPort } };
     const r = await get('/api/v1/vms/moving/proxy/two');
     assert.equal(JSON.parse(r.body).url, '/two');

@@ -1,4 +1,4 @@
-// The whole ingress chain as users hit it, minus the VMM: client → API server with our ingress →
+// The whole ingress chain as users hit it, minus the VMM: client → volantd API server with the ingress in front →
 // hybrid-vsock muxer (the test double, see its header) → kestrel (guest/main.ts, run outside a
 // VM with `--listen unix:...`) → a workload kestrel starts from the plugin manifest.
 import assert from 'node:assert/strict';
@@ -11,9 +11,9 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { WebSocket } from 'ws';
-import { createIngress, type Ingress } from '../../host/ingress/index.js';
 import { eventually } from '../support/eventually.js';
 import { type HybridVsockMuxer, startHybridVsockMuxer } from '../support/hybrid-vsock-muxer.js';
+import { type IngressStack, startIngressStack } from '../support/ingress-stack.js';
 
 const repo = fileURLToPath(new URL('../..', import.meta.url));
 const kestrelMain = join(repo, 'guest', 'main.ts');
@@ -46,8 +46,7 @@ server.listen(Number(process.env.PORT), '127.0.0.1');
 let kestrel: ChildProcess;
 let kestrelLog = '';
 let mux: HybridVsockMuxer;
-let ingress: Ingress;
-let api: Server;
+let stack: IngressStack;
 let apiPort = 0;
 
 function startKestrel(socketPath: string, manifest: string): Promise<ChildProcess> {
@@ -82,15 +81,8 @@ before(async () => {
   const kestrelSock = join(dir, 'kestrel.sock');
   kestrel = await startKestrel(kestrelSock, manifest);
   mux = await startHybridVsockMuxer({ socketPath: join(dir, 'vm.sock'), guestPorts: { 8080: { path: kestrelSock } } });
-  ingress = createIngress({ lookup: (vmName) => ({ vmName, transport: { kind: 'vsock', socketPath: mux.socketPath } }) });
-  api = createServer((req, res) => {
-    if (!ingress.handleRequest(req, res)) res.writeHead(404).end();
-  });
-  api.on('upgrade', (req, socket, head) => {
-    if (!ingress.handleUpgrade(req, socket, head)) socket.destroy();
-  });
-  await new Promise<void>((r) => api.listen(0, '127.0.0.1', r));
-  apiPort = (api.address() as { port: number }).port;
+  stack = await startIngressStack({ lookup: (vmName) => ({ vmName, transport: { kind: 'vsock', socketPath: mux.socketPath } }) });
+  apiPort = stack.port;
   // kestrel answers before the workload listens: wait for the workload through the chain.
   await eventually(
     async () => {
@@ -105,9 +97,7 @@ before(async () => {
 });
 
 after(async () => {
-  await ingress?.close();
-  api?.closeAllConnections();
-  await new Promise((r) => api?.close(r));
+  await stack?.close();
   await mux?.close();
   if (kestrel?.exitCode === null) kestrel.kill('SIGTERM');
   rmSync(dir, { recursive: true, force: true });
@@ -168,7 +158,7 @@ describe('ingress → muxer → kestrel → workload', () => {
   it('502 once kestrel is gone (the muxer closes without OK)', async () => {
     kestrel.kill('SIGTERM');
     await new Promise((r) => kestrel.once('exit', r));
-    ingress.forget('web');
+    stack.ingress.forget('web');
     const r = await fetch(`${base()}/after`);
     assert.equal(r.status, 502);
     assert.equal(((await r.json()) as { error: { code: string } }).error.code, 'UPSTREAM_UNREACHABLE');

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, request, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,20 +22,14 @@ const RSS_GROWTH_LIMIT_BYTES = 48 * MB;
 /** How far a writer may get ahead of a stalled reader: socket buffers and stream high-water marks. */
 const STALL_SLACK_BYTES = 24 * MB;
 
-const ingressModule = fileURLToPath(new URL('../../host/ingress/index.ts', import.meta.url));
+const stackModule = fileURLToPath(new URL('../support/ingress-stack.ts', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), `volant-ingress-stream-${process.pid}-`));
 
-/** The proxy process: our ingress on a node:http server, plus `/__memory` to read its RSS. */
+/** The proxy process: volantd's API server with the ingress in front (its fast path), in a process of its own. */
 const PROXY_PROGRAM = `
-import { createServer } from 'node:http';
-import { createIngress } from ${JSON.stringify(ingressModule)};
-const ingress = createIngress({ lookup: (vmName) => ({ vmName, transport: { kind: 'vsock', socketPath: process.env.VM_SOCKET } }) });
-const server = createServer((req, res) => {
-  if (ingress.handleRequest(req, res)) return;
-  const { rss } = process.memoryUsage();
-  res.end(JSON.stringify({ rss, maxRss: process.resourceUsage().maxRSS * 1024 }));
-});
-server.listen(0, '127.0.0.1', () => process.stdout.write('READY ' + server.address().port + '\\n'));
+import { startIngressStack } from ${JSON.stringify(stackModule)};
+const stack = await startIngressStack({ lookup: (vmName) => ({ vmName, transport: { kind: 'vsock', socketPath: process.env.VM_SOCKET } }) });
+process.stdout.write('READY ' + stack.port + '\\n');
 `;
 
 let proxy: ChildProcess;
@@ -77,9 +72,11 @@ function expectedSha(total: number): string {
   return h.digest('hex');
 }
 
+/** The proxy process's resident set now and at its peak (VmRSS, VmHWM), in bytes. */
 async function memory(): Promise<{ rss: number; maxRss: number }> {
-  const r = await fetch(`http://127.0.0.1:${proxyPort}/__memory`);
-  return (await r.json()) as { rss: number; maxRss: number };
+  const status = await readFile(`/proc/${proxy.pid}/status`, 'utf8');
+  const kib = (field: string): number => Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(status)?.[1]) * 1024;
+  return { rss: kib('VmRSS'), maxRss: kib('VmHWM') };
 }
 
 before(async () => {

@@ -3,19 +3,25 @@
  * measured in the same run (docs/benchmarks.md):
  *   direct     wrk → upstream                                   (the ceiling)
  *   nginx      wrk → nginx (1 worker, upstream keepalive 64) → upstream
- *   ingress    wrk → our ingress (host hop, TCP) → upstream      goal ≥ 1.0× nginx req/s, ≤ 1.0× p99
+ *   ingress    wrk → volantd's API server (bearer token; the ingress fast path) → upstream
+ *                                                                goal ≥ 1.0× nginx req/s, ≤ 1.0× p99
  *   chain      wrk → our ingress → hybrid-vsock muxer → [kestrel →] upstream   goal ≥ 0.5× direct
  *   vsock      wrk → our ingress → hybrid-vsock muxer → upstream (our part of the chain alone)
  * Load: `wrk -t1 -c32 -d5s --latency`. Targets alternate within each round and the median of
- * the rounds is reported. Every child process is ours and stopped by PID at the end.
+ * the rounds is reported; CPU µs per request is utime+stime of the proxy process(es) from
+ * /proc/<pid>/stat over the run. Then `--hold-connections` (1000) client connections are held
+ * through the ingress for `--hold` (30) seconds, one request per second each: errors and
+ * volantd's RSS before and after. Every child process is ours and stopped by PID at the end.
  *
- * Usage: node --import tsx bench/ingress/index.ts [--rounds N] [--duration S]
+ * Usage: node --import tsx bench/ingress/index.ts [--rounds N] [--duration S] [--only a,b]
+ *        [--hold-connections N (0: skip)] [--hold S]
  */
 
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
+import { type HoldResult, holdConnections } from '../support/hold.js';
 import { median } from '../support/stats.js';
 import { BENCH_AUTH_HEADER, benchDir, own, processTree, READY_TIMEOUT_MS, REPO as repo, type Role, rssKiB, startRole as startRoleIn, type WrkResult, wrk as runWrk } from '../support/wrk.js';
 
@@ -87,6 +93,8 @@ function wrk(url: string, durationS: number, proxyPids: number[] = []): WrkResul
   return runWrk(url, { durationS, connections: CONNECTIONS, pids: proxyPids, headers: [BENCH_AUTH_HEADER] });
 }
 
+let onlyAt = -1;
+
 async function main(): Promise<void> {
   const upstream = await startRole('upstream');
   const upstreamPort = upstream.port as number;
@@ -120,7 +128,7 @@ async function main(): Promise<void> {
     ['vsock', `http://127.0.0.1:${vsock.port as number}/api/v1/vms/bench/proxy/`, [vsock.pid]],
   ];
   // `--only a,b`: a subset (the others report NaN); the host hop alone is `--only nginx,ingress`.
-  const onlyAt = args.indexOf('--only');
+  onlyAt = args.indexOf('--only');
   if (onlyAt >= 0) {
     const keep = new Set((args[onlyAt + 1] ?? '').split(','));
     targets.splice(0, targets.length, ...targets.filter(([n]) => keep.has(n)));
@@ -173,7 +181,25 @@ async function main(): Promise<void> {
   }
   console.log(`host hop: ingress ÷ nginx = ${ratios.hostHopRps.toFixed(2)}× req/s (goal ≥ 1.0), p99 ${ratios.hostHopP99.toFixed(2)}× (goal ≤ 1.0), CPU/req ${ratios.hostHopCpuPerReq.toFixed(2)}×`);
   console.log(`full chain ÷ direct = ${ratios.chainVsDirectRps.toFixed(2)}× req/s (goal ≥ 0.5); without kestrel ${ratios.vsockHopVsDirectRps.toFixed(2)}×; nginx ÷ direct = ${ratios.nginxVsDirectRps.toFixed(2)}×`);
-  console.log(JSON.stringify({ bench: 'ingress', loadAverage: load, connections: CONNECTIONS, durationS: DURATION_S, rounds: ROUNDS, chain: chainLabel, results: summary, ratios }));
+  // Many clients held through the ingress: none may fail, and volantd's memory must not grow with time.
+  let hold: (HoldResult & { rssBeforeKiB: number; rssAfterKiB: number; seconds: number }) | undefined;
+  if (HOLD_CONNECTIONS > 0 && (onlyAt < 0 || targets.some(([n]) => n === 'ingress'))) {
+    const rssBeforeKiB = rssKiB(ingress.pid);
+    const r = await holdConnections({
+      port: ingress.port as number,
+      path: '/api/v1/vms/bench/proxy/',
+      headers: [BENCH_AUTH_HEADER],
+      connections: HOLD_CONNECTIONS,
+      durationS: HOLD_S,
+      gapMs: 1000,
+      timeoutMs: 10_000,
+    });
+    hold = { ...r, rssBeforeKiB, rssAfterKiB: rssKiB(ingress.pid), seconds: HOLD_S };
+    console.log(
+      `held: ${r.connections}/${HOLD_CONNECTIONS} client connections through the ingress for ${HOLD_S} s, one request per second each: ${r.requests} requests, ${r.errors} errors${r.samples.length ? ` (${r.samples.join('; ')})` : ''}; volantd RSS ${(rssBeforeKiB / 1024).toFixed(1)} MiB before, ${(hold.rssAfterKiB / 1024).toFixed(1)} MiB after`,
+    );
+  }
+  console.log(JSON.stringify({ bench: 'ingress', loadAverage: load, connections: CONNECTIONS, durationS: DURATION_S, rounds: ROUNDS, chain: chainLabel, results: summary, ratios, hold }));
 }
 
 /**

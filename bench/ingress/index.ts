@@ -100,6 +100,7 @@ async function main(): Promise<void> {
   const upstreamPort = upstream.port as number;
   const nginx = await startNginx(upstreamPort);
   const ingress = await startRole('ingress', `tcp:127.0.0.1:${upstreamPort}`);
+  const pipe = await startRole('pipe', String(upstreamPort));
   const vmSock = join(dir, 'vm.sock');
   // Full chain: kestrel in front of the workload when guest/main.ts exists, else the muxer maps
   // guest port 8080 straight to the workload (and the table says so).
@@ -123,6 +124,8 @@ async function main(): Promise<void> {
     ['direct', `http://127.0.0.1:${upstreamPort}/`, [upstream.pid]],
     ['nginx', `http://127.0.0.1:${nginx.port}/api/v1/vms/bench/proxy/`, processTree(nginx.pid)],
     ['ingress', `http://127.0.0.1:${ingress.port as number}/api/v1/vms/bench/proxy/`, [ingress.pid]],
+    // Not a proxy (it does not parse HTTP): the I/O floor of any one-event-loop Node proxy.
+    ['nodepipe', `http://127.0.0.1:${pipe.port as number}/`, [pipe.pid]],
     // CPU of our ingress only: the muxer double and kestrel are not the host hop.
     ['chain', `http://127.0.0.1:${chain.port as number}/api/v1/vms/bench/proxy/`, [chain.pid]],
     ['vsock', `http://127.0.0.1:${vsock.port as number}/api/v1/vms/bench/proxy/`, [vsock.pid]],
@@ -161,6 +164,7 @@ async function main(): Promise<void> {
     hostHopRps: s('ingress').rps / s('nginx').rps,
     hostHopP99: s('ingress').p99Ms / s('nginx').p99Ms,
     hostHopCpuPerReq: s('ingress').cpuUsPerReq / s('nginx').cpuUsPerReq,
+    nodePipeCpuPerReqVsNginx: s('nodepipe').cpuUsPerReq / s('nginx').cpuUsPerReq,
     chainVsDirectRps: s('chain').rps / s('direct').rps,
     vsockHopVsDirectRps: s('vsock').rps / s('direct').rps,
     nginxVsDirectRps: s('nginx').rps / s('direct').rps,
@@ -171,15 +175,17 @@ async function main(): Promise<void> {
   const what: Record<string, string> = {
     direct: 'upstream directly',
     nginx: 'nginx 1 worker, keepalive 64',
-    ingress: 'our ingress, host hop over TCP',
+    ingress: 'volantd (API server + ingress fast path), host hop over TCP',
+    nodepipe: 'Node byte pipe, no HTTP: the I/O floor of one Node event loop',
     chain: chainLabel,
     vsock: 'ingress → muxer → workload (our vsock hop, no kestrel)',
   };
   for (const [name] of targets) {
     const r = s(name);
-    console.log(`${name.padEnd(8)} | ${r.rps.toFixed(0).padStart(9)} | ${r.p50Ms.toFixed(2).padStart(6)} | ${r.p99Ms.toFixed(2).padStart(6)} | ${String(r.errors).padStart(6)} | ${r.cpuUsPerReq.toFixed(1).padStart(16)} | ${what[name]}`);
+    console.log(`${name.padEnd(9)}| ${r.rps.toFixed(0).padStart(9)} | ${r.p50Ms.toFixed(2).padStart(6)} | ${r.p99Ms.toFixed(2).padStart(6)} | ${String(r.errors).padStart(6)} | ${r.cpuUsPerReq.toFixed(1).padStart(16)} | ${what[name]}`);
   }
   console.log(`host hop: ingress ÷ nginx = ${ratios.hostHopRps.toFixed(2)}× req/s (goal ≥ 1.0), p99 ${ratios.hostHopP99.toFixed(2)}× (goal ≤ 1.0), CPU/req ${ratios.hostHopCpuPerReq.toFixed(2)}×`);
+  console.log(`Node byte pipe (no HTTP) ÷ nginx: CPU/req ${ratios.nodePipeCpuPerReqVsNginx.toFixed(2)}× — what a one-event-loop Node proxy pays before any HTTP work`);
   console.log(`full chain ÷ direct = ${ratios.chainVsDirectRps.toFixed(2)}× req/s (goal ≥ 0.5); without kestrel ${ratios.vsockHopVsDirectRps.toFixed(2)}×; nginx ÷ direct = ${ratios.nginxVsDirectRps.toFixed(2)}×`);
   // Many clients held through the ingress: none may fail, and volantd's memory must not grow with time.
   let hold: (HoldResult & { rssBeforeKiB: number; rssAfterKiB: number; seconds: number }) | undefined;

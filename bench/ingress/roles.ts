@@ -6,6 +6,9 @@
  *   ingress  TARGET             volantd's API server with the ingress in front (its fast path, bearer
  *                               token BENCH_API_TOKEN required), every VM name reaching TARGET
  *                               TARGET = tcp:HOST:PORT | vsock:/path/to/vm.sock
+ *   pipe     PORT               the floor of any single-event-loop Node proxy: bytes relayed as they
+ *                               come between each client connection and its own upstream connection
+ *                               (no HTTP at all), so what it costs is Node's and libuv's I/O alone
  *   muxer    SOCKET TARGET      the hybrid-vsock muxer double mapping guest port 8080 to
  *                               TARGET = HOST:PORT | unix:/path (kestrel's agent socket)
  *
@@ -13,6 +16,7 @@
  */
 
 import { createServer } from 'node:http';
+import { connect, createServer as createNetServer } from 'node:net';
 import { startHybridVsockMuxer } from '../../test/support/hybrid-vsock-muxer.js';
 import { startIngressStack } from '../../test/support/ingress-stack.js';
 import { BENCH_API_TOKEN } from '../support/wrk.js';
@@ -39,6 +43,18 @@ if (role === 'upstream') {
     ? ({ kind: 'vsock', socketPath: target.slice('vsock:'.length) } as const)
     : ({ kind: 'tcp', host: target.split(':')[1]!, port: Number(target.split(':')[2]) } as const);
   startIngressStack({ lookup: (vmName) => ({ vmName, transport }), token: BENCH_API_TOKEN }).then((stack) => ready({ port: stack.port }));
+} else if (role === 'pipe') {
+  const upstreamPort = Number(arg1);
+  const server = createNetServer({ noDelay: true }, (client) => {
+    const up = connect({ host: '127.0.0.1', port: upstreamPort, noDelay: true });
+    client.on('data', (d) => up.write(d));
+    up.on('data', (d) => client.write(d));
+    client.on('close', () => up.destroy());
+    up.on('close', () => client.destroy());
+    client.on('error', () => up.destroy());
+    up.on('error', () => client.destroy());
+  });
+  server.listen(0, '127.0.0.1', () => ready({ port: (server.address() as { port: number }).port }));
 } else if (role === 'muxer') {
   const target = arg2 ?? '';
   const [host, port] = target.split(':');

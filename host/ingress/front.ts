@@ -536,7 +536,8 @@ export class Exchange implements ResponseSink {
   requestBody(chunk: Buffer): void {
     if (this.finished) return;
     if (this.upstream === null) {
-      (this.body ??= []).push(chunk);
+      if (this.body === null) this.body = [chunk];
+      else this.body.push(chunk);
       return;
     }
     if (!this.writeBody(chunk)) {

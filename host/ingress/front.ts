@@ -40,7 +40,7 @@ import type { Logger } from '../log/logger.js';
 import { describeTransport } from './dialer.js';
 import { asVolantError, badResponseHead, logFailure, upstreamFailure } from './failures.js';
 import { downstreamResponseHeaders, type UpstreamRequestHead, upstreamRequestHead } from './headers.js';
-import { CONTINUE, HTTPParser, isParserError, type LlhttpParser, METHODS, newParser, type ParserError, STOP_AFTER_HEAD } from './llhttp.js';
+import { CONTINUE, isParserError, type LlhttpParser, METHODS, newParser, type ParserError, STOP_AFTER_HEAD } from './llhttp.js';
 import { matchProxyPath } from './path.js';
 import type { ResponseSink, TickClock, UpstreamConn, VmUpstreams } from './upstream.js';
 
@@ -177,14 +177,13 @@ export class ClientConn {
     this.ctx = front.ctx;
     this.idleSince = this.ctx.clock.now;
     this.remoteAddress = socket.remoteAddress;
-    const p = newParser('request', this.ctx.maxHeaderBytes) as ParserWithConn;
-    p.conn = this;
-    p[HTTPParser.kOnMessageBegin] = onMessageBegin;
-    p[HTTPParser.kOnHeaders] = onHeaders;
-    p[HTTPParser.kOnHeadersComplete] = onHeadersComplete;
-    p[HTTPParser.kOnBody] = onBody;
-    p[HTTPParser.kOnMessageComplete] = onMessageComplete;
-    this.parser = p;
+    this.parser = newParser<ClientConn, ParserWithConn>('request', this.ctx.maxHeaderBytes, this, {
+      messageBegin: onMessageBegin,
+      headers: onHeaders,
+      headersComplete: onHeadersComplete,
+      body: onBody,
+      messageComplete: onMessageComplete,
+    });
     const s = socket as Socket & { conn?: ClientConn };
     s.conn = this;
     s.setNoDelay(true);

@@ -59,9 +59,25 @@ export const CONTINUE = 0;
 export const SKIP_BODY = 1;
 export const STOP_AFTER_HEAD = 2;
 
-export function newParser(type: 'request' | 'response', maxHeaderSize: number): LlhttpParser {
-  const p = new HTTPParser();
+/** The callbacks a parser user sets; each is called with the parser as `this` (its `conn` is the owner). */
+export interface ParserCallbacks<P> {
+  messageBegin(this: P): void;
+  headers(this: P, headers: string[], url: string): void;
+  headersComplete(this: P, ...args: never[]): number;
+  body(this: P, chunk: Buffer): void;
+  messageComplete(this: P): void;
+}
+
+/** A strict parser (no lenient flags) for requests or responses, owned by `conn`, with its callbacks set. */
+export function newParser<C, P extends LlhttpParser & { conn: C }>(type: 'request' | 'response', maxHeaderSize: number, conn: C, cb: ParserCallbacks<P>): P {
+  const p = new HTTPParser() as P;
   p.initialize(type === 'request' ? HTTPParser.REQUEST : HTTPParser.RESPONSE, {}, maxHeaderSize, HTTPParser.kLenientNone);
+  p.conn = conn;
+  p[HTTPParser.kOnMessageBegin] = cb.messageBegin;
+  p[HTTPParser.kOnHeaders] = cb.headers;
+  p[HTTPParser.kOnHeadersComplete] = cb.headersComplete;
+  p[HTTPParser.kOnBody] = cb.body;
+  p[HTTPParser.kOnMessageComplete] = cb.messageComplete;
   return p;
 }
 

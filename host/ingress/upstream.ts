@@ -20,7 +20,7 @@
 import type { Socket } from 'node:net';
 import { VolantError } from '../../shared/errors.js';
 import { type AgentTransport, dialAgent, transportKey } from './dialer.js';
-import { CONTINUE, isParserError, HTTPParser, type LlhttpParser, newParser, SKIP_BODY } from './llhttp.js';
+import { CONTINUE, isParserError, type LlhttpParser, newParser, SKIP_BODY } from './llhttp.js';
 
 /** Response heads from the guest larger than this are a 502 (the same bound as the API's request heads). */
 export const MAX_RESPONSE_HEAD_BYTES = 16 * 1024;
@@ -152,14 +152,13 @@ export class UpstreamConn {
     readonly clock: TickClock,
   ) {
     this.lastActivity = clock.now;
-    const p = newParser('response', MAX_RESPONSE_HEAD_BYTES) as ParserWithConn;
-    p.conn = this;
-    p[HTTPParser.kOnMessageBegin] = onMessageBegin;
-    p[HTTPParser.kOnHeaders] = onHeaders;
-    p[HTTPParser.kOnHeadersComplete] = onHeadersComplete;
-    p[HTTPParser.kOnBody] = onBody;
-    p[HTTPParser.kOnMessageComplete] = onMessageComplete;
-    this.parser = p;
+    this.parser = newParser<UpstreamConn, ParserWithConn>('response', MAX_RESPONSE_HEAD_BYTES, this, {
+      messageBegin: onMessageBegin,
+      headers: onHeaders,
+      headersComplete: onHeadersComplete,
+      body: onBody,
+      messageComplete: onMessageComplete,
+    });
     const s = socket as Socket & { conn?: UpstreamConn };
     s.conn = this;
     s.setNoDelay?.(true);

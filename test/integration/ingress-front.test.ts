@@ -38,6 +38,13 @@ function guestHandler(req: IncomingMessage, res: ServerResponse): void {
   });
   req.on('end', () => {
     seen.push({ url: req.url!, socket: guestSockets.indexOf(req.socket), body, authorization: req.headers.authorization });
+    if (req.url!.startsWith('/unframed')) {
+      // No Content-Length: chunked by node:http for an HTTP/1.1 request.
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.write('part-one,');
+      res.end('part-two');
+      return;
+    }
     if (req.url!.startsWith('/bad-head')) {
       // An invalid answer on this guest connection: the ingress must not reuse it.
       req.socket.end('HTTP/1.1 200 O\x01K\r\ncontent-length: 2\r\n\r\nok');
@@ -84,7 +91,7 @@ after(async () => {
 
 /** A client connection that sends raw bytes and reads whole responses (Content-Length framed) one by one. */
 class Client {
-  private data = '';
+  data = '';
   private waiters: Array<() => void> = [];
   closed = false;
   readonly socket: Socket;
@@ -252,6 +259,49 @@ describe('ingress fast path: one connection, many requests', () => {
     assert.equal(p2.status, 200);
     assert.equal(JSON.parse(p2.body).url, '/p2');
     c.close();
+  });
+});
+
+describe('ingress fast path: framing the client sees', () => {
+  it('HEAD gets the head alone, and the connection carries on', async () => {
+    const c = new Client();
+    c.send(`HEAD /api/v1/vms/web/proxy/head HTTP/1.1\r\nHost: h\r\n${AUTH}\r\n`);
+    await eventually(() => c.data.includes('\r\n\r\n'), { what: 'the HEAD answer' });
+    const head = c.data;
+    assert.match(head, /^HTTP\/1\.1 200 /);
+    assert.ok(head.endsWith('\r\n\r\n'), 'no body after the head');
+    c.data = '';
+    c.send(get('/api/v1/vms/web/proxy/after-head'));
+    assert.equal(JSON.parse((await c.response()).body).url, '/after-head');
+    c.close();
+  });
+
+  it('Expect: 100-continue is answered by the ingress, and the body then reaches the guest', async () => {
+    const c = new Client();
+    c.send(`POST /api/v1/vms/web/proxy/expect HTTP/1.1\r\nHost: h\r\n${AUTH}Content-Length: 4\r\nExpect: 100-continue\r\n\r\n`);
+    await eventually(() => c.data.startsWith('HTTP/1.1 100 Continue\r\n\r\n'), { what: '100 Continue' });
+    c.data = '';
+    c.send('body');
+    const r = await c.response();
+    assert.deepEqual(JSON.parse(r.body), { url: '/expect', body: 'body' });
+    c.close();
+  });
+
+  it('a response without Content-Length is chunked for HTTP/1.1 and close-delimited for HTTP/1.0', async () => {
+    const c11 = new Client();
+    c11.send(get('/api/v1/vms/web/proxy/unframed'));
+    await eventually(() => c11.data.endsWith('0\r\n\r\n'), { what: 'the last chunk' });
+    assert.match(c11.data, /\r\ntransfer-encoding: chunked\r\n/i);
+    assert.match(c11.data, /part-one,[\s\S]*part-two/);
+    c11.close();
+    const c10 = new Client();
+    c10.send(`GET /api/v1/vms/web/proxy/unframed HTTP/1.0\r\nHost: h\r\n${AUTH}\r\n`);
+    await eventually(() => c10.closed, { what: 'the HTTP/1.0 answer ends with the connection' });
+    const text = c10.data;
+    assert.match(text, /^HTTP\/1\.1 200 /);
+    assert.doesNotMatch(text, /transfer-encoding/i);
+    assert.match(text, /\r\nconnection: close\r\n/i);
+    assert.ok(text.endsWith('part-one,part-two'), JSON.stringify(text.slice(-40)));
   });
 });
 

@@ -546,7 +546,10 @@ export class Exchange implements ResponseSink {
   }
 
   private writeBody(chunk: Buffer): boolean {
-    const s = this.upstream!.socket;
+    const up = this.upstream!;
+    // A long upload is not a silent guest: its head timeout counts from the last byte sent.
+    up.lastActivity = up.clock.now;
+    const s = up.socket;
     if (!this.head!.chunked) return s.write(chunk);
     s.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
     s.write(chunk);
@@ -559,8 +562,10 @@ export class Exchange implements ResponseSink {
   }
 
   private finishBody(): void {
-    if (this.head!.chunked) this.upstream!.socket.write(LAST_CHUNK, 'latin1');
-    this.upstream!.requestSent = true;
+    const up = this.upstream!;
+    if (this.head!.chunked) up.socket.write(LAST_CHUNK, 'latin1');
+    up.requestSent = true;
+    up.lastActivity = up.clock.now;
   }
 
   upstreamDrained(): void {

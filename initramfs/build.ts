@@ -2,7 +2,13 @@
  * `buildPlugin`: turns a plugin folder (plugin.json + volant.build.json + workload files) and a
  * kernel into `OUT_DIR/initramfs.img` + `OUT_DIR/plugin.json` (layout in docs/CONTRACTS.md).
  *
- * The image is two concatenated compressed cpio archives, which the kernel unpacks in order:
+ * Layout `shared` (default, docs/runtime-image.md): the runtime goes into the shared read-only
+ * runtime image (runtime-image.ts, found or built in `runtimeDir`), and the initramfs is one small
+ * compressed cpio: stage-1 (stage1.ts), kestrel, /etc, the manifest and the workload files. The
+ * output plugin.json records the runtime it needs (`image.runtime`: hash and format version).
+ *
+ * Layout `single`: everything in the initramfs, for VMMs with neither pmem nor disks. The image is
+ * two concatenated compressed cpio archives, which the kernel unpacks in order:
  * 1. runtime: Node and its libraries, busybox and its applets, the kernel modules, the native
  *    addon. It is the same for every plugin built with the same host files, so it is cached by a
  *    fingerprint of its entries (paths, modes and host file identity incl. size/mtime/ctime).
@@ -20,17 +26,19 @@ import { existsSync } from 'node:fs';
 import { lstat, mkdir, realpath, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { VolantError } from '../shared/errors.js';
+import { MIN_MEMORY_MB } from '../shared/schema/manifest.js';
 import type { Compression } from './build-file.js';
 import { defaultCacheDir, pruneCache } from './cache.js';
 import { compressionSuffix } from './compress.js';
 import { sourceDateEpoch } from './cpio.js';
 import { compressorIdentity, concatInto, sha256File, writeMember } from './member.js';
 import { loadBuildFile, loadManifest, MANIFEST_FILE_NAME } from './plugin-input.js';
-import { type BuildItem, stage } from './stage.js';
+import { ensurePrepared, mkfsVersion, type RuntimeImage, runtimeHash } from './runtime-image.js';
+import { type BuildItem, type Layout, stage } from './stage.js';
 import type { Layer } from './tree.js';
 
 export { MANIFEST_FILE_NAME } from './plugin-input.js';
-export type { BuildItem } from './stage.js';
+export type { BuildItem, Layout } from './stage.js';
 
 export const IMAGE_FILE_NAME = 'initramfs.img';
 /** Bumped whenever the layout or the writer changes, so stale cached runtime members are not reused. */
@@ -58,6 +66,10 @@ export interface BuildOptions {
   mtime?: number;
   /** Carry a deterministically stripped copy of node (default true; see strip.ts). */
   stripNode?: boolean;
+  /** `shared` (default): small initramfs + the shared runtime image; `single`: all in the initramfs. */
+  layout?: Layout;
+  /** `shared`: where the runtime image is found or built (default `<cacheDir>/runtimes`). */
+  runtimeDir?: string;
   /** Progress lines for long steps. */
   progress?: (step: string) => void;
 }
@@ -68,6 +80,12 @@ export interface BuildResult {
   sha256: string;
   imageBytes: number;
   compression: Compression;
+  layout: Layout;
+  /** `shared`: the runtime image the plugin needs (also recorded in the output plugin.json). */
+  runtime?: RuntimeImage;
+  /** The least guest memory the image needs (plugin.json `image.min_memory_mb`). */
+  minMemoryMb: number;
+  /** The runtime (member or image) was there already and not rebuilt. */
   runtimeCached: boolean;
   items: BuildItem[];
   members: { layer: Layer; bytes: number }[];
@@ -92,25 +110,36 @@ export async function buildPlugin(opts: BuildOptions): Promise<BuildResult> {
   const cacheDir = resolve(opts.cacheDir ?? defaultCacheDir());
   await mkdir(cacheDir, { recursive: true });
   const outReal = await realpath(outDir).catch(() => outDir);
-  const { tree, items } = await stage(opts, manifest, build, pluginRoot, cacheDir, outReal);
-  const fp = createHash('sha256')
-    .update(JSON.stringify({ format: IMAGE_FORMAT_VERSION, compressor: await compressorIdentity(compression), mtime, entries: await tree.fingerprint('runtime') }))
-    .digest('hex');
-  const runtimeMember = join(cacheDir, `runtime-${fp}.cpio.${compressionSuffix(compression)}`);
-  const runtimeCached = existsSync(runtimeMember);
+  const layout = opts.layout ?? 'shared';
+  const { tree, items, runtime: staged } = await stage({ ...opts, layout }, manifest, build, pluginRoot, cacheDir, outReal);
   const tmpTag = `${process.pid}-${Date.now()}`;
-  if (!runtimeCached) {
-    const total = tree.sizes().runtime.bytes;
-    const step = `compressing the runtime (${(total / 1e6).toFixed(1)} MB, ${compression}; cached afterwards)`;
-    opts.progress?.(step);
-    const tmp = `${runtimeMember}.tmp-${tmpTag}`;
-    try {
-      await writeMember(tree.entries('runtime'), compression, tmp, { mtime, firstInode: 1, totalBytes: total, report: (pct) => opts.progress?.(`${step} ${pct}%`) });
-      await rename(tmp, runtimeMember);
-    } finally {
-      await rm(tmp, { force: true });
+  let runtime: RuntimeImage | undefined;
+  let runtimeMember: string | undefined;
+  let runtimeCached: boolean;
+  if (staged) {
+    const prepared = { tree: staged.tree, hash: await runtimeHash(staged.tree, await mkfsVersion()) };
+    const runtimeDir = resolve(opts.runtimeDir ?? join(cacheDir, 'runtimes'));
+    runtimeCached = existsSync(join(runtimeDir, `${prepared.hash}.erofs`));
+    runtime = await ensurePrepared(prepared, runtimeDir, opts.progress);
+  } else {
+    const fp = createHash('sha256')
+      .update(JSON.stringify({ format: IMAGE_FORMAT_VERSION, compressor: await compressorIdentity(compression), mtime, entries: await tree.fingerprint('runtime') }))
+      .digest('hex');
+    runtimeMember = join(cacheDir, `runtime-${fp}.cpio.${compressionSuffix(compression)}`);
+    runtimeCached = existsSync(runtimeMember);
+    if (!runtimeCached) {
+      const total = tree.sizes().runtime.bytes;
+      const step = `compressing the runtime (${(total / 1e6).toFixed(1)} MB, ${compression}; cached afterwards)`;
+      opts.progress?.(step);
+      const tmp = `${runtimeMember}.tmp-${tmpTag}`;
+      try {
+        await writeMember(tree.entries('runtime'), compression, tmp, { mtime, firstInode: 1, totalBytes: total, report: (pct) => opts.progress?.(`${step} ${pct}%`) });
+        await rename(tmp, runtimeMember);
+      } finally {
+        await rm(tmp, { force: true });
+      }
+      await pruneCache(cacheDir, /^runtime-[0-9a-f]{64}\.cpio\.\w+$/, CACHE_KEEP_MEMBERS, runtimeMember);
     }
-    await pruneCache(cacheDir, /^runtime-[0-9a-f]{64}\.cpio\.\w+$/, CACHE_KEEP_MEMBERS, runtimeMember);
   }
 
   await mkdir(outDir, { recursive: true });
@@ -120,10 +149,17 @@ export async function buildPlugin(opts: BuildOptions): Promise<BuildResult> {
   try {
     opts.progress?.('writing the plugin archive');
     await writeMember(tree.entries('plugin'), compression, pluginTmp, { mtime, firstInode: PLUGIN_FIRST_INODE, totalBytes: tree.sizes().plugin.bytes });
-    await concatInto(imageTmp, [runtimeMember, pluginTmp]);
-    await writeFile(manifestTmp, `${JSON.stringify(manifest, null, 2)}\n`);
+    await concatInto(imageTmp, runtimeMember ? [runtimeMember, pluginTmp] : [pluginTmp]);
+    const sizes = tree.sizes();
+    const minMemoryMb = imageMinMemoryMb(layout, sizes.runtime.bytes + sizes.plugin.bytes, (await stat(imageTmp)).size);
+    const image$ = {
+      layout,
+      ...(runtime ? { runtime: { hash: runtime.hash, version: runtime.version, ...(build.binaries?.length ? { binaries: build.binaries } : {}), ...(build.modules?.length ? { modules: build.modules } : {}) } } : {}),
+      min_memory_mb: minMemoryMb,
+    };
+    await writeFile(manifestTmp, `${JSON.stringify({ ...manifest, image: image$ }, null, 2)}\n`);
     const members = [
-      { layer: 'runtime' as Layer, bytes: (await stat(runtimeMember)).size },
+      ...(runtimeMember ? [{ layer: 'runtime' as Layer, bytes: (await stat(runtimeMember)).size }] : []),
       { layer: 'plugin' as Layer, bytes: (await stat(pluginTmp)).size },
     ];
     const sha256 = await sha256File(imageTmp);
@@ -131,8 +167,20 @@ export async function buildPlugin(opts: BuildOptions): Promise<BuildResult> {
     const manifestOut = join(outDir, MANIFEST_FILE_NAME);
     await rename(imageTmp, image);
     await rename(manifestTmp, manifestOut);
-    return { image, manifest: manifestOut, sha256, imageBytes: (await stat(image)).size, compression, runtimeCached, items, members };
+    return { image, manifest: manifestOut, sha256, imageBytes: (await stat(image)).size, compression, layout, ...(runtime ? { runtime } : {}), minMemoryMb, runtimeCached, items, members };
   } finally {
     await Promise.all([pluginTmp, imageTmp, manifestTmp].map((f) => rm(f, { force: true })));
   }
+}
+
+/**
+ * Guest memory below which an image does not boot, measured under QEMU/TCG with examples/hello
+ * (docs/runtime-image.md "Memory"): a fixed part (kernel, kestrel, the workload) plus, for the
+ * initramfs, its compressed bytes (held while unpacking) and its unpacked bytes (tmpfs pages).
+ */
+export const BASE_GUEST_MEMORY_MB = 96;
+export function imageMinMemoryMb(layout: Layout, unpackedBytes: number, imageBytes: number): number {
+  const mib = (b: number) => b / (1024 * 1024);
+  const need = BASE_GUEST_MEMORY_MB + mib(unpackedBytes) + mib(imageBytes) + (layout === 'single' ? 0 : 0);
+  return Math.max(MIN_MEMORY_MB, Math.ceil(need / 16) * 16);
 }

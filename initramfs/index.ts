@@ -4,9 +4,12 @@
  */
 
 export { BUILD_FILE_NAME, BuildFile, type Compression, parseBuildFile } from './build-file.js';
-export { type BuildItem, type BuildOptions, type BuildResult, buildPlugin, IMAGE_FILE_NAME, MANIFEST_FILE_NAME } from './build.js';
+export { type BuildItem, type BuildOptions, type BuildResult, buildPlugin, IMAGE_FILE_NAME, imageMinMemoryMb, type Layout, MANIFEST_FILE_NAME } from './build.js';
 export { loadBuildFile, loadManifest } from './plugin-input.js';
 export { defaultCacheDir } from './cache.js';
 export { type CpioEntry, sourceDateEpoch, writeCpio } from './cpio.js';
 export { cachedKernel, type FetchKernelOptions, fetchKernel, type KernelInfo } from './kernel.js';
 export { DEFAULT_MODULES, resolveModules } from './modules.js';
+export { ensureRuntimeImage, RUNTIME_FORMAT_VERSION, type RuntimeImage, type RuntimeImageOptions, runtimeImagePath } from './runtime-image.js';
+export { LAYOUTS } from './stage.js';
+export { RUNTIME_DEVICES, RUNTIME_PARAM, type RuntimeDevice } from './stage1.js';

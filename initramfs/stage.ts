@@ -23,12 +23,15 @@ import { resolveElfClosure } from './elf.js';
 import { bundleKestrel } from './kestrel-bundle.js';
 import { DEFAULT_MODULES, moduleImagePath, resolveModules } from './modules.js';
 import { strippedCopy } from './strip.js';
+import { linkRuntime, stageStage1 } from './stage1.js';
 import { ImageTree } from './tree.js';
 
 const execFileP = promisify(execFile);
 
 export const NODE_BINARY = '/usr/bin/node';
 export const BUSYBOX_BINARY = '/bin/busybox';
+export const NATIVE_ADDON_IMAGE_PATH = '/lib/volant/volant_native.node';
+export const KESTREL_IMAGE_PATH = '/lib/volant/kestrel.mjs';
 const MAX_WORKLOAD_FILES = 100_000;
 
 /** One line of the build summary. */
@@ -44,8 +47,14 @@ export interface StageOptions {
   kestrelEntry?: string;
   nativeAddon?: string;
   stripNode?: boolean;
+  /** `shared` (default): stage-1 + the runtime image; `single`: everything in the initramfs. */
+  layout?: Layout;
   progress?: (step: string) => void;
 }
+
+/** Where the runtime lives: a shared read-only image (docs/runtime-image.md) or inside the initramfs. */
+export type Layout = 'shared' | 'single';
+export const LAYOUTS: readonly Layout[] = ['shared', 'single'];
 
 /** The repository root: the nearest ancestor of this module holding guest/ and native/. */
 export function repoRoot(): string {
@@ -127,23 +136,45 @@ const MOUNT_POINTS = ['/proc', '/sys', '/dev', '/run', '/root', '/var'];
 export interface Staging {
   tree: ImageTree;
   items: BuildItem[];
+  /** `shared` layout: the runtime's own tree and what it was made from. */
+  runtime?: { tree: ImageTree; inputs: RuntimeInputs };
 }
 
-interface RuntimeInputs {
+/** What the runtime (node, busybox, addon, modules) is made of on this host. */
+export interface RuntimeInputs {
   modulesDir: string;
   kernelVersion: string;
   nativeAddon: string;
   cacheDir: string;
   stripNode: boolean;
+  /** Extra host programs (volant.build.json `binaries`), added with their libraries. */
+  binaries?: string[];
+  /** Kernel modules besides DEFAULT_MODULES (their dependencies are added). */
+  modules?: string[];
 }
 
-async function stageRuntime(tree: ImageTree, opts: RuntimeInputs, build: BuildFile, items: BuildItem[]): Promise<string[]> {
-  const closure = await resolveElfClosure([NODE_BINARY, opts.nativeAddon, ...(build.binaries ?? [])]);
+/** The native addon this host loads (a source build, else the packed prebuilt one), checked. */
+export function hostNativeAddon(explicit?: string): string {
+  const addonFile = explicit ?? resolveAddonPath();
+  if (addonFile === undefined) throw new VolantError('NOT_FOUND', 'the native addon is missing (build it from source with `npm rebuild volant --build-from-source`, or `npm install` in a checkout)');
+  const nativeAddon = resolve(addonFile);
+  if (!existsSync(nativeAddon)) throw new VolantError('NOT_FOUND', `native addon ${nativeAddon} is missing (build it with \`npm run install\` or node-gyp)`);
+  return nativeAddon;
+}
+
+/**
+ * Stages the runtime layer into `tree`: node (stripped copy) + ELF closure, busybox + applets,
+ * the addon at /lib/volant, the kernel modules in load order. Returns the modules' image paths
+ * in load order (the contents of /etc/volant/modules.load).
+ */
+export async function stageRuntime(tree: ImageTree, opts: RuntimeInputs, items: BuildItem[]): Promise<string[]> {
+  const binaries = opts.binaries ?? [];
+  const closure = await resolveElfClosure([NODE_BINARY, opts.nativeAddon, ...binaries]);
   const node = (opts.stripNode ? await strippedCopy(NODE_BINARY, opts.cacheDir) : undefined) ?? NODE_BINARY;
   await tree.addHostFile(NODE_BINARY, node, 'runtime', { dereference: true });
   const libraries = [...(closure.interpreter ? [closure.interpreter] : []), ...closure.libraries];
   for (const f of libraries) await tree.addHostFile(f, f, 'runtime');
-  for (const b of build.binaries ?? []) await tree.addHostFile(b, b, 'runtime');
+  for (const b of binaries) await tree.addHostFile(b, b, 'runtime');
   items.push({
     what: `node${node === NODE_BINARY ? '' : ' (stripped)'} + ${closure.libraries.length} libraries`,
     files: libraries.length + 1,
@@ -155,10 +186,10 @@ async function stageRuntime(tree: ImageTree, opts: RuntimeInputs, build: BuildFi
   for (const a of applets) if (!tree.has(a)) tree.addSymlink(a, BUSYBOX_BINARY, 'runtime', 'busybox applet');
   items.push({ what: `busybox + ${applets.length} applets`, files: 1, bytes: (await stat(BUSYBOX_BINARY)).size });
 
-  await tree.addHostFile('/lib/volant/volant_native.node', opts.nativeAddon, 'runtime', { dereference: true });
+  await tree.addHostFile(NATIVE_ADDON_IMAGE_PATH, opts.nativeAddon, 'runtime', { dereference: true });
   items.push({ what: 'native addon', files: 1, bytes: (await stat(opts.nativeAddon)).size });
 
-  const mods = await resolveModules(opts.modulesDir, [...new Set([...DEFAULT_MODULES, ...(build.modules ?? [])])]);
+  const mods = await resolveModules(opts.modulesDir, [...new Set([...DEFAULT_MODULES, ...(opts.modules ?? [])])]);
   const loadList = mods.modules.map((m) => moduleImagePath(opts.kernelVersion, m));
   for (const [i, m] of mods.modules.entries()) await tree.addHostFile(loadList[i]!, m.path, 'runtime', { dereference: true });
   items.push({ what: `kernel modules (${opts.kernelVersion})`, files: mods.modules.length, bytes: await sumSizes(mods.modules.map((m) => m.path)) });
@@ -171,25 +202,37 @@ async function sumSizes(files: string[]): Promise<number> {
   return total;
 }
 
+/**
+ * Stages a plugin image. `single`: one tree, runtime and plugin layers (two cpio members).
+ * `shared`: the runtime goes to its own tree (the erofs image, runtime-image.ts) and the plugin
+ * tree gets the stage-1 (stage1.ts) plus links into the mounted runtime.
+ */
 export async function stage(opts: StageOptions, manifest: PluginManifest, build: BuildFile, pluginRoot: string, cacheDir: string, outDir: string): Promise<Staging> {
+  const layout = opts.layout ?? 'shared';
   const tree = new ImageTree();
   const items: BuildItem[] = [];
   const root = repoRoot();
-  // The same file the loader on this host resolves (a source build, else the packed prebuilt one).
-  const addonFile = opts.nativeAddon ?? resolveAddonPath();
-  if (addonFile === undefined) throw new VolantError('NOT_FOUND', 'the native addon is missing (build it from source with `npm rebuild volant --build-from-source`, or `npm install` in a checkout)');
-  const nativeAddon = resolve(addonFile);
-  if (!existsSync(nativeAddon)) throw new VolantError('NOT_FOUND', `native addon ${nativeAddon} is missing (build it with \`npm run install\` or node-gyp)`);
+  const nativeAddon = hostNativeAddon(opts.nativeAddon);
   opts.progress?.('resolving node libraries, busybox and kernel modules');
-  const inputs = { modulesDir: opts.modulesDir, kernelVersion: opts.kernelVersion, nativeAddon, cacheDir, stripNode: opts.stripNode !== false };
-  const loadList = await stageRuntime(tree, inputs, build, items);
+  const inputs: RuntimeInputs = {
+    modulesDir: opts.modulesDir,
+    kernelVersion: opts.kernelVersion,
+    nativeAddon,
+    cacheDir,
+    stripNode: opts.stripNode !== false,
+    ...(build.binaries?.length ? { binaries: build.binaries } : {}),
+    ...(build.modules?.length ? { modules: build.modules } : {}),
+  };
+  const runtimeTree = layout === 'shared' ? new ImageTree() : tree;
+  const loadList = await stageRuntime(runtimeTree, inputs, items);
 
   opts.progress?.('bundling kestrel');
   const kestrel = await bundleKestrel(resolve(opts.kestrelEntry ?? kestrelEntry(root)));
-  tree.addBytes('/lib/volant/kestrel.mjs', kestrel, 'plugin', 0o644, 'kestrel bundle');
+  tree.addBytes(KESTREL_IMAGE_PATH, kestrel, 'plugin', 0o644, 'kestrel bundle');
   items.push({ what: 'kestrel bundle', files: 1, bytes: kestrel.length });
 
-  tree.addBytes('/init', INIT_SCRIPT, 'plugin', 0o755, '/init');
+  if (layout === 'single') tree.addBytes('/init', INIT_SCRIPT, 'plugin', 0o755, '/init');
+  else await stageStage1(tree, opts.kernelVersion, opts.modulesDir, items);
   for (const [path, text] of Object.entries(ETC_FILES)) tree.addBytes(path, text, 'plugin');
   for (const d of MOUNT_POINTS) tree.addDir(d, 'plugin');
   tree.addDir('/tmp', 'plugin', 0o1777);
@@ -200,5 +243,7 @@ export async function stage(opts: StageOptions, manifest: PluginManifest, build:
   const before = tree.sizes().plugin.bytes;
   for (const [i, f] of (build.files ?? []).entries()) workloadFiles += await stageWorkload(tree, pluginRoot, f.from, f.to, i, outDir);
   items.push({ what: 'workload files', files: workloadFiles, bytes: tree.sizes().plugin.bytes - before });
-  return { tree, items };
+  if (layout === 'single') return { tree, items };
+  linkRuntime(tree, runtimeTree);
+  return { tree, items, runtime: { tree: runtimeTree, inputs } };
 }

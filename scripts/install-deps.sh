@@ -2,7 +2,7 @@
 # Installs the Debian packages Volant's tests, demo and benchmarks use, when missing.
 # Idempotent and quiet when everything is present; needs root to install.
 set -euo pipefail
-PKGS=(qemu-system-x86 iproute2 iptables procps cpio busybox-static dnsmasq-base kmod file openssl nginx-light squid wrk zstd lz4 curl zsh build-essential python3-minimal)
+PKGS=(qemu-system-x86 iproute2 iptables procps cpio busybox-static dnsmasq-base kmod file openssl nginx-light squid wrk zstd lz4 erofs-utils curl zsh build-essential python3-minimal)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

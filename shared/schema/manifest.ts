@@ -103,6 +103,29 @@ export const Resources = Type.Object(
   { additionalProperties: false },
 );
 
+/** How a built image is laid out and what it needs; `volar plugins build` writes it (docs/runtime-image.md). */
+export const ImageInfo = Type.Object(
+  {
+    layout: Type.Union([Type.Literal('shared'), Type.Literal('single')]),
+    /** `shared`: the runtime image the initramfs mounts, by content hash and format version, and what went into it besides the defaults. */
+    runtime: Type.Optional(
+      Type.Object(
+        {
+          hash: Type.String({ pattern: '^[0-9a-f]{64}$' }),
+          version: Type.Integer({ minimum: 1 }),
+          binaries: Type.Optional(Type.Array(Type.String({ minLength: 2, maxLength: 4095, pattern: '^/' }), { maxItems: 256 })),
+          modules: Type.Optional(Type.Array(Type.String({ pattern: '^[A-Za-z0-9_-]{1,64}$' }), { maxItems: 1024 })),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+    /** The least guest memory this image boots and serves with. */
+    min_memory_mb: Type.Integer({ minimum: MIN_MEMORY_MB, maximum: MAX_MEMORY_MB }),
+  },
+  { additionalProperties: false },
+);
+export type ImageInfo = Static<typeof ImageInfo>;
+
 export const PluginManifest = Type.Object(
   {
     schema_version: Type.Optional(Type.String({ maxLength: 16 })),
@@ -115,6 +138,7 @@ export const PluginManifest = Type.Object(
     workload: Workload,
     health_check: Type.Optional(HealthCheck),
     resources: Type.Optional(Resources),
+    image: Type.Optional(ImageInfo),
   },
   { additionalProperties: false, $id: 'PluginManifest' },
 );

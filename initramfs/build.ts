@@ -33,7 +33,7 @@ import { compressionSuffix } from './compress.js';
 import { sourceDateEpoch } from './cpio.js';
 import { compressorIdentity, concatInto, sha256File, writeMember } from './member.js';
 import { loadBuildFile, loadManifest, MANIFEST_FILE_NAME } from './plugin-input.js';
-import { ensurePrepared, mkfsVersion, type RuntimeImage, runtimeHash } from './runtime-image.js';
+import { ensurePrepared, mkfsVersion, type RuntimeImage, runtimeHash, runtimeImagePath } from './runtime-image.js';
 import { type BuildItem, type Layout, stage } from './stage.js';
 import type { Layer } from './tree.js';
 
@@ -119,7 +119,7 @@ export async function buildPlugin(opts: BuildOptions): Promise<BuildResult> {
   if (staged) {
     const prepared = { tree: staged.tree, hash: await runtimeHash(staged.tree, await mkfsVersion()) };
     const runtimeDir = resolve(opts.runtimeDir ?? join(cacheDir, 'runtimes'));
-    runtimeCached = existsSync(join(runtimeDir, `${prepared.hash}.erofs`));
+    runtimeCached = existsSync(runtimeImagePath(runtimeDir, prepared.hash));
     runtime = await ensurePrepared(prepared, runtimeDir, opts.progress);
   } else {
     const fp = createHash('sha256')

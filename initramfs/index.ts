@@ -12,4 +12,4 @@ export { cachedKernel, type FetchKernelOptions, fetchKernel, type KernelInfo } f
 export { DEFAULT_MODULES, resolveModules } from './modules.js';
 export { ensureRuntimeImage, RUNTIME_FORMAT_VERSION, type RuntimeImage, type RuntimeImageOptions, runtimeImagePath } from './runtime-image.js';
 export { LAYOUTS } from './stage.js';
-export { RUNTIME_DEVICES, RUNTIME_PARAM, type RuntimeDevice } from './stage1.js';
+export { RUNTIME_DEVICES, RUNTIME_PARAM, type RuntimeDevice } from '../shared/runtime-image.js';

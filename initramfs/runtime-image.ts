@@ -23,6 +23,7 @@ import { join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
 import { VolantError } from '../shared/errors.js';
+import { RUNTIME_ALIGN_BYTES, RUNTIME_SUFFIX } from '../shared/runtime-image.js';
 import { defaultCacheDir } from './cache.js';
 import { hostNativeAddon, type RuntimeInputs, stageRuntime } from './stage.js';
 import { ImageTree } from './tree.js';
@@ -31,9 +32,6 @@ const execFileP = promisify(execFile);
 
 /** Bumped whenever the runtime's layout or the way it is written changes. */
 export const RUNTIME_FORMAT_VERSION = 1;
-export const RUNTIME_SUFFIX = '.erofs';
-/** virtio-pmem regions must be 2 MiB aligned (nd_pmem, Cloud Hypervisor's PmemSizeNotAligned). */
-export const RUNTIME_ALIGN_BYTES = 2 * 1024 * 1024;
 const MKFS = 'mkfs.erofs';
 const MKFS_FLAGS = ['-T0', '--all-root', '-x-1', '-Enoinline_data', '--quiet'];
 const MKFS_TIMEOUT_MS = 5 * 60_000;

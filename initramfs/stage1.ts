@@ -21,6 +21,7 @@
 import { readFile } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { VolantError } from '../shared/errors.js';
+import { RUNTIME_DEVICES, RUNTIME_PARAM, type RuntimeDevice } from '../shared/runtime-image.js';
 import { parseElf } from './elf.js';
 import { type ModuleFile, resolveModules } from './modules.js';
 import { BUSYBOX_BINARY, type BuildItem, KESTREL_IMAGE_PATH, NODE_BINARY } from './stage.js';
@@ -28,10 +29,6 @@ import type { ImageTree } from './tree.js';
 
 /** Where stage-1 mounts the runtime image. */
 export const RUNTIME_MOUNT = '/rt';
-/** The kernel parameter naming the runtime's device; see docs/CONTRACTS.md. */
-export const RUNTIME_PARAM = 'volant.runtime';
-export type RuntimeDevice = 'pmem' | 'blk';
-export const RUNTIME_DEVICES: readonly RuntimeDevice[] = ['pmem', 'blk'];
 export const STAGE1_DIR = '/lib/volant/stage1';
 
 /** What each device needs before the runtime can be mounted (dependencies are added from .modinfo). */

@@ -27,6 +27,8 @@ export const ErrorCodes = [
   'NOT_SUPPORTED',
   'PROTOCOL_ERROR',
   'EGRESS_DENIED',
+  'MEMORY_TOO_SMALL',
+  'RUNTIME_UNAVAILABLE',
   'INTERNAL',
 ] as const;
 
@@ -95,6 +97,10 @@ const STATUS: Record<ErrorCode, number> = {
   NOT_SUPPORTED: 501,
   PROTOCOL_ERROR: 502,
   EGRESS_DENIED: 403,
+  /** `memory_mb` below what the plugin's image needs to boot (its plugin.json `image.min_memory_mb`). */
+  MEMORY_TOO_SMALL: 400,
+  /** The shared runtime image a plugin needs is not on this host and cannot be built here. */
+  RUNTIME_UNAVAILABLE: 424,
   INTERNAL: 500,
 };
 

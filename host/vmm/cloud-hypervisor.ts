@@ -6,7 +6,8 @@
  *  - The body is built by a pure function and validates against `VmConfig` in the project's
  *    OpenAPI spec (a test checks every mode): payload, cpus, memory in bytes, one virtio-net on
  *    the VM's tap for bridged/dhcp, vsock always (hybrid vsock on `spec.vsock.socketPath`),
- *    serial to the per-VM log file, virtio console off.
+ *    serial to the per-VM log file, virtio console off, and the shared runtime image read-only
+ *    (`pmem` with `discard_writes`, or a read-only disk).
  *  - A stale vsock or API socket from an earlier run is removed before launch.
  *  - Cloud Hypervisor creates the serial file afresh (`File::create`, it truncates), unlike
  *    QEMU's `append=on`; so the previous boot's serial log is kept as `<serialLogPath>.1`.
@@ -32,6 +33,8 @@ export const VMM_SHUTDOWN_WAIT_MS = 2000;
 /** virtio-net: one RX/TX queue pair of CH's default size. */
 const NET_QUEUES = 2;
 const NET_QUEUE_SIZE = 256;
+/** The id of the runtime image's pmem device or disk. */
+const RUNTIME_DEVICE_ID = 'runtime';
 
 export interface CloudHypervisorOptions {
   /** The VMM binary (a test double in tests); default `cloud-hypervisor` from PATH. */
@@ -53,6 +56,10 @@ export function buildVmCreateBody(spec: LaunchSpec): Record<string, unknown> {
     console: { mode: 'Off' },
   };
   if (spec.tap) body.net = [{ tap: spec.tap.name, mac: spec.tap.mac, num_queues: NET_QUEUES, queue_size: NET_QUEUE_SIZE }];
+  // The shared runtime image, read-only: pmem with discard_writes (CH opens the file O_RDONLY and
+  // maps it private into a read-only memslot; size = the file's, a 2 MiB multiple), or a disk.
+  if (spec.runtime?.device === 'pmem') body.pmem = [{ file: spec.runtime.path, discard_writes: true, id: RUNTIME_DEVICE_ID }];
+  if (spec.runtime?.device === 'blk') body.disks = [{ path: spec.runtime.path, readonly: true, id: RUNTIME_DEVICE_ID }];
   return body;
 }
 

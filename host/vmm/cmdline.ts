@@ -6,6 +6,7 @@
  *    early and smuggle a parameter of its own; env and the manifest override travel encoded.
  *  - `console=ttyS0` (the serial log), `reboot=k panic=-1`: a guest power-off or panic ends the
  *    VMM (QEMU runs with `-no-reboot`), so the orchestrator sees it as an exit.
+ *  - `volant.runtime=pmem|blk` (+ `swiotlb=noforce` for pmem) when the image uses the shared runtime.
  *  - `ip=` is what the network policy chose: static settings through `formatIpParam`, `ip=dhcp`,
  *    or none (a VM without an interface, only lo). `volant.mode` names the mode alongside.
  *  - The result fits the kernel's COMMAND_LINE_SIZE; the kernel would truncate silently.
@@ -17,6 +18,7 @@ import { VolantError } from '../../shared/errors.js';
 import { formatIpParam } from '../../shared/ip-param.js';
 import { formatIPv4, tryParseIPv4 } from '../../shared/ipv4.js';
 import { assertVmName, guestHostname } from '../../shared/names.js';
+import { RUNTIME_DEVICES, RUNTIME_PARAM, type RuntimeDevice } from '../../shared/runtime-image.js';
 import { ENV_NAME, type NetworkMode } from '../../shared/schema/manifest.js';
 
 /** x86 COMMAND_LINE_SIZE is 2048 bytes including the terminating NUL. */
@@ -46,6 +48,8 @@ export interface KernelCmdlineSpec {
   /** Any JSON value; sent as base64url(gzip(JSON)) to override /etc/volant/plugin.json. */
   manifestOverride?: unknown;
   selftest?: 'vsock';
+  /** How the shared runtime image is attached (absent for a `single`-layout image). */
+  runtime?: RuntimeDevice;
 }
 
 const BASE_PARAMS = ['console=ttyS0', 'reboot=k', 'panic=-1'] as const;
@@ -94,10 +98,21 @@ function networkParams(vmName: string, network: CmdlineNetwork): string[] {
   return out;
 }
 
+/**
+ * `volant.runtime=` tells stage-1 which device holds the runtime image. With pmem, the image is
+ * device memory above 4 GiB (QEMU's maxmem), which makes the kernel reserve a 64 MiB swiotlb
+ * bounce buffer; `swiotlb=noforce` drops it (virtio without ACCESS_PLATFORM never bounces).
+ */
+function runtimeParams(device: RuntimeDevice | undefined): string[] {
+  if (device === undefined) return [];
+  if (!RUNTIME_DEVICES.includes(device)) bad(`runtime device ${JSON.stringify(device)} is not one of ${RUNTIME_DEVICES.join(', ')}`);
+  return [formatCmdlineParam(RUNTIME_PARAM, device), ...(device === 'pmem' ? ['swiotlb=noforce'] : [])];
+}
+
 /** The whole command line, parameters separated by single spaces. */
 export function buildKernelCmdline(spec: KernelCmdlineSpec): string {
   const vmName = assertVmName(spec.vmName);
-  const params: string[] = [...BASE_PARAMS, ...networkParams(vmName, spec.network), formatCmdlineParam('volant.name', vmName)];
+  const params: string[] = [...BASE_PARAMS, ...runtimeParams(spec.runtime), ...networkParams(vmName, spec.network), formatCmdlineParam('volant.name', vmName)];
   if (spec.env !== undefined && Object.keys(spec.env).length > 0) params.push(envParam(spec.env));
   if (spec.dns !== undefined && spec.dns.length > 0) {
     if (!Array.isArray(spec.dns) || spec.dns.length > MAX_DNS_SERVERS) bad(`dns takes at most ${MAX_DNS_SERVERS} IPv4 addresses`);

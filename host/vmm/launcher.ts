@@ -9,6 +9,7 @@ import { isAbsolute } from 'node:path';
 import { VolantError } from '../../shared/errors.js';
 import { MAX_IFNAME_BYTES } from '../../shared/names.js';
 import type { VsockCapability } from '../../shared/network-policy.js';
+import { RUNTIME_ALIGN_BYTES, type RuntimeDevice } from '../../shared/runtime-image.js';
 import { FIRST_GUEST_CID, MAX_GUEST_CID, MAX_UNIX_SOCKET_PATH_BYTES } from '../../shared/vsock.js';
 
 export type VmmKind = 'cloud-hypervisor' | 'qemu';
@@ -36,6 +37,13 @@ export interface LaunchSpec {
   serialLogPath: string;
   /** A private directory for the VMM's sockets and files (API socket, QMP, event monitor). */
   runDir: string;
+  /**
+   * The shared runtime image (docs/runtime-image.md), attached read-only: `pmem` = virtio-pmem
+   * (QEMU: a read-only memory-backend-file; Cloud Hypervisor: pmem with discard_writes), `blk` = a
+   * read-only virtio-blk disk. Absent for `single`-layout images. The command line must name the
+   * same device (`volant.runtime=`).
+   */
+  runtime?: { path: string; bytes: number; device: RuntimeDevice };
   /** Extra environment/command prefix, e.g. `['ip','netns','exec','ns']` for tests. */
   commandPrefix?: string[];
 }
@@ -119,6 +127,13 @@ export function assertLaunchSpec(spec: LaunchSpec): void {
   if (typeof spec.cmdline !== 'string' || CONTROL.test(spec.cmdline)) bad('cmdline is not a single line', 'build it with buildKernelCmdline');
   int('cpus', spec.cpus, 1, MAX_VCPUS);
   int('memoryMb', spec.memoryMb, MIN_MEMORY_MB, MAX_MEMORY_MB);
+  if (spec.runtime !== undefined) {
+    path('runtime.path', spec.runtime.path);
+    if (spec.runtime.device !== 'pmem' && spec.runtime.device !== 'blk') bad(`runtime.device ${JSON.stringify(spec.runtime.device)} is not usable`, 'pmem or blk');
+    if (!Number.isInteger(spec.runtime.bytes) || spec.runtime.bytes <= 0 || spec.runtime.bytes % RUNTIME_ALIGN_BYTES !== 0) {
+      bad(`runtime.bytes ${JSON.stringify(spec.runtime.bytes)} is not usable`, `a positive multiple of ${RUNTIME_ALIGN_BYTES} (the image is padded to 2 MiB)`);
+    }
+  }
   int('vsock.cid', spec.vsock?.cid, FIRST_GUEST_CID, MAX_GUEST_CID);
   path('vsock.socketPath', spec.vsock?.socketPath, true);
   if (spec.tap !== undefined) {

@@ -4,7 +4,9 @@
  *
  *  - q35 with `-cpu max`; KVM only when it really boots a kernel here (accel.ts), else TCG.
  *  - Guest RAM is a shared memfd (`qemuMemoryArgs`, the one place memory is set up): a vhost-user
- *    device maps it, and with private RAM it would never see a guest write.
+ *    device maps it, and with private RAM it would never see a guest write. The shared runtime
+ *    image is attached read-only as virtio-pmem (device memory, also in `qemuMemoryArgs`) or as a
+ *    read-only virtio-blk disk (`qemuRuntimeDiskArgs`).
  *  - Nothing implicit: `-nodefaults -no-user-config -display none`; the only devices are the
  *    serial port (appended to the per-VM log), virtio-net on the VM's tap for bridged/dhcp
  *    (vhost off: no /dev/vhost-net needed), and vsock:
@@ -76,14 +78,35 @@ export const qmpSocketPath = (spec: Pick<LaunchSpec, 'runDir'>): string => join(
 
 /** The id of guest RAM's memory backend. */
 export const RAM_BACKEND_ID = 'ram0';
+/** The id of the runtime image's backend (pmem) or drive (blk). */
+export const RUNTIME_BACKEND_ID = 'rt0';
+const MIB = 1024 * 1024;
 
 /**
  * Every memory argument of a VM (pure; the one place guest memory is set up): the machine, its
- * size, and RAM as a shared memfd so a vhost-user device can map it.
+ * size, and RAM as a shared memfd so a vhost-user device can map it. With the runtime image on
+ * virtio-pmem (docs/runtime-image.md) the image is device memory: `maxmem` = RAM + the image
+ * (QEMU refuses a memory device without room for it; one slot), a read-only private file
+ * backend (`readonly=on`: O_RDONLY and a ROM mapping, so a guest write never reaches the file;
+ * `size` must equal the file's length, which the builder pads to 2 MiB) and the
+ * virtio-pmem-pci device. The guest then maps the host's page cache of the file (DAX).
  */
-export function qemuMemoryArgs(spec: Pick<LaunchSpec, 'memoryMb'>): string[] {
+export function qemuMemoryArgs(spec: Pick<LaunchSpec, 'memoryMb' | 'runtime'>): string[] {
   const size = `${spec.memoryMb}M`;
-  return ['-machine', `q35,memory-backend=${RAM_BACKEND_ID}`, '-m', size, '-object', `memory-backend-memfd,id=${RAM_BACKEND_ID},size=${size},share=on`];
+  const pmem = spec.runtime?.device === 'pmem' ? spec.runtime : undefined;
+  const mem = pmem ? `${size},slots=1,maxmem=${spec.memoryMb + Math.ceil(pmem.bytes / MIB)}M` : size;
+  const args = ['-machine', `q35,memory-backend=${RAM_BACKEND_ID}`, '-m', mem, '-object', `memory-backend-memfd,id=${RAM_BACKEND_ID},size=${size},share=on`];
+  if (pmem) {
+    args.push('-object', `memory-backend-file,id=${RUNTIME_BACKEND_ID},mem-path=${qemuOptValue(pmem.path)},size=${pmem.bytes},share=off,readonly=on`);
+    args.push('-device', `virtio-pmem-pci,memdev=${RUNTIME_BACKEND_ID},id=pmem0`);
+  }
+  return args;
+}
+
+/** The runtime image as a read-only virtio-blk disk (`vmm.runtime_device: blk`; pure). */
+export function qemuRuntimeDiskArgs(spec: Pick<LaunchSpec, 'runtime'>): string[] {
+  if (spec.runtime?.device !== 'blk') return [];
+  return ['-drive', `file=${qemuOptValue(spec.runtime.path)},if=none,format=raw,readonly=on,id=${RUNTIME_BACKEND_ID}`, '-device', `virtio-blk-pci,drive=${RUNTIME_BACKEND_ID}`];
 }
 
 /** The vsock device for the capabilities chosen (pure). */
@@ -116,6 +139,7 @@ export function buildQemuArgs(spec: LaunchSpec, caps: VmmCapabilities, binary = 
     args.push('-netdev', `tap,id=n0,ifname=${spec.tap.name},script=no,downscript=no,vhost=off`);
     args.push('-device', `virtio-net-pci,netdev=n0,mac=${spec.tap.mac}`);
   }
+  args.push(...qemuRuntimeDiskArgs(spec));
   args.push(...qemuVsockArgs(spec, caps));
   return args;
 }

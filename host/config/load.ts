@@ -149,6 +149,8 @@ export interface StatePaths {
   /** Where `volar kernel fetch` keeps kernels and `current.json`. */
   kernels: string;
   images: string;
+  /** Shared runtime images, `<hash>.erofs` (docs/runtime-image.md). */
+  runtimes: string;
   /** Per-VM run directories (VMM API and vsock sockets). */
   vms: string;
   /** The daemon's own sockets. */
@@ -169,6 +171,7 @@ export function statePaths(cfg: Pick<VolantConfig, 'state_dir' | 'runtime_dir'>)
     database: join(cfg.state_dir, 'volant.db'),
     kernels: kernelsDir(cfg.state_dir),
     images: join(cfg.state_dir, 'plugins'),
+    runtimes: join(cfg.state_dir, 'runtimes'),
     vms: join(cfg.runtime_dir, 'vms'),
     runtime: cfg.runtime_dir,
     dhcpConfig: join(cfg.state_dir, 'dhcp', 'dnsmasq.conf'),

@@ -81,6 +81,8 @@ export const VolantConfig = Type.Object(
       {
         prefer: Type.Union([Type.Literal('auto'), Type.Literal('cloud-hypervisor'), Type.Literal('qemu')]),
         accel: Type.Union([Type.Literal('auto'), Type.Literal('kvm'), Type.Literal('tcg')]),
+        /** How the shared runtime image is attached: pmem (DAX, shared page cache) or a read-only virtio-blk disk. */
+        runtime_device: Type.Union([Type.Literal('pmem'), Type.Literal('blk')]),
         qemu: Type.Object(
           {
             /** vhost-user: our device back-end (hybrid socket, any host); vhost-kernel: /dev/vhost-vsock (AF_VSOCK by CID). */
@@ -144,7 +146,7 @@ export function defaultConfig(): Omit<VolantConfig, 'network' | 'api' | 'log'> &
     network: { bridge: 'vbr0', host_cidr: DEFAULT_HOST_CIDR, reservations: {} },
     dhcp: { server: 'auto', lease_time_s: 3600 },
     kernel: {},
-    vmm: { prefer: 'auto', accel: 'auto', qemu: { vsock: 'vhost-user' } },
+    vmm: { prefer: 'auto', accel: 'auto', runtime_device: 'pmem', qemu: { vsock: 'vhost-user' } },
     egress: {
       allow_private: [],
       upgrade_to_https: false,

@@ -28,7 +28,7 @@
  */
 
 import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { VolantError } from '../../shared/errors.js';
 import { tryParseCidr } from '../../shared/ipv4.js';
 import { ensureTokenFile, groupIdIn, SOCKET_GROUP, tokenRequired } from '../api/auth.js';
@@ -143,7 +143,15 @@ export async function runDaemon(opts: DaemonOptions): Promise<Daemon> {
     throw e;
   }
   const auditFile = audit;
-  const plugins = new PluginImages(store.plugins, paths.images);
+  // The shared runtime images: found in <state_dir>/runtimes or built there from this kernel's modules.
+  const cachedKernelInfo = config.kernel.modules_dir ? undefined : await cachedKernel(paths.kernels);
+  const modulesDir = config.kernel.modules_dir ?? cachedKernelInfo?.modulesDir;
+  const plugins = new PluginImages(store.plugins, paths.images, {
+    dir: paths.runtimes,
+    device: config.vmm.runtime_device,
+    ...(modulesDir ? { kernel: { version: cachedKernelInfo?.version ?? basename(modulesDir), modulesDir } } : {}),
+    cacheDir: join(config.state_dir, 'cache'),
+  });
   const metrics = createMetricsRegistry();
   const egressMetrics = new EgressMetrics(metrics);
   const defaultEgress = auditFile ? createEgressStarter(config, hostCidr, { bridge: config.network.bridge }, { log: egressLog, audit: (r) => auditFile.write(r), metrics: egressMetrics }) : undefined;

@@ -52,7 +52,33 @@ export const BOOT_HEALTH_TIMEOUT_MS = 120_000;
 /** Graceful shutdown before the launcher escalates to SIGTERM/SIGKILL. */
 export const VMM_STOP_TIMEOUT_MS = 10_000;
 export const DEFAULT_CPUS = 1;
-export const DEFAULT_MEMORY_MB = 512;
+/**
+ * Guest memory when neither the request nor the manifest says: the least with which
+ * examples/hello boots and serves on the shared runtime under QEMU/TCG, found by booting it
+ * (docs/runtime-image.md "Memory"). An image that needs more (plugin.json `image.min_memory_mb`,
+ * e.g. a `single` layout) gets what it needs.
+ */
+export const DEFAULT_MEMORY_MB = 128;
+
+/**
+ * The VM's memory: asked for, else the manifest's, else the default raised to the image's need.
+ * Less than the image needs is MEMORY_TOO_SMALL: the guest kernel would die unpacking or
+ * running it (out of memory, "System is deadlocked on memory"), so nothing is created.
+ */
+export function memoryFor(req: Pick<CreateVmRequest, 'memory_mb'>, plugin: Pick<InstalledPlugin, 'name' | 'manifest'>): number {
+  const need = plugin.manifest.image?.min_memory_mb;
+  const asked = req.memory_mb ?? plugin.manifest.resources?.memory_mb;
+  if (asked === undefined) return Math.max(DEFAULT_MEMORY_MB, need ?? 0);
+  if (need !== undefined && asked < need) {
+    const from = req.memory_mb !== undefined ? 'memory_mb' : `plugin ${plugin.name}'s resources.memory_mb`;
+    throw new VolantError(
+      'MEMORY_TOO_SMALL',
+      `${from} ${asked} is below the ${need} MiB plugin ${plugin.name}'s ${plugin.manifest.image?.layout} image needs to boot (kernel, initramfs and runtime, kestrel and the workload; plugin.json image.min_memory_mb): ask for at least ${need}`,
+      { memory_mb: asked, min_memory_mb: need },
+    );
+  }
+  return asked;
+}
 /** In a VM's run directory: the port of its TCP egress listener (its kernel command line names it). */
 export const EGRESS_PORT_FILE = 'egress-port';
 /** Pause between neighbour-table lookups while a dhcp guest boots and leases. */
@@ -213,10 +239,12 @@ export class Orchestrator {
     const req = checked.value;
     const plugin = this.pluginOf(req.plugin);
     const policy = this.policyFor(plugin, req, this.opts.launcher.vsockCapability());
+    memoryFor(req, plugin);
+    const runtime = await this.opts.plugins.runtimeFor(plugin);
     return this.mutex.run(req.name, async () => {
       const vm = this.vms.createWithLease({ name: req.name, plugin: plugin.name, config: req }, { mode: policy.mode, requestedIp: req.ip });
       this.publishState(vm);
-      return this.bringUp(vm, plugin, policy, 'create');
+      return this.bringUp(vm, plugin, policy, 'create', runtime);
     });
   }
 
@@ -227,7 +255,8 @@ export class Orchestrator {
       if (!isAtRest(vm.state)) throw new VolantError('INVALID_STATE', `VM ${name} is ${vm.state}; start needs it stopped or failed`, { state: vm.state });
       const plugin = this.pluginOf(vm.plugin);
       const policy = this.policyFor(plugin, requestOf(vm), this.opts.launcher.vsockCapability());
-      return this.bringUp(vm, plugin, policy, 'start');
+      memoryFor(requestOf(vm), plugin);
+      return this.bringUp(vm, plugin, policy, 'start', await this.opts.plugins.runtimeFor(plugin));
     });
   }
 
@@ -350,7 +379,7 @@ export class Orchestrator {
     });
   }
 
-  private async bringUp(initial: VmRecord, plugin: InstalledPlugin, policy: NetworkPolicy, operation: 'create' | 'start'): Promise<VmRecord> {
+  private async bringUp(initial: VmRecord, plugin: InstalledPlugin, policy: NetworkPolicy, operation: 'create' | 'start', runtime: LaunchSpec['runtime']): Promise<VmRecord> {
     const name = initial.name;
     const undos: Undo[] = [];
     let step = 'start';
@@ -400,7 +429,7 @@ export class Orchestrator {
       }
 
       enter('launch VMM');
-      const proc = await this.opts.launcher.launch(this.launchSpec(vm, plugin, { policy, egress: egress?.route }));
+      const proc = await this.opts.launcher.launch(this.launchSpec(vm, plugin, { policy, egress: egress?.route, runtime }));
       undos.push({ what: 'VMM process', run: () => proc.stop({ timeoutMs: this.stopTimeoutMs }) });
       vm = this.vms.update(name, { pid: proc.pid, vmm: proc.kind });
 
@@ -619,16 +648,20 @@ export class Orchestrator {
   }
 
   /** `boot` undefined: a spec for adoption, where the command line no longer matters. */
-  private launchSpec(vm: VmRecord, plugin: InstalledPlugin, boot: { policy: NetworkPolicy; egress?: CmdlineEgress } | undefined): LaunchSpec {
+  private launchSpec(vm: VmRecord, plugin: InstalledPlugin, boot: { policy: NetworkPolicy; egress?: CmdlineEgress; runtime?: LaunchSpec['runtime'] } | undefined): LaunchSpec {
     const req = requestOf(vm);
-    const cmdline = boot ? buildKernelCmdline({ vmName: vm.name, network: this.cmdlineNetwork(vm, boot.policy), env: req.env, dns: this.opts.dns, egress: boot.egress }) : '';
+    const runtime = boot?.runtime;
+    const cmdline = boot
+      ? buildKernelCmdline({ vmName: vm.name, network: this.cmdlineNetwork(vm, boot.policy), env: req.env, dns: this.opts.dns, egress: boot.egress, runtime: runtime?.device })
+      : '';
     return {
       vmName: vm.name,
       kernelPath: this.opts.kernelPath,
       initramfsPath: plugin.initramfsPath,
       cmdline,
       cpus: req.cpus ?? plugin.manifest.resources?.cpu_cores ?? DEFAULT_CPUS,
-      memoryMb: req.memory_mb ?? plugin.manifest.resources?.memory_mb ?? DEFAULT_MEMORY_MB,
+      memoryMb: memoryFor(req, plugin),
+      ...(runtime ? { runtime } : {}),
       tap: vm.tap !== null ? { name: vm.tap, mac: vm.mac } : undefined,
       vsock: { cid: vm.cid, socketPath: this.vsockSocketPath(vm.name) },
       serialLogPath: this.serialLogPath(vm.name),

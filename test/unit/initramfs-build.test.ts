@@ -40,6 +40,8 @@ function opts(pluginDir: string, outDir: string | undefined, extra: Partial<Buil
     modulesDir: kernel.modulesDir,
     cacheDir: cache,
     compression: 'gzip',
+    // This file covers the all-in-one layout; initramfs-runtime.test.ts the shared one.
+    layout: 'single',
     kestrelEntry: join(snapshot, 'guest', 'main.ts'),
     nativeAddon: join(snapshot, 'native', 'build', 'Release', 'volant_native.node'),
     ...extra,
@@ -123,7 +125,10 @@ describe('plugin image build', { timeout: 600_000 }, () => {
     const probe = `require(${JSON.stringify(join(dir, 'lib/volant/volant_native.node'))}); process.stdout.write(process.version)`;
     assert.equal(execFileSync(node, ['-e', probe], { encoding: 'utf8' }), process.version);
     assert.equal(readFileSync(join(dir, 'init'), 'utf8'), '#!/bin/sh\nexec /usr/bin/node /lib/volant/kestrel.mjs\n');
-    assert.deepEqual(JSON.parse(readFileSync(join(dir, 'etc/volant/plugin.json'), 'utf8')), JSON.parse(readFileSync(first.manifest, 'utf8')));
+    // The output plugin.json is the image's plus what the build learnt (layout, memory it needs).
+    const { image, ...manifest } = JSON.parse(readFileSync(first.manifest, 'utf8'));
+    assert.deepEqual(JSON.parse(readFileSync(join(dir, 'etc/volant/plugin.json'), 'utf8')), manifest);
+    assert.deepEqual(image, { layout: 'single', min_memory_mb: first.minMemoryMb });
     const load = readFileSync(join(dir, 'etc/volant/modules.load'), 'utf8').trim().split('\n');
     for (const p of load) assert.ok(existsSync(join(dir, p)), `${p} listed but not in the image`);
     const at = (n: string) => load.findIndex((p) => p.endsWith(`/${n}.ko`));
@@ -267,7 +272,7 @@ describe('plugin image build', { timeout: 600_000 }, () => {
   test('volar plugins build: prints the summary (or the result under --json); bad --compression is refused', () => {
     const cli = join(REPO, 'host', 'cli', 'main.ts');
     const modules = kernel.modulesDir;
-    const ok = spawnSync(process.execPath, ['--import', 'tsx', cli, 'plugins', 'build', HELLO, '-o', join(work, 'out-cli'), '--kernel', kernel.vmlinuz, '--modules', modules, '--compression', 'gzip'], {
+    const ok = spawnSync(process.execPath, ['--import', 'tsx', cli, 'plugins', 'build', HELLO, '-o', join(work, 'out-cli'), '--kernel', kernel.vmlinuz, '--modules', modules, '--compression', 'gzip', '--layout', 'single'], {
       encoding: 'utf8',
       env: { ...process.env, VOLANT_BUILD_CACHE: cache },
     });
@@ -275,7 +280,7 @@ describe('plugin image build', { timeout: 600_000 }, () => {
     assert.match(ok.stdout, /node \(stripped\) \+ \d+ libraries/);
     assert.match(ok.stdout, /image +\S+initramfs\.img \([\d.]+ MB, sha256 [0-9a-f]{64}\)/);
     assert.deepEqual(readdirSync(join(work, 'out-cli')).sort(), ['initramfs.img', 'plugin.json']);
-    const json = spawnSync(process.execPath, ['--import', 'tsx', cli, '--json', 'plugins', 'build', HELLO, '-o', join(work, 'out-cli-json'), '--kernel', kernel.vmlinuz, '--modules', modules, '--compression', 'gzip'], {
+    const json = spawnSync(process.execPath, ['--import', 'tsx', cli, '--json', 'plugins', 'build', HELLO, '-o', join(work, 'out-cli-json'), '--kernel', kernel.vmlinuz, '--modules', modules, '--compression', 'gzip', '--layout', 'single'], {
       encoding: 'utf8',
       env: { ...process.env, VOLANT_BUILD_CACHE: cache },
     });

@@ -1,6 +1,7 @@
 /**
  * `volar plugins ...`: plugin images. `build` turns a plugin folder into OUT/initramfs.img +
- * OUT/plugin.json (initramfs/build.ts); install/list/remove talk to volantd's store.
+ * OUT/plugin.json (initramfs/build.ts; `--layout shared` also finds or builds the shared runtime
+ * image, docs/runtime-image.md); install/list/remove talk to volantd's store.
  */
 
 import { existsSync } from 'node:fs';
@@ -8,7 +9,8 @@ import { basename, join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { VolantError } from '../../../shared/errors.js';
 import type { Compression } from '../../../initramfs/build-file.js';
-import { type BuildResult, buildPlugin } from '../../../initramfs/build.js';
+import { type BuildResult, buildPlugin, type Layout } from '../../../initramfs/build.js';
+import { LAYOUTS } from '../../../initramfs/stage.js';
 import { cachedKernel, type KernelInfo } from '../../../initramfs/kernel.js';
 import { clientFor, formatTable } from '../client.js';
 import { emit, globalOptions } from '../output.js';
@@ -26,8 +28,13 @@ function mb(bytes: number): string {
 export function formatBuildSummary(r: BuildResult, seconds: number): string {
   const lines = ['contents:'];
   for (const i of r.items) lines.push(`  ${i.what.padEnd(42)} ${String(i.files).padStart(5)} files ${mb(i.bytes).padStart(10)}`);
+  if (r.runtime) {
+    lines.push(`  ${`runtime image (erofs, shared)${r.runtimeCached ? ', cached' : ''}`.padEnd(42)} ${''.padStart(11)} ${mb(r.runtime.bytes).padStart(10)}`);
+  }
   for (const m of r.members) lines.push(`  ${`${m.layer} member (${r.compression})${m.layer === 'runtime' && r.runtimeCached ? ', cached' : ''}`.padEnd(42)} ${''.padStart(11)} ${mb(m.bytes).padStart(10)}`);
-  lines.push(`image     ${r.image} (${mb(r.imageBytes)}, sha256 ${r.sha256})`, `manifest  ${r.manifest}`, `built in ${seconds.toFixed(2)} s`);
+  lines.push(`image     ${r.image} (${mb(r.imageBytes)}, sha256 ${r.sha256}, layout ${r.layout}, needs ${r.minMemoryMb} MiB)`);
+  if (r.runtime) lines.push(`runtime   ${r.runtime.path} (format ${r.runtime.version})`);
+  lines.push(`manifest  ${r.manifest}`, `built in ${seconds.toFixed(2)} s`);
   return lines.join('\n');
 }
 
@@ -58,10 +65,13 @@ export function registerBuild(plugins: Command): void {
     .option('--modules <dir>', 'lib/modules/<version> of that kernel; its last path component is the version')
     .option('--kernel-version <version>', 'kernel release when --modules does not end in it')
     .option('--compression <kind>', `${COMPRESSIONS.join(' | ')} (default: the build file's, else gzip)`)
-    .action(async (dir: string, opts: { out?: string; kernel?: string; modules?: string; kernelVersion?: string; compression?: string }, cmd: Command) => {
+    .option('--layout <layout>', 'shared: small initramfs + the shared runtime image (default); single: everything in the initramfs (VMMs with neither pmem nor disks)', 'shared')
+    .option('--runtime-dir <dir>', 'where the shared runtime image is found or built (default: <build cache>/runtimes)')
+    .action(async (dir: string, opts: { out?: string; kernel?: string; modules?: string; kernelVersion?: string; compression?: string; layout: string; runtimeDir?: string }, cmd: Command) => {
       if (opts.compression !== undefined && !COMPRESSIONS.includes(opts.compression as Compression)) {
         throw new VolantError('INVALID_ARGUMENT', `--compression ${JSON.stringify(opts.compression)}: must be one of ${COMPRESSIONS.join(', ')}`);
       }
+      if (!LAYOUTS.includes(opts.layout as Layout)) throw new VolantError('INVALID_ARGUMENT', `--layout ${JSON.stringify(opts.layout)}: must be one of ${LAYOUTS.join(', ')}`);
       const kernel = await kernelFor(opts, globalOptions(cmd).stateDir);
       const tty = process.stderr.isTTY === true;
       const started = performance.now();
@@ -71,6 +81,8 @@ export function registerBuild(plugins: Command): void {
         kernelVersion: kernel.version,
         modulesDir: kernel.modulesDir,
         compression: opts.compression as Compression | undefined,
+        layout: opts.layout as Layout,
+        ...(opts.runtimeDir ? { runtimeDir: opts.runtimeDir } : {}),
         progress: tty ? (step) => process.stderr.write(`\u001b[2K\r volar: ${step} ...`) : undefined,
       });
       if (tty) process.stderr.write('\u001b[2K\r');

@@ -151,7 +151,7 @@ export async function buildPlugin(opts: BuildOptions): Promise<BuildResult> {
     await writeMember(tree.entries('plugin'), compression, pluginTmp, { mtime, firstInode: PLUGIN_FIRST_INODE, totalBytes: tree.sizes().plugin.bytes });
     await concatInto(imageTmp, runtimeMember ? [runtimeMember, pluginTmp] : [pluginTmp]);
     const sizes = tree.sizes();
-    const minMemoryMb = imageMinMemoryMb(layout, sizes.runtime.bytes + sizes.plugin.bytes, (await stat(imageTmp)).size);
+    const minMemoryMb = imageMinMemoryMb(sizes.plugin.bytes + (runtimeMember ? sizes.runtime.bytes : 0), (await stat(imageTmp)).size);
     const image$ = {
       layout,
       ...(runtime ? { runtime: { hash: runtime.hash, version: runtime.version, ...(build.binaries?.length ? { binaries: build.binaries } : {}), ...(build.modules?.length ? { modules: build.modules } : {}) } } : {}),
@@ -174,13 +174,17 @@ export async function buildPlugin(opts: BuildOptions): Promise<BuildResult> {
 }
 
 /**
- * Guest memory below which an image does not boot, measured under QEMU/TCG with examples/hello
- * (docs/runtime-image.md "Memory"): a fixed part (kernel, kestrel, the workload) plus, for the
- * initramfs, its compressed bytes (held while unpacking) and its unpacked bytes (tmpfs pages).
+ * Guest memory below which an image does not boot and serve (plugin.json `image.min_memory_mb`),
+ * fitted to boots of examples/hello under QEMU/TCG (docs/runtime-image.md "Memory"): a fixed
+ * part (kernel, kestrel and one workload process) plus twice the initramfs' unpacked bytes (the
+ * tmpfs pages and the unpacking's own needs) plus its compressed bytes (held until unpacked),
+ * rounded up to 16 MiB. Measured: shared layout served at 104 MiB and was OOM-killed at 96
+ * (formula: 112); single layout served at 320 MiB and failed to unpack at 256 (formula: 320).
  */
 export const BASE_GUEST_MEMORY_MB = 96;
-export function imageMinMemoryMb(layout: Layout, unpackedBytes: number, imageBytes: number): number {
+const MEMORY_STEP_MB = 16;
+export function imageMinMemoryMb(unpackedBytes: number, imageBytes: number): number {
   const mib = (b: number) => b / (1024 * 1024);
-  const need = BASE_GUEST_MEMORY_MB + mib(unpackedBytes) + mib(imageBytes) + (layout === 'single' ? 0 : 0);
-  return Math.max(MIN_MEMORY_MB, Math.ceil(need / 16) * 16);
+  const need = BASE_GUEST_MEMORY_MB + 2 * mib(unpackedBytes) + mib(imageBytes);
+  return Math.max(MIN_MEMORY_MB, Math.ceil(need / MEMORY_STEP_MB) * MEMORY_STEP_MB);
 }

@@ -5,8 +5,10 @@
  *    resolver computed, a static address and busybox httpd; the host reaches it over a real
  *    bridge + tap inside a namespace this test creates.
  * 2. examples/hello built by `buildPlugin`: kestrel starts as PID 1 from the image, reads `ip=`
- *    (written with the shared formatIpParam), answers GET /healthz on :8080 and forwards
- *    GET /hello to the example workload it started from /app.
+ *    (the command line volantd writes, buildKernelCmdline), answers GET /healthz on :8080 and
+ *    forwards GET /hello to the example workload it started from /app. Three ways, each with
+ *    volantd's own QEMU memory/device arguments: the shared runtime image on virtio-pmem (DAX)
+ *    with volantd's default memory, the same on a read-only virtio-blk disk, and `--layout single`.
  *
  * Needs root (namespaces, taps) and qemu-system-x86_64; skips with a message otherwise.
  */
@@ -20,13 +22,15 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { after, before, describe, test } from 'node:test';
 import { createGzip } from 'node:zlib';
-import { buildPlugin } from '../../initramfs/build.js';
+import { type BuildResult, buildPlugin } from '../../initramfs/build.js';
 import { writeCpio } from '../../initramfs/cpio.js';
 import type { KernelInfo } from '../../initramfs/kernel.js';
 import { DEFAULT_MODULES, moduleImagePath, resolveModules } from '../../initramfs/modules.js';
 import { busyboxApplets } from '../../initramfs/stage.js';
 import { ImageTree } from '../../initramfs/tree.js';
-import { formatIpParam } from '../../shared/ip-param.js';
+import { DEFAULT_MEMORY_MB } from '../../host/orchestrator/orchestrator.js';
+import { buildKernelCmdline } from '../../host/vmm/cmdline.js';
+import type { RuntimeDevice } from '../../shared/runtime-image.js';
 import { testKernel } from '../support/kernel.js';
 import { bootQemu, createTapNetwork, isRoot, qemuAvailable, type TapNetwork } from '../support/qemu.js';
 import { skipUnlessStrict } from '../support/strict.js';
@@ -60,7 +64,7 @@ async function getFromNetns(net: TapNetwork, url: string, deadline: number, aliv
   throw new Error(`no${wantStatus ? ` ${wantStatus}` : ''} answer from ${url}: ${last}`);
 }
 
-describe('image boot under QEMU', { skip, timeout: 2 * BOOT_TIMEOUT_MS + 120_000 }, () => {
+describe('image boot under QEMU', { skip, timeout: 4 * BOOT_TIMEOUT_MS + 240_000 }, () => {
   let kernel: KernelInfo;
   let net: TapNetwork;
   let work: string;
@@ -122,21 +126,11 @@ describe('image boot under QEMU', { skip, timeout: 2 * BOOT_TIMEOUT_MS + 120_000
     }
   });
 
-  test('examples/hello: kestrel boots from the built image and answers GET /healthz', async () => {
-    const built = await buildPlugin({
-      pluginDir: join(REPO, 'examples', 'hello'),
-      outDir: join(work, 'hello'),
-      kernelVersion: kernel.version,
-      modulesDir: kernel.modulesDir,
-      cacheDir: join(work, 'cache'),
-    });
-    const ip = formatIpParam({ ip: GUEST_IP, gateway: HOST_IP, netmask: PREFIX, hostname: 'hello-e2e' });
-    const guest = await bootQemu({
-      kernel: kernel.vmlinuz,
-      initrd: built.image,
-      append: `console=ttyS0 reboot=k panic=-1 ${ip} volant.mode=bridged volant.name=hello-e2e`,
-      nic: { netns: net.netns, tap: net.tap, mac: GUEST_MAC },
-    });
+  /** Boots a built examples/hello and checks what a user relies on: /healthz, the workload, a streamed body. */
+  async function serveHello(built: BuildResult, how: { device?: RuntimeDevice; memoryMb: number; stream?: boolean }): Promise<string> {
+    const runtime = built.runtime && how.device ? { path: built.runtime.path, bytes: built.runtime.bytes, device: how.device } : undefined;
+    const append = buildKernelCmdline({ vmName: 'hello-e2e', network: { mode: 'bridged', ip: { address: GUEST_IP, gateway: HOST_IP, prefix: PREFIX } }, runtime: runtime?.device });
+    const guest = await bootQemu({ kernel: kernel.vmlinuz, initrd: built.image, append, memoryMb: how.memoryMb, nic: { netns: net.netns, tap: net.tap, mac: GUEST_MAC }, runtime });
     try {
       let alive = true;
       void guest.exited.then(() => {
@@ -157,13 +151,42 @@ describe('image boot under QEMU', { skip, timeout: 2 * BOOT_TIMEOUT_MS + 120_000
       assert.equal(hello.split(' ')[0], '200', hello);
       assert.deepEqual(JSON.parse(hello.slice(4)), { message: 'hello', path: '/hello', query: { from: 'e2e' } });
 
-      // A streamed body crosses kestrel intact: every byte follows the app's documented pattern.
-      const n = 3_000_017;
-      const verify = `fetch('http://${GUEST_IP}:8080/bytes?n=${n}').then(r=>r.arrayBuffer()).then(b=>{const u=new Uint8Array(b);let bad=-1;for(let i=0;i<u.length;i++)if(u[i]!==((i*31+7)&255)){bad=i;break}process.stdout.write(u.length+' '+bad)})`;
-      assert.equal(net.exec(['node', '-e', verify], 60_000), `${n} -1`);
+      if (how.stream) {
+        // A streamed body crosses kestrel intact: every byte follows the app's documented pattern.
+        const n = 3_000_017;
+        const verify = `fetch('http://${GUEST_IP}:8080/bytes?n=${n}').then(r=>r.arrayBuffer()).then(b=>{const u=new Uint8Array(b);let bad=-1;for(let i=0;i<u.length;i++)if(u[i]!==((i*31+7)&255)){bad=i;break}process.stdout.write(u.length+' '+bad)})`;
+        assert.equal(net.exec(['node', '-e', verify], 60_000), `${n} -1`);
+      }
+      assert.doesNotMatch(guest.console(), /volant-stage1: fatal|Out of memory/);
+      return guest.console();
     } finally {
       await guest.stop();
     }
+  }
+
+  let shared: BuildResult;
+  const buildHello = (layout: 'shared' | 'single') =>
+    buildPlugin({ pluginDir: join(REPO, 'examples', 'hello'), outDir: join(work, `hello-${layout}`), kernelVersion: kernel.version, modulesDir: kernel.modulesDir, cacheDir: join(work, 'cache'), layout });
+
+  test('examples/hello, shared runtime on virtio-pmem (DAX) with the default memory: kestrel boots, serves /healthz and the workload', async () => {
+    shared = await buildHello('shared');
+    assert.ok(shared.runtime);
+    const serial = await serveHello(shared, { device: 'pmem', memoryMb: DEFAULT_MEMORY_MB, stream: true });
+    assert.match(serial, /erofs: DAX enabled/);
+    assert.doesNotMatch(serial, /DAX unsupported/);
+  });
+
+  test('examples/hello, shared runtime on a read-only virtio-blk disk (the fallback): boots and serves', async () => {
+    shared ??= await buildHello('shared');
+    const serial = await serveHello(shared, { device: 'blk', memoryMb: DEFAULT_MEMORY_MB });
+    assert.match(serial, /erofs: \(device vda\): mounted/);
+  });
+
+  test('examples/hello, --layout single (everything in the initramfs): boots and serves with the memory its manifest asks for', async () => {
+    const single = await buildHello('single');
+    assert.equal(single.runtime, undefined);
+    assert.ok(single.minMemoryMb > DEFAULT_MEMORY_MB, 'the all-in-one image needs more than the shared default');
+    await serveHello(single, { memoryMb: single.minMemoryMb });
   });
 });
 

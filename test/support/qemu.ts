@@ -13,6 +13,8 @@ import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { LaunchSpec } from '../../host/vmm/launcher.js';
+import { qemuMemoryArgs, qemuRuntimeDiskArgs } from '../../host/vmm/qemu.js';
 import { hasCommand } from './strict.js';
 
 export const QEMU_BINARY = 'qemu-system-x86_64';
@@ -53,6 +55,8 @@ export interface BootOptions {
   append: string;
   memoryMb?: number;
   nic?: QemuNic;
+  /** The shared runtime image, attached with volantd's own QEMU arguments (qemuMemoryArgs, qemuRuntimeDiskArgs). */
+  runtime?: LaunchSpec['runtime'];
 }
 
 export interface BootedGuest {
@@ -69,7 +73,9 @@ export interface BootedGuest {
 
 /** The QEMU argument list (pure; exported for inspection in tests). */
 export function qemuArgs(o: BootOptions, serialLog: string): string[] {
-  const args = ['-M', 'q35', '-accel', 'tcg', '-cpu', 'max', '-m', String(o.memoryMb ?? DEFAULT_GUEST_MEMORY_MB), '-smp', '1'];
+  const memoryMb = o.memoryMb ?? DEFAULT_GUEST_MEMORY_MB;
+  const memory = o.runtime ? [...qemuMemoryArgs({ memoryMb, runtime: o.runtime }), ...qemuRuntimeDiskArgs(o)] : ['-M', 'q35', '-m', String(memoryMb)];
+  const args = [...memory, '-accel', 'tcg', '-cpu', 'max', '-smp', '1'];
   args.push('-nographic', '-no-reboot', '-monitor', 'none', '-serial', `file:${serialLog}`, '-nodefaults');
   args.push('-kernel', o.kernel, '-initrd', o.initrd, '-append', o.append);
   if (o.nic) {

@@ -278,7 +278,7 @@ describe('plugin image build', { timeout: 600_000 }, () => {
     });
     assert.equal(ok.status, 0, ok.stderr);
     assert.match(ok.stdout, /node \(stripped\) \+ \d+ libraries/);
-    assert.match(ok.stdout, /image +\S+initramfs\.img \([\d.]+ MB, sha256 [0-9a-f]{64}\)/);
+    assert.match(ok.stdout, /image +\S+initramfs\.img \([\d.]+ MB, sha256 [0-9a-f]{64}, layout single, needs \d+ MiB\)/);
     assert.deepEqual(readdirSync(join(work, 'out-cli')).sort(), ['initramfs.img', 'plugin.json']);
     const json = spawnSync(process.execPath, ['--import', 'tsx', cli, '--json', 'plugins', 'build', HELLO, '-o', join(work, 'out-cli-json'), '--kernel', kernel.vmlinuz, '--modules', modules, '--compression', 'gzip', '--layout', 'single'], {
       encoding: 'utf8',

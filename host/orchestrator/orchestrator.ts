@@ -54,11 +54,13 @@ export const VMM_STOP_TIMEOUT_MS = 10_000;
 export const DEFAULT_CPUS = 1;
 /**
  * Guest memory when neither the request nor the manifest says: the least with which
- * examples/hello boots and serves on the shared runtime under QEMU/TCG, found by booting it
- * (docs/runtime-image.md "Memory"). An image that needs more (plugin.json `image.min_memory_mb`,
- * e.g. a `single` layout) gets what it needs.
+ * examples/hello boots and serves reliably on the shared runtime (virtio-pmem) under QEMU/TCG,
+ * found by booting it (docs/runtime-image.md "Memory"): at 104 MiB it boots and answers, at 128
+ * a 3 MB streamed response gets the workload OOM-killed, at 160 it serves everything the e2e
+ * suite asks. An image that needs more (plugin.json `image.min_memory_mb`, e.g. a `single`
+ * layout) gets what it needs.
  */
-export const DEFAULT_MEMORY_MB = 128;
+export const DEFAULT_MEMORY_MB = 160;
 
 /**
  * The VM's memory: asked for, else the manifest's, else the default raised to the image's need.

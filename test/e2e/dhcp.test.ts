@@ -95,13 +95,13 @@ describe('dhcp-mode VM end to end (QEMU, real kernel, dnsmasq on the bridge)', {
 
   test('a dhcp VM leases from dnsmasq, is reached at that address, holds no IPAM lease, and is cleaned up', { timeout: CREATE_TIMEOUT_MS + 300_000 }, async () => {
     const buildDir = join(env.stateDir, 'hello-build');
-    const b = await env.volar(['plugins', 'build', join(REPO_ROOT, 'examples', 'hello'), '-o', buildDir, '--kernel', env.kernel.vmlinuz, '--modules', env.kernel.modulesDir], { timeoutMs: 300_000 });
+    const b = await env.buildPlugin(join(REPO_ROOT, 'examples', 'hello'), buildDir);
     assert.equal(b.code, 0, b.stderr + b.stdout);
     const i = await env.volar(['plugins', 'install', buildDir]);
     assert.equal(i.code, 0, i.stderr + i.stdout);
 
     const startedAt = Date.now();
-    const c = await env.volar(['vms', 'create', VM, '--plugin', 'hello', '--network', 'dhcp', '--memory', '1024', '--json'], { timeoutMs: CREATE_TIMEOUT_MS });
+    const c = await env.volar(['vms', 'create', VM, '--plugin', 'hello', '--network', 'dhcp', '--json'], { timeoutMs: CREATE_TIMEOUT_MS });
     assert.equal(c.code, 0, `create: ${c.stderr}${c.stdout}\ndnsmasq: ${dnsmasqLog}`);
     console.log(`  create → running: ${((Date.now() - startedAt) / 1000).toFixed(1)} s`);
     const view = await vm(VM);

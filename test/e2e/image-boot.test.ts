@@ -154,8 +154,9 @@ describe('image boot under QEMU', { skip, timeout: 4 * BOOT_TIMEOUT_MS + 240_000
       if (how.stream) {
         // A streamed body crosses kestrel intact: every byte follows the app's documented pattern.
         const n = 3_000_017;
-        const verify = `fetch('http://${GUEST_IP}:8080/bytes?n=${n}').then(r=>r.arrayBuffer()).then(b=>{const u=new Uint8Array(b);let bad=-1;for(let i=0;i<u.length;i++)if(u[i]!==((i*31+7)&255)){bad=i;break}process.stdout.write(u.length+' '+bad)})`;
-        assert.equal(net.exec(['node', '-e', verify], 60_000), `${n} -1`);
+        const verify = `fetch('http://${GUEST_IP}:8080/bytes?n=${n}').then(async r=>{const u=new Uint8Array(await r.arrayBuffer());let bad=-1;for(let i=0;i<u.length;i++)if(u[i]!==((i*31+7)&255)){bad=i;break}process.stdout.write(r.ok?u.length+' '+bad:r.status+' '+Buffer.from(u).toString())})`;
+        const got = net.exec(['node', '-e', verify], 60_000);
+        assert.equal(got, `${n} -1`, `${got}\n--- console ---\n${guest.console().slice(-3000)}`);
       }
       assert.doesNotMatch(guest.console(), /volant-stage1: fatal|Out of memory/);
       return guest.console();

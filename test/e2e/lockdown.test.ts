@@ -149,7 +149,7 @@ for (const configuration of CONFIGURATIONS) {
 
     test('build the probe fixture, boot a dhcp VM and a bridged VM', { timeout: CREATE_TIMEOUT_MS + 300_000 }, async () => {
       const buildDir = join(env.stateDir, 'probe-build');
-      const b = await env.volar(['plugins', 'build', join(REPO_ROOT, 'test', 'fixtures', 'probe-plugin'), '-o', buildDir, '--kernel', env.kernel.vmlinuz, '--modules', env.kernel.modulesDir], { timeoutMs: 300_000 });
+      const b = await env.buildPlugin(join(REPO_ROOT, 'test', 'fixtures', 'probe-plugin'), buildDir);
       assert.equal(b.code, 0, b.stderr + b.stdout);
       const i = await env.volar(['plugins', 'install', buildDir]);
       assert.equal(i.code, 0, i.stderr + i.stdout);

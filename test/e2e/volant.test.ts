@@ -120,15 +120,32 @@ describe('volant end to end (QEMU, real kernel)', { skip, timeout: SUITE_TIMEOUT
     return Buffer.concat(chunks);
   }
 
-  test('1. volar plugins build + install the example plugin', async () => {
-    const b = await env.volar(['plugins', 'build', join(REPO_ROOT, 'examples', 'hello'), '-o', buildDir, '--kernel', env.kernel.vmlinuz, '--modules', env.kernel.modulesDir], { timeoutMs: 300_000 });
+  test('1. volar plugins build + install the example plugin; volantd builds the shared runtime it names', { timeout: 600_000 }, async () => {
+    const b = await env.buildPlugin(join(REPO_ROOT, 'examples', 'hello'), buildDir, { volantdBuildsRuntime: true });
     assert.equal(b.code, 0, b.stderr + b.stdout);
     assert.ok(existsSync(join(buildDir, 'initramfs.img')));
-    const i = await env.volar(['plugins', 'install', buildDir]);
+    const need = (JSON.parse(readFileSync(join(buildDir, 'plugin.json'), 'utf8')) as { image: { layout: string; runtime: { hash: string } } }).image;
+    assert.equal(need.layout, 'shared');
+    const runtime = join(env.stateDir, 'runtimes', `${need.runtime.hash}.erofs`);
+    assert.equal(existsSync(runtime), false, 'not there before install');
+    const i = await env.volar(['plugins', 'install', buildDir], { timeoutMs: 300_000 });
     assert.equal(i.code, 0, i.stderr + i.stdout);
+    assert.ok(existsSync(runtime), 'install found or built the runtime image the plugin needs');
     const list = await env.volar(['plugins', 'list', '--json']);
     assert.equal(list.code, 0, list.stderr);
     assert.ok((JSON.parse(list.stdout) as { name: string }[]).some((p) => p.name === 'hello'));
+  });
+
+  test('1b. memory below what the image needs is refused at create, and nothing is created', async () => {
+    const c = await env.volar(['vms', 'create', 'tiny', '--plugin', 'hello', '--memory', '64', '--json'], { timeoutMs: CREATE_TIMEOUT_MS });
+    assert.equal(c.code, 2, c.stderr + c.stdout);
+    const err = (JSON.parse(c.stdout) as { error: { code: string; message: string; details: { memory_mb: number; min_memory_mb: number } } }).error;
+    assert.equal(err.code, 'MEMORY_TOO_SMALL');
+    assert.match(err.message, /memory_mb 64 is below the \d+ MiB plugin hello's shared image needs to boot/);
+    assert.equal(err.details.memory_mb, 64);
+    const vms = await env.volar(['vms', 'list', '--json']);
+    assert.deepEqual((JSON.parse(vms.stdout) as { name: string }[]).filter((v) => v.name === 'tiny'), []);
+    assert.equal(existsSync(join(env.stateDir, 'vms', 'tiny')), false);
   });
 
   test('2. bridged VM: leased address from ip=, proxied path and query, 20 MB stream, logs', { timeout: CREATE_TIMEOUT_MS + 120_000 }, async () => {
@@ -138,6 +155,12 @@ describe('volant end to end (QEMU, real kernel)', { skip, timeout: SUITE_TIMEOUT
     assert.equal(web.state, 'running', JSON.stringify(web));
     assert.equal(web.ip, '192.168.127.100', 'the first address of the pool');
     if (web.pid) env.track(web.pid);
+    // The default memory on the shared runtime, attached read-only as virtio-pmem.
+    const argv = readFileSync(`/proc/${web.pid}/cmdline`, 'utf8').split('\0');
+    assert.ok(argv.some((a) => /^128M,slots=1,maxmem=\d+M$/.test(a)), argv.join(' '));
+    assert.ok(argv.some((a) => a.startsWith('memory-backend-file,id=rt0,mem-path=') && a.endsWith(',share=off,readonly=on')), argv.join(' '));
+    assert.ok(argv.includes('virtio-pmem-pci,memdev=rt0,id=pmem0'));
+    assert.match(argv[argv.indexOf('-append') + 1] ?? '', / volant\.runtime=pmem swiotlb=noforce /);
 
     const health = await proxy('web', '/healthz');
     assert.equal(health.status, 200, health.text);

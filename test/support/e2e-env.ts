@@ -44,6 +44,8 @@ const API_READY_TIMEOUT_MS = 30_000;
 const WORLD_READY_TIMEOUT_MS = 30_000;
 const VOLANTD_STOP_TIMEOUT_MS = 15_000;
 const VOLAR_TIMEOUT_MS = 120_000;
+/** A cold build strips node and writes the runtime image: slow on a busy 2-core machine. */
+const PLUGIN_BUILD_TIMEOUT_MS = 300_000;
 
 interface Leftovers {
   pids: number[];
@@ -86,6 +88,12 @@ export interface E2eEnv {
   tcp: { address: string; token: () => string };
   /** Runs `volar` as a user would (outside the namespace; the API is a Unix socket). */
   volar(args: string[], opts?: { timeoutMs?: number }): Promise<{ code: number; stdout: string; stderr: string }>;
+  /**
+   * `volar plugins build DIR -o OUT` for the test kernel, as a user on this host would: layout
+   * `shared` (the default) puts the runtime image straight into volantd's `<state_dir>/runtimes`,
+   * unless `volantdBuildsRuntime`, where volantd must find or build it itself at install.
+   */
+  buildPlugin(dir: string, out: string, opts?: { layout?: 'shared' | 'single'; volantdBuildsRuntime?: boolean }): Promise<{ code: number; stdout: string; stderr: string }>;
   /** Runs argv inside volantd's namespace. */
   inHost(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }>;
   startVolantd(): Promise<number>;
@@ -209,6 +217,11 @@ export async function startE2eEnv(opts: { extraConfig?: Record<string, unknown>;
       tcp: { address: API_TCP_ADDRESS, token: () => readFileSync(join(stateDir, 'api-token'), 'utf8').trim() },
       volar(args, o = {}) {
         return runCommand([process.execPath, join(REPO_ROOT, 'bin', 'volar.js'), '--api', `unix:${apiSocket}`, ...args], { timeoutMs: o.timeoutMs ?? VOLAR_TIMEOUT_MS });
+      },
+      buildPlugin(dir, out, o = {}) {
+        const args = ['plugins', 'build', dir, '-o', out, '--kernel', kernel.vmlinuz, '--modules', kernel.modulesDir, '--layout', o.layout ?? 'shared'];
+        if (!o.volantdBuildsRuntime) args.push('--runtime-dir', join(stateDir, 'runtimes'));
+        return env.volar(args, { timeoutMs: PLUGIN_BUILD_TIMEOUT_MS });
       },
       inHost(argv) {
         return hostNs.exec(argv);

@@ -22,6 +22,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { request } from 'undici';
 import { WebSocket } from 'ws';
+import { DEFAULT_MEMORY_MB } from '../../host/orchestrator/orchestrator.js';
 import { dialHybridVsock } from '../../host/vsock/hybrid.js';
 import type { DeviceMetrics } from '../../host/vsock/device/metrics.js';
 import { AGENT_VSOCK_PORT } from '../../shared/vsock.js';
@@ -157,7 +158,7 @@ describe('volant end to end (QEMU, real kernel)', { skip, timeout: SUITE_TIMEOUT
     if (web.pid) env.track(web.pid);
     // The default memory on the shared runtime, attached read-only as virtio-pmem.
     const argv = readFileSync(`/proc/${web.pid}/cmdline`, 'utf8').split('\0');
-    assert.ok(argv.some((a) => /^128M,slots=1,maxmem=\d+M$/.test(a)), argv.join(' '));
+    assert.ok(argv.some((a) => new RegExp(`^${DEFAULT_MEMORY_MB}M,slots=1,maxmem=\\d+M$`).test(a)), argv.join(' '));
     assert.ok(argv.some((a) => a.startsWith('memory-backend-file,id=rt0,mem-path=') && a.endsWith(',share=off,readonly=on')), argv.join(' '));
     assert.ok(argv.includes('virtio-pmem-pci,memdev=rt0,id=pmem0'));
     assert.match(argv[argv.indexOf('-append') + 1] ?? '', / volant\.runtime=pmem swiotlb=noforce /);

@@ -44,6 +44,23 @@ describe('Cloud Hypervisor vm.create body', () => {
     });
   }
 
+  it('the runtime image: pmem with discard_writes (or a read-only disk) validates against the spec', () => {
+    const path = '/var/lib/volant/runtimes/ab.erofs';
+    const bytes = 92 * 1024 * 1024;
+    const pmem = buildVmCreateBody(specFor('rt-pmem', modes[0]!, { runtime: { path, bytes, device: 'pmem' } }));
+    assert.ok(validateVmConfig(pmem), JSON.stringify(validateVmConfig.errors));
+    assert.deepEqual(pmem.pmem, [{ file: path, discard_writes: true, id: 'runtime' }], 'CH opens it read-only and sizes it from the file');
+    assert.equal(pmem.disks, undefined);
+    const blk = buildVmCreateBody(specFor('rt-blk', modes[2]!, { runtime: { path, bytes, device: 'blk' } }));
+    assert.ok(validateVmConfig(blk), JSON.stringify(validateVmConfig.errors));
+    assert.deepEqual(blk.disks, [{ path, readonly: true, id: 'runtime' }]);
+    assert.equal(blk.pmem, undefined);
+    assert.equal(buildVmCreateBody(specFor('rt-none', modes[2]!)).pmem, undefined, 'a single-layout image attaches nothing');
+    // The closed spec catches a misspelled pmem key or a wrong type.
+    assert.equal(validateVmConfig({ ...pmem, pmem: [{ file: path, discard_write: true }] }), false);
+    assert.equal(validateVmConfig({ ...pmem, pmem: [{ file: path, discard_writes: 'yes' }] }), false);
+  });
+
   it('the validator is not a rubber stamp: broken bodies fail', () => {
     const good = buildVmCreateBody(specFor('x', modes[0]!));
     const broken: [string, Record<string, unknown>][] = [

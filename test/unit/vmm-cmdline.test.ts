@@ -114,3 +114,18 @@ describe('buildKernelCmdline: hostile values cannot add parameters', () => {
     assert.equal(JSON.parse(Buffer.from(parseCmdline(line).get('volant.env')!, 'base64url').toString()).A.length, size - 1);
   });
 });
+
+describe('buildKernelCmdline: the runtime image device', () => {
+  it('pmem adds volant.runtime=pmem and swiotlb=noforce; blk only volant.runtime=blk; none without a runtime', () => {
+    const line = (runtime?: 'pmem' | 'blk') => parseCmdline(buildKernelCmdline({ vmName: 'rt', network: { mode: 'vsock' }, ...(runtime ? { runtime } : {}) }));
+    assert.equal(line('pmem').get('volant.runtime'), 'pmem');
+    assert.equal(line('pmem').get('swiotlb'), 'noforce');
+    assert.equal(line('blk').get('volant.runtime'), 'blk');
+    assert.equal(line('blk').get('swiotlb'), undefined);
+    assert.equal(line().get('volant.runtime'), undefined);
+  });
+
+  it('another device is refused', () => {
+    assert.throws(() => buildKernelCmdline({ vmName: 'rt', network: { mode: 'vsock' }, runtime: 'nvme' as 'pmem' }), /runtime device "nvme" is not one of pmem, blk/);
+  });
+});

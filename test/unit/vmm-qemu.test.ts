@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { kvmProbeBooted, resolveAccel } from '../../host/vmm/accel.js';
 import { buildKernelCmdline, type CmdlineNetwork } from '../../host/vmm/cmdline.js';
-import type { LaunchSpec, VmmCapabilities } from '../../host/vmm/launcher.js';
+import { assertLaunchSpec, type LaunchSpec, type VmmCapabilities } from '../../host/vmm/launcher.js';
 import { buildQemuArgs, qemuMemoryArgs, qemuOptValue, qemuVsockCapability } from '../../host/vmm/qemu.js';
 import { vsockBackendArgv } from '../../host/vmm/vsock-backend.js';
 import { VolantError } from '../../shared/errors.js';
@@ -81,6 +81,40 @@ describe('QEMU argv', () => {
 
   it('memory arguments come from one pure function: machine, size, shared memfd RAM', () => {
     assert.deepEqual(qemuMemoryArgs({ memoryMb: 1024 }), ['-machine', 'q35,memory-backend=ram0', '-m', '1024M', '-object', 'memory-backend-memfd,id=ram0,size=1024M,share=on']);
+  });
+
+  const IMAGE_BYTES = 46 * 2 * 1024 * 1024;
+  it('the runtime image on pmem: maxmem leaves room for it, a read-only private file backend of its exact size, virtio-pmem; RAM stays the shared memfd', () => {
+    const runtime = { path: '/var/lib/volant/runtimes/ab.erofs', bytes: IMAGE_BYTES, device: 'pmem' as const };
+    assert.deepEqual(qemuMemoryArgs({ memoryMb: 160, runtime }), [
+      ...['-machine', 'q35,memory-backend=ram0', '-m', '160M,slots=1,maxmem=252M', '-object', 'memory-backend-memfd,id=ram0,size=160M,share=on'],
+      ...['-object', `memory-backend-file,id=rt0,mem-path=/var/lib/volant/runtimes/ab.erofs,size=${IMAGE_BYTES},share=off,readonly=on`],
+      ...['-device', 'virtio-pmem-pci,memdev=rt0,id=pmem0'],
+    ]);
+    const args = buildQemuArgs(specFor({ mode: 'vsock' }, { runtime, cmdline: buildKernelCmdline({ vmName: 'web', network: { mode: 'vsock' }, runtime: 'pmem' }) }), tcg);
+    assert.equal(values(args, '-drive').length, 0, 'no disk with pmem');
+    assert.match(values(args, '-append')[0]!, / volant\.runtime=pmem swiotlb=noforce /);
+  });
+
+  it('the runtime image on blk: a read-only raw virtio-blk drive, plain RAM, no maxmem', () => {
+    const runtime = { path: '/var/lib/volant/runtimes/ab.erofs', bytes: IMAGE_BYTES, device: 'blk' as const };
+    const args = buildQemuArgs(specFor({ mode: 'vsock' }, { runtime, cmdline: buildKernelCmdline({ vmName: 'web', network: { mode: 'vsock' }, runtime: 'blk' }) }), tcg);
+    assert.deepEqual(values(args, '-m'), ['384M']);
+    assert.deepEqual(values(args, '-drive'), ['file=/var/lib/volant/runtimes/ab.erofs,if=none,format=raw,readonly=on,id=rt0']);
+    assert.ok(values(args, '-device').includes('virtio-blk-pci,drive=rt0'));
+    assert.ok(!values(args, '-device').some((d) => d.startsWith('virtio-pmem')));
+    assert.doesNotMatch(values(args, '-append')[0]!, /swiotlb/);
+    assert.match(values(args, '-append')[0]!, / volant\.runtime=blk /);
+  });
+
+  it('a runtime image that is not 2 MiB padded or not pmem/blk is refused before launch', () => {
+    for (const runtime of [
+      { path: '/r.erofs', bytes: IMAGE_BYTES + 4096, device: 'pmem' },
+      { path: '/r.erofs', bytes: IMAGE_BYTES, device: 'nvme' },
+      { path: 'r.erofs', bytes: IMAGE_BYTES, device: 'pmem' },
+    ]) {
+      assert.throws(() => assertLaunchSpec(specFor({ mode: 'vsock' }, { runtime: runtime as LaunchSpec['runtime'] })), (e: unknown) => e instanceof VolantError && e.code === 'INVALID_ARGUMENT' && /runtime\./.test(e.message));
+    }
   });
 
   it('the vsock capability is known before launch: vhost-user is a hybrid socket everywhere; vhost-kernel needs /dev/vhost-vsock', () => {

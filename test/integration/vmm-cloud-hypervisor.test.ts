@@ -89,6 +89,19 @@ describe('Cloud Hypervisor launcher (against the API test double)', () => {
     assert.deepEqual(await vm.stop(), exit, 'stop is idempotent');
   });
 
+  it('the runtime image goes in as read-only pmem (discard_writes); a file CH would refuse as unaligned is VMM_FAILED', async () => {
+    const image = join(root, 'runtime.erofs');
+    writeFileSync(image, Buffer.alloc(2 * 1024 * 1024));
+    const s = spec('pmem1', { runtime: { path: image, bytes: 2 * 1024 * 1024, device: 'pmem' } });
+    const vm = await launch(s);
+    const info = JSON.parse((await chApiExpectOk(chApiSocketPath(s), 'GET', 'vm.info')).body);
+    assert.deepEqual(info.config.pmem, [{ file: image, discard_writes: true, id: 'runtime' }]);
+    await vm.stop();
+    // The spec says 2 MiB but the file on disk is not (it was replaced): CH's PmemSizeNotAligned.
+    writeFileSync(image, Buffer.alloc(2 * 1024 * 1024 + 4096));
+    await assert.rejects(launch(spec('pmem2', { runtime: { path: image, bytes: 2 * 1024 * 1024, device: 'pmem' } })), isVmmFailed(/PmemSizeNotAligned/));
+  });
+
   it('the previous boot\'s serial log survives as .1 (CH truncates the serial file on boot)', async () => {
     const s = spec('relaunch');
     mkdirSync(join(root, 'logs'), { recursive: true });

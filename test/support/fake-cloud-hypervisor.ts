@@ -26,7 +26,7 @@
  * `writeFakeCloudHypervisorBinary(dir)` writes an executable wrapper that does exactly that.
  */
 
-import { appendFileSync, chmodSync, existsSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, existsSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createNetServer, type Server } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
@@ -96,6 +96,19 @@ interface BootedConfig {
   payload: { kernel?: string; initramfs?: string; cmdline?: string };
   serial?: { mode: string; file?: string };
   vsock?: { cid: number; socket: string };
+  pmem?: { file: string; size?: number; discard_writes?: boolean }[];
+  disks?: { path?: string; readonly?: boolean }[];
+}
+
+/** CH's own pmem checks (vmm/src/device_manager.rs): the file opens, and its size is 2 MiB aligned. */
+function pmemProblem(cfg: BootedConfig): string | undefined {
+  for (const p of cfg.pmem ?? []) {
+    if (!existsSync(p.file)) return `Error creating VM: cannot open pmem file ${p.file}`;
+    const size = p.size ?? statSync(p.file).size;
+    if (size % (2 * 1024 * 1024) !== 0) return 'Error creating VM: PmemSizeNotAligned';
+  }
+  for (const d of cfg.disks ?? []) if (d.path && !existsSync(d.path)) return `Error creating VM: cannot open disk ${d.path}`;
+  return undefined;
 }
 
 function optionPath(argv: string[], flag: string): string | undefined {
@@ -148,6 +161,8 @@ function main(argv: string[]): void {
         const file = cfg.payload[f];
         if (file !== undefined && !existsSync(file)) return send(res, 500, `Error creating VM: cannot open ${f} ${file}`);
       }
+      const pmem = pmemProblem(cfg);
+      if (pmem) return send(res, 500, pmem);
       config = cfg;
       state = 'Created';
       event('vm', 'created');

@@ -36,6 +36,8 @@ const CONNECTIONS = 32;
 /** The held-connections check: this many client connections through the ingress for HOLD_S. */
 const HOLD_CONNECTIONS = opt('hold-connections', 1000);
 const HOLD_S = opt('hold', 30);
+/** Seconds into the hold after which every connection is open and served once (the warm RSS). */
+const HOLD_WARM_S = 5;
 
 const dir = benchDir('ingress');
 
@@ -188,9 +190,14 @@ async function main(): Promise<void> {
   console.log(`Node byte pipe (no HTTP) ÷ nginx: CPU/req ${ratios.nodePipeCpuPerReqVsNginx.toFixed(2)}× — what a one-event-loop Node proxy pays before any HTTP work`);
   console.log(`full chain ÷ direct = ${ratios.chainVsDirectRps.toFixed(2)}× req/s (goal ≥ 0.5); without kestrel ${ratios.vsockHopVsDirectRps.toFixed(2)}×; nginx ÷ direct = ${ratios.nginxVsDirectRps.toFixed(2)}×`);
   // Many clients held through the ingress: none may fail, and volantd's memory must not grow with time.
-  let hold: (HoldResult & { rssBeforeKiB: number; rssAfterKiB: number; seconds: number }) | undefined;
+  // RSS is sampled every second: "before" is volantd idle; "warm" is after the first
+  // HOLD_WARM_S, when every connection is open and has been served (what 1,000 sockets cost);
+  // flat means "after" (the end of the hold) is no higher than warm, i.e. nothing grows with time.
+  let hold: (HoldResult & { rssBeforeKiB: number; rssWarmKiB: number; rssAfterKiB: number; rssMaxKiB: number; seconds: number }) | undefined;
   if (HOLD_CONNECTIONS > 0 && (onlyAt < 0 || targets.some(([n]) => n === 'ingress'))) {
     const rssBeforeKiB = rssKiB(ingress.pid);
+    const rssSamples: number[] = [];
+    const sampler = setInterval(() => rssSamples.push(rssKiB(ingress.pid)), 1000);
     const r = await holdConnections({
       port: ingress.port as number,
       path: '/api/v1/vms/bench/proxy/',
@@ -200,9 +207,13 @@ async function main(): Promise<void> {
       gapMs: 1000,
       timeoutMs: 10_000,
     });
-    hold = { ...r, rssBeforeKiB, rssAfterKiB: rssKiB(ingress.pid), seconds: HOLD_S };
+    clearInterval(sampler);
+    const atEnd = rssSamples.at(-1) ?? rssKiB(ingress.pid);
+    const warm = rssSamples[Math.min(HOLD_WARM_S, rssSamples.length) - 1] ?? atEnd;
+    hold = { ...r, rssBeforeKiB, rssWarmKiB: warm, rssAfterKiB: atEnd, rssMaxKiB: Math.max(...rssSamples, atEnd), seconds: HOLD_S };
+    const mib = (k: number): string => (k / 1024).toFixed(1);
     console.log(
-      `held: ${r.connections}/${HOLD_CONNECTIONS} client connections through the ingress for ${HOLD_S} s, one request per second each: ${r.requests} requests, ${r.errors} errors${r.samples.length ? ` (${r.samples.join('; ')})` : ''}; volantd RSS ${(rssBeforeKiB / 1024).toFixed(1)} MiB before, ${(hold.rssAfterKiB / 1024).toFixed(1)} MiB after`,
+      `held: ${r.connections}/${HOLD_CONNECTIONS} client connections through the ingress for ${HOLD_S} s, one request per second each: ${r.requests} requests, ${r.errors} errors${r.samples.length ? ` (${r.samples.join('; ')})` : ''}; volantd RSS ${mib(rssBeforeKiB)} MiB idle, ${mib(warm)} MiB after ${HOLD_WARM_S} s (all open), ${mib(atEnd)} MiB at the end (max ${mib(hold.rssMaxKiB)})`,
     );
   }
   console.log(JSON.stringify({ bench: 'ingress', loadAverage: load, connections: CONNECTIONS, durationS: DURATION_S, rounds: ROUNDS, chain: chainLabel, results: summary, ratios, hold }));

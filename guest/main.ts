@@ -26,6 +26,8 @@ import { loadImageModules } from './boot/modules.js';
 import { watchPowerButton } from './boot/power-button.js';
 import { mountEarlyFileSystems } from './boot/mounts.js';
 import { say } from './console.js';
+import { guestMemory } from './memory.js';
+import { startupNote } from './startup.js';
 import { createEgressForwarder, DEFAULT_EGRESS_LISTEN, type EgressForwarder } from './egress/forwarder.js';
 import { LogRing } from './logs/ring.js';
 import { applyNetworkPlan } from './network/apply.js';
@@ -79,7 +81,7 @@ async function boot(): Promise<void> {
   const pid1 = isPid1();
   const startedAt = Date.now();
   const flags: Flags = pid1 ? { listen: [] } : readFlags(process.argv.slice(2));
-  say(`starting ${KESTREL_VERSION}${pid1 ? ' as PID 1' : ''}`);
+  say(`starting ${KESTREL_VERSION}${pid1 ? ' as PID 1' : ''} (${startupNote()})`);
 
   // 1, 2: file systems and kernel modules.
   if (pid1) {
@@ -148,6 +150,7 @@ async function boot(): Promise<void> {
       egress: { enabled: egressUpstream !== undefined, upstream: egressUpstream ? formatEndpoint(egressUpstream) : null },
       vsock: { listening: listeners.some((l) => l.endpoint.kind === 'vsock') },
       orphans_reaped: reapedCount(),
+      memory: guestMemory(),
     };
   };
   const server = createAgentServer({ health, logs, proxy });
@@ -174,7 +177,7 @@ async function boot(): Promise<void> {
     }
   }
   if (listeners.length === 0) throw new Error('the agent could not listen anywhere');
-  say('ready');
+  say(`ready (${startupNote()})`);
 
   if (config.selftest === 'vsock') void runVsockSelftest();
 

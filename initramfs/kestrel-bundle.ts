@@ -1,19 +1,19 @@
 /**
- * Bundles kestrel (guest/main.ts and everything it imports) into one ES module for the image,
- * so the guest needs no node_modules: esbuild, platform node, format esm, target node20.
+ * Bundles kestrel (guest/main.ts and everything it imports) into one script for the image, so
+ * the guest needs no node_modules: esbuild, platform node, format cjs, target node20, wrapped as
+ * one function expression that the loader compiles with V8's code cache (code-cache.ts).
  *
  * What must hold: the bundle depends only on the sources (paths in it are relative to the repo
- * root, no timestamps, no source map), and `require` exists for the native addon loader
- * (`createRequire` banner). The `.node` addon is not bundled; it is loaded at run time from
- * next to the bundle (/lib/volant/volant_native.node).
+ * root, no timestamps, no source map), and `require` exists for the native addon loader (a
+ * parameter of the wrapper, as is what `import.meta.url` stands for). The `.node` addon is not
+ * bundled; it is loaded at run time from next to the bundle (/lib/volant/volant_native.node).
  */
 
 import { existsSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { build } from 'esbuild';
 import { VolantError } from '../shared/errors.js';
-
-export const KESTREL_BANNER = "import { createRequire as __volantCreateRequire } from 'node:module';\nconst require = __volantCreateRequire(import.meta.url);";
+import { BUNDLE_DEFINE, wrapBundle } from './code-cache.js';
 
 export async function bundleKestrel(entry: string): Promise<Buffer> {
   if (!existsSync(entry)) {
@@ -25,18 +25,18 @@ export async function bundleKestrel(entry: string): Promise<Buffer> {
       absWorkingDir: dirname(dirname(entry)),
       bundle: true,
       platform: 'node',
-      format: 'esm',
+      format: 'cjs',
       target: 'node20',
       write: false,
       sourcemap: false,
       legalComments: 'none',
       logLevel: 'silent',
       external: ['*.node'],
-      banner: { js: KESTREL_BANNER },
+      define: BUNDLE_DEFINE,
     });
     const out = result.outputFiles[0];
     if (!out) throw new Error('esbuild produced no output');
-    return Buffer.from(out.contents);
+    return wrapBundle(Buffer.from(out.contents));
   } catch (e) {
     const errors = (e as { errors?: { text: string; location?: { file: string; line: number } }[] }).errors;
     const first = errors?.[0];

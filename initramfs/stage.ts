@@ -20,6 +20,7 @@ import { VolantError } from '../shared/errors.js';
 import type { PluginManifest } from '../shared/schema/manifest.js';
 import type { BuildFile } from './build-file.js';
 import { resolveElfClosure } from './elf.js';
+import { KESTREL_BUNDLE, KESTREL_CODE_CACHE, KESTREL_ENTRY, kestrelCodeCache, LOADER } from './code-cache.js';
 import { bundleKestrel } from './kestrel-bundle.js';
 import { DEFAULT_MODULES, moduleImagePath, resolveModules } from './modules.js';
 import { strippedCopy } from './strip.js';
@@ -31,7 +32,8 @@ const execFileP = promisify(execFile);
 export const NODE_BINARY = '/usr/bin/node';
 export const BUSYBOX_BINARY = '/bin/busybox';
 export const NATIVE_ADDON_IMAGE_PATH = '/lib/volant/volant_native.node';
-export const KESTREL_IMAGE_PATH = '/lib/volant/kestrel.mjs';
+/** What node runs as kestrel: the code-cache loader (code-cache.ts), for /init and stage-1 alike. */
+export const KESTREL_IMAGE_PATH = KESTREL_ENTRY;
 const MAX_WORKLOAD_FILES = 100_000;
 
 /** One line of the build summary. */
@@ -123,7 +125,7 @@ export async function busyboxApplets(busybox: string): Promise<string[]> {
     .sort();
 }
 
-const INIT_SCRIPT = '#!/bin/sh\nexec /usr/bin/node /lib/volant/kestrel.mjs\n';
+const INIT_SCRIPT = `#!/bin/sh\nexec ${NODE_BINARY} ${KESTREL_ENTRY}\n`;
 const ETC_FILES: Record<string, string> = {
   '/etc/passwd': 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n',
   '/etc/group': 'root:x:0:\nnogroup:x:65534:\n',
@@ -228,8 +230,12 @@ export async function stage(opts: StageOptions, manifest: PluginManifest, build:
 
   opts.progress?.('bundling kestrel');
   const kestrel = await bundleKestrel(resolve(opts.kestrelEntry ?? kestrelEntry(root)));
-  tree.addBytes(KESTREL_IMAGE_PATH, kestrel, 'plugin', 0o644, 'kestrel bundle');
-  items.push({ what: 'kestrel bundle', files: 1, bytes: kestrel.length });
+  opts.progress?.('making kestrel\'s code cache');
+  const codeCache = await kestrelCodeCache(kestrel, NODE_BINARY, cacheDir);
+  tree.addBytes(KESTREL_ENTRY, LOADER, 'plugin', 0o644, 'kestrel loader');
+  tree.addBytes(KESTREL_BUNDLE, kestrel, 'plugin', 0o644, 'kestrel bundle');
+  tree.addBytes(KESTREL_CODE_CACHE, codeCache, 'plugin', 0o644, 'kestrel code cache');
+  items.push({ what: 'kestrel bundle + code cache', files: 3, bytes: LOADER.length + kestrel.length + codeCache.length });
 
   if (layout === 'single') tree.addBytes('/init', INIT_SCRIPT, 'plugin', 0o755, '/init');
   else await stageStage1(tree, opts.kernelVersion, opts.modulesDir, items);

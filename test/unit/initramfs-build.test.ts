@@ -94,7 +94,9 @@ describe('plugin image build', { timeout: 600_000 }, () => {
     assert.ok(runtime && plugin);
     const want: [Map<string, string>, string, string][] = [
       [plugin, 'init', '-rwxr-xr-x'],
-      [plugin, 'lib/volant/kestrel.mjs', '-rw-r--r--'],
+      [plugin, 'lib/volant/kestrel.cjs', '-rw-r--r--'],
+      [plugin, 'lib/volant/kestrel-bundle.js', '-rw-r--r--'],
+      [plugin, 'lib/volant/kestrel-bundle.cache', '-rw-r--r--'],
       [plugin, 'etc/volant/plugin.json', '-rw-r--r--'],
       [plugin, 'etc/volant/modules.load', '-rw-r--r--'],
       [plugin, 'etc/passwd', '-rw-r--r--'],
@@ -124,7 +126,11 @@ describe('plugin image build', { timeout: 600_000 }, () => {
     assert.deepEqual(parseElf(readFileSync(node)).needed, parseElf(readFileSync('/usr/bin/node')).needed);
     const probe = `require(${JSON.stringify(join(dir, 'lib/volant/volant_native.node'))}); process.stdout.write(process.version)`;
     assert.equal(execFileSync(node, ['-e', probe], { encoding: 'utf8' }), process.version);
-    assert.equal(readFileSync(join(dir, 'init'), 'utf8'), '#!/bin/sh\nexec /usr/bin/node /lib/volant/kestrel.mjs\n');
+    assert.equal(readFileSync(join(dir, 'init'), 'utf8'), '#!/bin/sh\nexec /usr/bin/node /lib/volant/kestrel.cjs\n');
+    // The image's node takes kestrel's code cache (a rejected one would only cost start time, silently).
+    const bundle = join(dir, 'lib/volant/kestrel-bundle.js');
+    const check = `const fs = require('node:fs'); const s = new (require('node:vm').Script)(fs.readFileSync(${JSON.stringify(bundle)}, 'utf8'), { cachedData: fs.readFileSync(${JSON.stringify(bundle.replace(/\.js$/, '.cache'))}) }); process.stdout.write(String(s.cachedDataRejected))`;
+    assert.equal(execFileSync(node, ['-e', check], { encoding: 'utf8' }), 'false');
     // The output plugin.json is the image's plus what the build learnt (layout, memory it needs).
     const { image, ...manifest } = JSON.parse(readFileSync(first.manifest, 'utf8'));
     assert.deepEqual(JSON.parse(readFileSync(join(dir, 'etc/volant/plugin.json'), 'utf8')), manifest);

@@ -1,43 +1,54 @@
 /**
- * bench/boot: VM create → first proxied 200, against the same kernel booting a busybox-only
- * initramfs to `/init` under the same QEMU settings, in one run, as a ratio (docs/benchmarks.md: ≤ 1.3×).
+ * bench/boot: how long a VM takes to serve its first request, Volant against doing it by hand,
+ * in one run, alternating, one VM at a time (docs/benchmarks.md: (c) ≤ 1.0× (b), ≤ 1.5× (a)):
  *
- *  - Ours: volantd for real in a private network namespace (test/support/e2e-env.ts), examples/hello
- *    built and installed once (not timed), then `POST /api/v1/vms` → first 200 from
- *    `GET /api/v1/vms/<name>/proxy/hello`; the VM is deleted before the next boot.
- *  - Baseline: the same kernel and the same launcher (host/vmm/qemu.ts `createQemuLauncher`: q35,
- *    `-cpu max`, TCG, same memory and -smp), booting test/support/vmm-initramfs.ts's busybox image,
- *    timed from launch to its marker on the serial console. It has no NIC (nothing to configure).
- *  - Runs alternate baseline and ours, one VM at a time, 1024 MiB each.
- *  - Where ours spends its time: milestones noted on the serial console as it boots (timeline.ts).
+ *  (a) bare: the same kernel booting test/support/vmm-initramfs.ts's busybox-only image, launch →
+ *      its marker on the serial console. No NIC, no node: the floor.
+ *  (b) hand-built: one initramfs with busybox, node and examples/hello's app, `ip=` applied by
+ *      its init, a tap on a bridge in a namespace made here (hand-built.ts); launch → first 200
+ *      from the workload, asked directly on the bridge.
+ *  (c) Volant, shared runtime: volantd for real (test/support/e2e-env.ts), examples/hello built
+ *      with `--layout shared` and installed (not timed); `POST /api/v1/vms` → first 200 from
+ *      `GET /api/v1/vms/<name>/proxy/hello`; the VM is deleted before the next boot.
+ *  (d) Volant, `--layout single`: the same with everything in one initramfs.
  *
- * Usage: node --import tsx bench/boot/index.ts [--runs N]   (root and qemu-system-x86_64 needed)
+ * Same kernel, same launcher (host/vmm/qemu.ts `createQemuLauncher`: q35, `-cpu max`, TCG) and
+ * the same memory and -smp for all four. Reported per variant: medians and minimums, QEMU's
+ * PSS when the end point was reached, the image size; for Volant where the time goes (serial
+ * milestones, polled every 25 ms) and kestrel's own start as it reports it on the console.
+ *
+ * Usage: node --import tsx bench/boot/index.ts [--runs N] [--memory MiB]   (root and QEMU needed)
  */
 
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { defaultCacheDir } from '../../initramfs/cache.js';
 import { buildKernelCmdline } from '../../host/vmm/cmdline.js';
+import type { LaunchSpec } from '../../host/vmm/launcher.js';
+import { MIN_MEMORY_MB } from '../../host/vmm/launcher.js';
 import { createQemuLauncher } from '../../host/vmm/qemu.js';
 import { type E2eEnv, startE2eEnv } from '../../test/support/e2e-env.js';
-import { REPO_ROOT } from '../../test/support/kernel.js';
 import { isRoot, qemuAvailable } from '../../test/support/qemu.js';
 import { GUEST_BOOT_TIMEOUT_MS, INIT_MARKER, makeTestInitramfs } from '../../test/support/vmm-initramfs.js';
 import { integerFlag } from '../support/args.js';
-import { guestSecondsAtInit, intervals, KERNEL_INIT, MILESTONES, median, noteMilestones } from './timeline.js';
+import { mib, processPss } from '../support/memory.js';
+import { median } from '../support/stats.js';
+import { buildAndInstallHello, createVm, deleteVm, type Layout, layoutsSupported, serialLogOf, waitProxied200 } from '../support/volant.js';
+import { handBuiltCmdline, makeHandBuiltImage, makeHandBuiltNet } from './hand-built.js';
+import { guestSecondsAtInit, intervals, KERNEL_INIT, type KestrelStart, kestrelStart, MILESTONES, noteMilestones } from './timeline.js';
 
 const DEFAULT_RUNS = 3;
 const MAX_RUNS = 50;
-const MEMORY_MB = 1024;
+/** The hand-built image (92 MB unpacked into RAM) needs ~320 MiB; all four get the same. */
+const DEFAULT_MEMORY_MB = 512;
+const MAX_MEMORY_MB = 4096;
 const CPUS = 1;
-const BUILD_TIMEOUT_MS = 300_000;
-const CREATE_TIMEOUT_MS = 360_000;
-const FIRST_200_TIMEOUT_MS = 60_000;
 const SERIAL_POLL_MS = 25;
-const PROXY_RETRY_MS = 50;
-const BASELINE_STOP_TIMEOUT_MS = 1000;
-const GOAL_RATIO = 1.3;
+const STOP_TIMEOUT_MS = 1000;
+const GOAL_VS_HAND_BUILT = 1.0;
+const GOAL_VS_BARE = 1.5;
 
 const skip = !isRoot() ? 'needs root (network namespaces, bridges, taps)' : !qemuAvailable() ? 'qemu-system-x86_64 is not installed' : undefined;
 if (skip) {
@@ -46,28 +57,40 @@ if (skip) {
   process.exit(0);
 }
 
-const runs = integerFlag(process.argv.slice(2), '--runs', DEFAULT_RUNS, MAX_RUNS);
+const argv = process.argv.slice(2);
+const runs = integerFlag(argv, '--runs', DEFAULT_RUNS, MAX_RUNS);
+const memoryMb = integerFlag(argv, '--memory', DEFAULT_MEMORY_MB, MAX_MEMORY_MB);
+if (memoryMb < MIN_MEMORY_MB) throw new Error(`--memory takes at least ${MIN_MEMORY_MB} MiB`);
 const work = mkdtempSync(join(tmpdir(), `volant-bench-boot-${process.pid}-`));
 const launcher = createQemuLauncher({ accel: 'tcg' });
 
+type Variant = 'bare' | 'hand_built' | 'volant_shared' | 'volant_single';
+const LABELS: Record<Variant, string> = {
+  bare: '(a) bare: launch → busybox /init marker',
+  hand_built: '(b) hand-built: launch → first direct 200',
+  volant_shared: '(c) Volant, shared runtime: create → first proxied 200',
+  volant_single: '(d) Volant --layout single: create → first proxied 200',
+};
+
 interface BootRun {
-  /** ms from the start to the end point (baseline: marker; ours: first proxied 200). */
+  /** ms from the start to the end point. */
   totalMs: number;
   /** Named points in time, ms since the start, in order. */
   points: { name: string; at: number }[];
   /** The guest clock (s) on the kernel's `Run /init` line. */
   guestInitS?: number;
+  /** QEMU's PSS (kB) at the end point. */
+  pssKb?: number;
+  kestrel?: KestrelStart;
 }
 
-/**
- * Polls a serial log every SERIAL_POLL_MS, noting milestones at their host time since `started`,
- * until `done()` says stop; resolves with the last text read.
- */
-async function watchSerial(path: string, started: number, seen: Map<string, number>, done: (text: string) => boolean): Promise<string> {
+const readText = (path: string): string => (existsSync(path) ? readFileSync(path, 'utf8') : '');
+
+/** Polls a serial log, noting milestones at their host time since `started`, until `done()` says stop. */
+async function watchSerial(path: string, started: number, seen: Map<string, number>, done: () => boolean): Promise<void> {
   for (;;) {
-    const text = existsSync(path) ? readFileSync(path, 'utf8') : '';
-    noteMilestones(text, performance.now() - started, seen);
-    if (done(text)) return text;
+    noteMilestones(readText(path), performance.now() - started, seen);
+    if (done()) return;
     await sleep(SERIAL_POLL_MS);
   }
 }
@@ -75,163 +98,245 @@ async function watchSerial(path: string, started: number, seen: Map<string, numb
 const pointsOf = (seen: Map<string, number>): { name: string; at: number }[] =>
   MILESTONES.filter((m) => seen.has(m.name)).map((m) => ({ name: m.name, at: seen.get(m.name)! }));
 
-async function bootBaseline(i: number, kernel: string, initramfs: string): Promise<BootRun> {
-  const vmName = `bench-boot-base-${i}`;
-  const dir = join(work, vmName);
-  mkdirSync(dir, { recursive: true });
-  const serial = join(dir, 'serial.log');
-  const spec = {
-    vmName,
-    kernelPath: kernel,
-    initramfsPath: initramfs,
-    cmdline: buildKernelCmdline({ vmName, network: { mode: 'vsock' } }),
-    cpus: CPUS,
-    memoryMb: MEMORY_MB,
-    vsock: { cid: 3 + i, socketPath: join(dir, 'vsock.sock') },
-    serialLogPath: serial,
-    runDir: join(dir, 'run'),
-  };
+const pssOf = (pid: number): number | undefined => {
+  try {
+    return processPss(pid).pss_kb;
+  } catch {
+    return undefined;
+  }
+};
+
+/** Launches a VM with the bench launcher and resolves when `until` settles, timing from launch. */
+async function bootDirect(spec: LaunchSpec, endName: string, until: (exited: () => boolean) => Promise<void>): Promise<BootRun> {
+  mkdirSync(spec.runDir, { recursive: true });
   const seen = new Map<string, number>();
+  let finished = false;
   const started = performance.now();
   const vm = await launcher.launch(spec);
   let exited = false;
   void vm.exited.then(() => {
     exited = true;
   });
+  const watcher = watchSerial(spec.serialLogPath, started, seen, () => finished);
   try {
-    const deadline = Date.now() + GUEST_BOOT_TIMEOUT_MS;
-    const text = await watchSerial(serial, started, seen, (t) => t.includes(INIT_MARKER) || exited || Date.now() > deadline);
-    if (!text.includes(INIT_MARKER)) throw new Error(`baseline ${vmName}: no ${INIT_MARKER} on the console (${exited ? 'QEMU exited' : 'timed out'}): ${text.slice(-1500)}`);
+    await until(() => exited);
     const totalMs = performance.now() - started;
-    return { totalMs, points: [{ name: 'launch', at: 0 }, ...pointsOf(seen), { name: '/init marker', at: totalMs }], guestInitS: guestSecondsAtInit(text) };
+    const pssKb = pssOf(vm.pid);
+    finished = true;
+    await watcher;
+    const serial = readText(spec.serialLogPath);
+    return { totalMs, pssKb, points: [{ name: 'launch', at: 0 }, ...pointsOf(seen), { name: endName, at: totalMs }], guestInitS: guestSecondsAtInit(serial) };
+  } catch (e) {
+    throw new Error(`${spec.vmName}: ${(e as Error).message}; serial:\n${readText(spec.serialLogPath).slice(-1500)}`);
   } finally {
-    await vm.stop({ timeoutMs: BASELINE_STOP_TIMEOUT_MS });
+    finished = true;
+    await watcher;
+    await vm.stop({ timeoutMs: STOP_TIMEOUT_MS });
   }
 }
 
-async function bootOurs(env: E2eEnv, i: number): Promise<BootRun> {
-  const name = `bench-boot-${i}`;
-  const serialPath = join(env.stateDir, 'vms', name, 'serial.log');
+function directSpec(vmName: string, i: number, kernel: string, initramfs: string, cmdline: string): LaunchSpec {
+  const dir = join(work, vmName);
+  return {
+    vmName,
+    kernelPath: kernel,
+    initramfsPath: initramfs,
+    cmdline,
+    cpus: CPUS,
+    memoryMb,
+    vsock: { cid: 3 + i, socketPath: join(dir, 'vsock.sock') },
+    serialLogPath: join(dir, 'serial.log'),
+    runDir: join(dir, 'run'),
+  };
+}
+
+async function bootOurs(env: E2eEnv, name: string, plugin: string): Promise<BootRun> {
+  const serialPath = serialLogOf(env, name);
   const seen = new Map<string, number>();
   const started = performance.now();
   let creating = true;
   const watcher = watchSerial(serialPath, started, seen, () => !creating);
-  let created: Awaited<ReturnType<E2eEnv['api']>>;
+  let created: Awaited<ReturnType<typeof createVm>>;
   try {
-    created = await Promise.race([
-      env.api('POST', '/api/v1/vms', { name, plugin: 'hello', cpus: CPUS, memory_mb: MEMORY_MB }),
-      sleep(CREATE_TIMEOUT_MS).then(() => {
-        throw new Error(`POST /api/v1/vms ${name} did not answer within ${CREATE_TIMEOUT_MS} ms`);
-      }),
-    ]);
+    created = await createVm(env, { name, plugin, cpus: CPUS, memory_mb: memoryMb });
   } finally {
     creating = false;
     await watcher;
   }
-  const createMs = performance.now() - started;
-  const pid = (created.json as { pid?: number } | undefined)?.pid;
-  if (typeof pid === 'number') env.track(pid);
   try {
-    if (created.status !== 201) throw new Error(`POST /api/v1/vms ${name} answered ${created.status}: ${created.text}`);
-    const deadline = Date.now() + FIRST_200_TIMEOUT_MS;
-    for (;;) {
-      const r = await env.api('GET', `/api/v1/vms/${name}/proxy/hello`).catch((e: Error) => ({ status: 0, text: e.message }));
-      if (r.status === 200) break;
-      if (Date.now() > deadline) throw new Error(`no 200 from /api/v1/vms/${name}/proxy/hello within ${FIRST_200_TIMEOUT_MS} ms after create (last: ${r.status} ${r.text.slice(0, 300)})`);
-      await sleep(PROXY_RETRY_MS);
-    }
+    await waitProxied200(env, name);
     const totalMs = performance.now() - started;
-    const serial = existsSync(serialPath) ? readFileSync(serialPath, 'utf8') : '';
-    noteMilestones(serial, createMs, seen);
-    const points = [{ name: 'POST /vms', at: 0 }, ...pointsOf(seen), { name: 'POST answered', at: createMs }, { name: 'first proxied 200', at: totalMs }];
-    return { totalMs, points, guestInitS: guestSecondsAtInit(serial) };
+    const pssKb = pssOf(created.pid);
+    const serial = readText(serialPath);
+    noteMilestones(serial, created.createMs, seen);
+    const points = [{ name: 'POST /vms', at: 0 }, ...pointsOf(seen), { name: 'POST answered', at: created.createMs }, { name: 'first proxied 200', at: totalMs }];
+    return { totalMs, points, pssKb, guestInitS: guestSecondsAtInit(serial), kestrel: kestrelStart(serial) };
   } finally {
-    const d = await env.api('DELETE', `/api/v1/vms/${name}?force=1`);
-    if (d.status !== 204) console.error(`warning: DELETE ${name} answered ${d.status}: ${d.text}`);
+    await deleteVm(env, name);
   }
 }
 
 const s = (ms: number): string => (ms / 1000).toFixed(2);
 const pad = (cells: string[], widths: number[]): string => cells.map((c, k) => c.padEnd(widths[k]!)).join('  ');
+const stat = (xs: number[]): { median: number; min: number } => ({ median: median(xs), min: Math.min(...xs) });
 
 let env: E2eEnv | undefined;
+let net: Awaited<ReturnType<typeof makeHandBuiltNet>> | undefined;
 process.on('exit', () => rmSync(work, { recursive: true, force: true }));
 try {
   env = await startE2eEnv();
-  const buildDir = join(env.stateDir, 'hello-build');
-  const b = await env.volar(['plugins', 'build', join(REPO_ROOT, 'examples', 'hello'), '-o', buildDir, '--kernel', env.kernel.vmlinuz, '--modules', env.kernel.modulesDir], { timeoutMs: BUILD_TIMEOUT_MS });
-  if (b.code !== 0) throw new Error(`volar plugins build failed (${b.code}): ${b.stderr || b.stdout}`);
-  const inst = await env.volar(['plugins', 'install', buildDir]);
-  if (inst.code !== 0) throw new Error(`volar plugins install failed (${inst.code}): ${inst.stderr || inst.stdout}`);
-  const baselineImage = join(work, 'baseline-initramfs.cpio');
-  makeTestInitramfs(baselineImage, work);
+  const kernel = env.kernel;
+  const layouts = await layoutsSupported(env);
+  const built = new Map<Layout, Awaited<ReturnType<typeof buildAndInstallHello>>>();
+  for (const layout of layouts) built.set(layout, await buildAndInstallHello(env, layout, layouts, work));
 
-  const base: BootRun[] = [];
-  const ours: BootRun[] = [];
+  const bareImage = join(work, 'bare-initramfs.cpio');
+  mkdirSync(join(work, 'bare-tree'));
+  makeTestInitramfs(bareImage, join(work, 'bare-tree'));
+  const handImage = join(work, 'hand-built-initramfs.cpio');
+  mkdirSync(join(work, 'hand-tree'));
+  await makeHandBuiltImage(handImage, join(work, 'hand-tree'), kernel.modulesDir, defaultCacheDir());
+  net = await makeHandBuiltNet();
+  const handNet = net;
+
+  const variants: Variant[] = ['bare', 'hand_built', ...(layouts.includes('shared') ? (['volant_shared'] as const) : []), 'volant_single'];
+  const results = new Map<Variant, BootRun[]>(variants.map((v) => [v, []]));
+  const boot = async (v: Variant, i: number): Promise<BootRun> => {
+    switch (v) {
+      case 'bare': {
+        const spec = directSpec(`bench-boot-bare-${i}`, i, kernel.vmlinuz, bareImage, buildKernelCmdline({ vmName: `bench-boot-bare-${i}`, network: { mode: 'vsock' } }));
+        const deadline = Date.now() + GUEST_BOOT_TIMEOUT_MS;
+        return bootDirect(spec, '/init marker', async (exited) => {
+          while (!readText(spec.serialLogPath).includes(INIT_MARKER)) {
+            if (exited()) throw new Error('QEMU exited before the marker');
+            if (Date.now() > deadline) throw new Error(`no ${INIT_MARKER} within ${GUEST_BOOT_TIMEOUT_MS} ms`);
+            await sleep(SERIAL_POLL_MS);
+          }
+        });
+      }
+      case 'hand_built': {
+        const spec = { ...directSpec(`bench-boot-hand-${i}`, 100 + i, kernel.vmlinuz, handImage, handBuiltCmdline()), tap: handNet.tap, commandPrefix: handNet.ns.prefix };
+        const poll = handNet.first200();
+        try {
+          return await bootDirect(spec, 'first direct 200', async (exited) => {
+            const deadline = sleep(GUEST_BOOT_TIMEOUT_MS).then(() => {
+              throw new Error(`no 200 on the bridge within ${GUEST_BOOT_TIMEOUT_MS} ms`);
+            });
+            const died = (async () => {
+              while (!exited()) await sleep(250);
+              throw new Error('QEMU exited before the first 200');
+            })();
+            await Promise.race([poll.done, deadline, died]);
+          });
+        } finally {
+          poll.child.kill('SIGKILL');
+        }
+      }
+      case 'volant_shared':
+        return bootOurs(env!, `bench-boot-shared-${i}`, built.get('shared')!.plugin);
+      case 'volant_single':
+        return bootOurs(env!, `bench-boot-single-${i}`, built.get('single')!.plugin);
+    }
+  };
   for (let i = 0; i < runs; i++) {
-    base.push(await bootBaseline(i, env.kernel.vmlinuz, baselineImage));
-    ours.push(await bootOurs(env, i));
-    console.error(`run ${i + 1}/${runs}: baseline ${s(base[i]!.totalMs)} s, ours ${s(ours[i]!.totalMs)} s`);
+    // Each run starts with a different variant, so none always follows the same one.
+    const order = variants.map((_, k) => variants[(k + i) % variants.length]!);
+    const line: string[] = [];
+    for (const v of order) {
+      const r = await boot(v, i);
+      results.get(v)!.push(r);
+      line.push(`${v} ${s(r.totalMs)} s`);
+    }
+    console.error(`run ${i + 1}/${runs}: ${line.join(', ')}`);
   }
 
-  const stat = (xs: number[]): { median: number; min: number } => ({ median: median(xs), min: Math.min(...xs) });
-  const baseTotal = stat(base.map((r) => r.totalMs));
-  const oursTotal = stat(ours.map((r) => r.totalMs));
-  const ratioMedian = oursTotal.median / baseTotal.median;
-  const ratioMin = oursTotal.min / baseTotal.min;
-  /** Median and min of each named interval over the runs that saw both ends. */
+  const totals = new Map(variants.map((v) => [v, stat(results.get(v)!.map((r) => r.totalMs))]));
+  const med = (v: Variant): number | undefined => totals.get(v)?.median;
+  const ratio = (a: Variant, b: Variant): number | undefined => {
+    const x = med(a);
+    const y = med(b);
+    return x === undefined || y === undefined ? undefined : Number((x / y).toFixed(3));
+  };
   const phaseStats = (rs: BootRun[]): { name: string; median: number; min: number }[] => {
     const byName = new Map<string, number[]>();
     for (const r of rs) for (const iv of intervals(r.points)) byName.set(iv.name, [...(byName.get(iv.name) ?? []), iv.ms]);
     return [...byName].map(([name, xs]) => ({ name, ...stat(xs) }));
   };
-  const guestInit = (rs: BootRun[]): number | undefined => {
-    const xs = rs.map((r) => r.guestInitS).filter((x): x is number => x !== undefined);
-    return xs.length > 0 ? median(xs) : undefined;
+  const medianOf = (xs: (number | undefined)[]): number | undefined => {
+    const ys = xs.filter((x): x is number => x !== undefined);
+    return ys.length > 0 ? median(ys) : undefined;
   };
-  const oursImage = statSync(join(buildDir, 'initramfs.img')).size;
-  const baseImage = statSync(baselineImage).size;
-  const mib = (n: number): string => (n / (1 << 20)).toFixed(1);
+  const images: Record<Variant, number | undefined> = {
+    bare: statSync(bareImage).size,
+    hand_built: statSync(handImage).size,
+    volant_shared: built.get('shared')?.result.imageBytes,
+    volant_single: built.get('single')?.result.imageBytes,
+  };
 
-  const w = [52, 10, 10];
-  console.log(`bench/boot: kernel ${env.kernel.version}, QEMU q35 TCG -cpu max, ${MEMORY_MB} MiB, -smp ${CPUS}, ${runs} runs each, alternating`);
-  console.log(`images: ours ${mib(oursImage)} MiB (examples/hello), baseline ${mib(baseImage)} MiB (busybox only)`);
-  console.log(pad(['', 'median s', 'min s'], w));
-  console.log(pad(['baseline: launch → busybox /init marker', s(baseTotal.median), s(baseTotal.min)], w));
-  console.log(pad(['ours: POST /api/v1/vms → first proxied 200', s(oursTotal.median), s(oursTotal.min)], w));
-  console.log(pad([`ratio ours ÷ baseline (goal ≤ ${GOAL_RATIO}×)`, `${ratioMedian.toFixed(2)}×`, `${ratioMin.toFixed(2)}×`], w));
-  const oursPhases = phaseStats(ours);
-  const basePhases = phaseStats(base);
-  console.log('where the time goes (host time at first sight on the serial console, polled every 25 ms):');
-  for (const [label, phases, rs] of [['baseline', basePhases, base], ['ours', oursPhases, ours]] as const) {
-    console.log(`  ${label}:`);
-    for (const p of phases) console.log(pad([`    ${p.name}`, s(p.median), s(p.min)], w));
-    const g = guestInit(rs);
-    if (g !== undefined) console.log(pad([`    (guest clock at ${KERNEL_INIT}, printk)`, g.toFixed(2), ''], w));
+  const w = [62, 10, 10, 12, 12];
+  console.log(`bench/boot: kernel ${kernel.version}, QEMU q35 TCG -cpu max, ${memoryMb} MiB, -smp ${CPUS}, ${runs} runs each, alternating`);
+  if (!layouts.includes('shared')) console.log('(c) not measured: this volar has no `plugins build --layout` (the shared runtime is not in this tree)');
+  console.log(pad(['', 'median s', 'min s', 'PSS MiB', 'image MiB'], w));
+  for (const v of variants) {
+    const t = totals.get(v)!;
+    const pss = medianOf(results.get(v)!.map((r) => r.pssKb));
+    const img = images[v];
+    console.log(pad([LABELS[v], s(t.median), s(t.min), pss === undefined ? '-' : mib(pss), img === undefined ? '-' : mib(img / 1024)], w));
+  }
+  const ratios: [string, number | undefined, string][] = [
+    ['(c) ÷ (b)', ratio('volant_shared', 'hand_built'), `goal ≤ ${GOAL_VS_HAND_BUILT}`],
+    ['(c) ÷ (a)', ratio('volant_shared', 'bare'), `goal ≤ ${GOAL_VS_BARE}`],
+    ['(d) ÷ (b)', ratio('volant_single', 'hand_built'), ''],
+    ['(d) ÷ (a)', ratio('volant_single', 'bare'), ''],
+  ];
+  for (const [label, value, goal] of ratios) console.log(pad([`ratio ${label} ${goal}`, value === undefined ? '-' : `${value.toFixed(2)}×`], w));
+  console.log('where the time goes (median s; host time at first sight on the serial console):');
+  const phases: Record<string, Record<string, number>> = {};
+  const kestrel: Record<string, unknown> = {};
+  for (const v of variants) {
+    const rs = results.get(v)!;
+    console.log(`  ${LABELS[v]}`);
+    const ps = phaseStats(rs);
+    phases[v] = Object.fromEntries(ps.map((p) => [p.name, Math.round(p.median)]));
+    for (const p of ps) console.log(pad([`    ${p.name}`, s(p.median), s(p.min)], w));
+    const g = medianOf(rs.map((r) => r.guestInitS));
+    if (g !== undefined) console.log(pad([`    (guest clock at ${KERNEL_INIT}, printk)`, g.toFixed(2)], w));
+    const nodeUp = medianOf(rs.map((r) => r.kestrel?.nodeUpMs));
+    if (nodeUp !== undefined) {
+      const caches = [...new Set(rs.map((r) => r.kestrel?.codeCache ?? '?'))].join('/');
+      console.log(pad([`    (kestrel's start: Node start + bundle load, code cache ${caches})`, s(nodeUp)], w));
+      kestrel[v] = { node_up_ms: nodeUp, code_cache: caches };
+    }
   }
 
   const ms = (x: { median: number; min: number }) => ({ median: Math.round(x.median), min: Math.round(x.min) });
+  const c_vs_b = ratio('volant_shared', 'hand_built');
+  const c_vs_a = ratio('volant_shared', 'bare');
   console.log(
     JSON.stringify({
       bench: 'boot',
       runs,
-      memory_mb: MEMORY_MB,
+      memory_mb: memoryMb,
       cpus: CPUS,
-      baseline_ms: { ...ms(baseTotal), all: base.map((r) => Math.round(r.totalMs)) },
-      ours_ms: { ...ms(oursTotal), all: ours.map((r) => Math.round(r.totalMs)) },
-      ratio_median: Number(ratioMedian.toFixed(3)),
-      ratio_min: Number(ratioMin.toFixed(3)),
-      goal: GOAL_RATIO,
-      met: ratioMedian <= GOAL_RATIO,
-      phases_ms: { baseline: Object.fromEntries(basePhases.map((p) => [p.name, Math.round(p.median)])), ours: Object.fromEntries(oursPhases.map((p) => [p.name, Math.round(p.median)])) },
-      guest_init_s: { baseline: guestInit(base), ours: guestInit(ours) },
-      image_bytes: { baseline: baseImage, ours: oursImage },
+      layouts,
+      ms: Object.fromEntries(variants.map((v) => [v, { ...ms(totals.get(v)!), all: results.get(v)!.map((r) => Math.round(r.totalMs)) }])),
+      pss_kb: Object.fromEntries(variants.map((v) => [v, medianOf(results.get(v)!.map((r) => r.pssKb))])),
+      image_bytes: images,
+      ratio_shared_vs_hand_built: c_vs_b,
+      ratio_shared_vs_bare: c_vs_a,
+      ratio_single_vs_hand_built: ratio('volant_single', 'hand_built'),
+      ratio_single_vs_bare: ratio('volant_single', 'bare'),
+      goals: { shared_vs_hand_built: GOAL_VS_HAND_BUILT, shared_vs_bare: GOAL_VS_BARE },
+      met: c_vs_b !== undefined && c_vs_a !== undefined ? c_vs_b <= GOAL_VS_HAND_BUILT && c_vs_a <= GOAL_VS_BARE : null,
+      phases_ms: phases,
+      kestrel_start: kestrel,
     }),
   );
 } catch (e) {
   console.error(`bench/boot failed: ${(e as Error).stack ?? e}`);
   process.exitCode = 1;
 } finally {
+  await net?.dispose();
   await env?.dispose();
 }
 // A keep-alive client socket or a finished child's pipe must not keep the bench from ending.

@@ -10,13 +10,34 @@ export interface Milestone {
   pattern: RegExp;
 }
 
-/** In boot order. The kernel line is Linux's `run_init_process` message; the rest are kestrel's. */
+/**
+ * In boot order. The kernel line is Linux's `run_init_process` message; the busybox lines are
+ * test/support/vmm-initramfs.ts's init (the bare and hand-built images); the rest are kestrel's.
+ */
 export const KERNEL_INIT = 'kernel runs /init';
 export const MILESTONES: readonly Milestone[] = [
   { name: KERNEL_INIT, pattern: /Run \/init as init process/ },
+  { name: 'busybox init ran', pattern: /VOLANT-VMM-TEST-MARKER/ },
+  { name: 'eth0 up', pattern: /NET-UP mac=/ },
   { name: 'kestrel starting', pattern: /kestrel: starting/ },
   { name: 'kestrel ready', pattern: /kestrel: ready/ },
 ];
+
+/** What kestrel says about its own start on its `starting` line (guest/startup.ts). */
+export interface KestrelStart {
+  /** ms from Node's start to kestrel's first line: Node's own start plus loading the bundle. */
+  nodeUpMs: number;
+  /** The guest kernel's uptime then, s. */
+  guestUpS?: number;
+  /** What V8 made of the code cache: accepted, rejected, absent, or `not used` (an image without the loader). */
+  codeCache?: string;
+}
+
+export function kestrelStart(serial: string): KestrelStart | undefined {
+  const m = /kestrel: starting [^\n]*\(node up (\d+) ms(?:, guest up ([\d.]+) s)?(?:, code cache ([a-z ]+))?\)/.exec(serial);
+  if (!m) return undefined;
+  return { nodeUpMs: Number(m[1]), guestUpS: m[2] === undefined ? undefined : Number(m[2]), codeCache: m[3] };
+}
 
 /** Consecutive points in time (ms) as named intervals: `a → b` lasted `b.at - a.at`. */
 export function intervals(points: { name: string; at: number }[]): { name: string; ms: number }[] {

@@ -8,8 +8,8 @@
  */
 
 import { execFileSync } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { basename, join } from 'node:path';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { VmProcess } from '../../host/vmm/launcher.js';
 
@@ -18,7 +18,8 @@ export const BUSYBOX = ['/bin/busybox', '/usr/bin/busybox'].find((p) => existsSy
 /** What virtio-net-pci needs from Debian's cloud kernel, in load order (its modules.dep). */
 export const VIRTIO_NET_MODULES = ['virtio_ring', 'virtio', 'virtio_pci_modern_dev', 'virtio_pci_legacy_dev', 'virtio_pci', 'failover', 'net_failover', 'virtio_net'];
 
-const INIT = `#!/bin/busybox sh
+const IDLE = 'while :; do $bb sleep 3600; done';
+const init = (run: string): string => `#!/bin/busybox sh
 bb=/bin/busybox
 $bb mkdir -p /proc /dev /sys
 $bb mount -t devtmpfs devtmpfs /dev 2>/dev/null
@@ -38,7 +39,7 @@ fi
 case " $CMDLINE " in
   *" volant.name=init-exits "*) echo "test init: exiting on purpose"; exit 0 ;;
 esac
-while :; do $bb sleep 3600; done
+${run}
 `;
 
 function findModule(modulesDir: string, name: string): string {
@@ -53,13 +54,19 @@ function findModule(modulesDir: string, name: string): string {
   throw new Error(`kernel module ${name}.ko not found under ${modulesDir}`);
 }
 
+/** More for the image: host files copied in at their image paths, and what init runs last instead of idling. */
+export interface InitramfsPayload {
+  files: { image: string; host: string }[];
+  run: string;
+}
+
 /** Writes the initramfs (uncompressed newc cpio) to `out`, using `workDir` for the tree. */
-export function makeTestInitramfs(out: string, workDir: string, modules?: { modulesDir: string; names: string[] }): void {
+export function makeTestInitramfs(out: string, workDir: string, modules?: { modulesDir: string; names: string[] }, payload?: InitramfsPayload): void {
   if (!BUSYBOX) throw new Error('busybox is not installed');
   const tree = join(workDir, 'initramfs-tree');
   for (const d of ['bin', 'etc', 'lib/modules']) mkdirSync(join(tree, d), { recursive: true });
   copyFileSync(BUSYBOX, join(tree, 'bin', 'busybox'));
-  writeFileSync(join(tree, 'init'), INIT);
+  writeFileSync(join(tree, 'init'), init(payload?.run ?? IDLE));
   chmodSync(join(tree, 'init'), 0o755);
   const files = ['init', 'bin', 'bin/busybox', 'etc', 'lib', 'lib/modules'];
   if (modules) {
@@ -72,7 +79,17 @@ export function makeTestInitramfs(out: string, workDir: string, modules?: { modu
     writeFileSync(join(tree, 'etc', 'modules.load'), `${names.join('\n')}\n`);
     files.push('etc/modules.load');
   }
-  writeFileSync(out, execFileSync('cpio', ['-o', '-H', 'newc', '--quiet'], { cwd: tree, input: `${files.join('\n')}\n`, maxBuffer: 64 << 20 }));
+  for (const f of payload?.files ?? []) {
+    const rel = f.image.replace(/^\/+/, '');
+    for (let d = dirname(rel); d !== '.' && !files.includes(d); d = dirname(d)) files.push(d);
+    mkdirSync(join(tree, dirname(rel)), { recursive: true });
+    copyFileSync(f.host, join(tree, rel));
+    chmodSync(join(tree, rel), statSync(f.host).mode & 0o777);
+    files.push(rel);
+  }
+  // cpio wants a folder before what it holds.
+  files.sort((a, b) => a.split('/').length - b.split('/').length || a.localeCompare(b));
+  writeFileSync(out, execFileSync('cpio', ['-o', '-H', 'newc', '--quiet'], { cwd: tree, input: `${files.join('\n')}\n`, maxBuffer: 1 << 30 }));
 }
 
 /** TCG on a shared, busy machine: generous, and only an upper bound (callers poll). */

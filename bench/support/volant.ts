@@ -1,0 +1,119 @@
+/**
+ * What the VM benchmarks (bench/boot, bench/density) share about driving a real volantd: build
+ * examples/hello in each image layout and install each as its own plugin, create a VM and wait
+ * for its first proxied 200, read kestrel's /healthz, read a QEMU process's memory, delete.
+ *
+ * Layouts: `shared` (the runtime on a read-only image every VM maps) and `single` (everything in
+ * one initramfs). `volar plugins build --layout` chooses; a volar without that flag builds only
+ * the single-file image, and `layoutsSupported` says so, so a bench reports the shared layout as
+ * unavailable instead of measuring the wrong thing under its name.
+ */
+
+import { cpSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { agentGet } from '../../host/orchestrator/kestrel-client.js';
+import type { E2eEnv } from '../../test/support/e2e-env.js';
+import { REPO_ROOT } from '../../test/support/kernel.js';
+
+export type Layout = 'shared' | 'single';
+
+const BUILD_TIMEOUT_MS = 600_000;
+export const CREATE_TIMEOUT_MS = 360_000;
+const FIRST_200_TIMEOUT_MS = 60_000;
+const PROXY_RETRY_MS = 50;
+const AGENT_TIMEOUT_MS = 10_000;
+/** The workload path every layout's VM is asked for (examples/hello's `/hello`). */
+export const HELLO_PATH = '/hello';
+
+/** The layouts this volar can build (`--layout` in `volar plugins build --help`). */
+export async function layoutsSupported(env: E2eEnv): Promise<Layout[]> {
+  const help = await env.volar(['plugins', 'build', '--help']);
+  return /--layout\b/.test(help.stdout) ? ['shared', 'single'] : ['single'];
+}
+
+/** The plugin name a layout's copy of examples/hello is installed under. */
+export const helloPlugin = (layout: Layout): string => (layout === 'shared' ? 'hello' : 'hello-single');
+
+export interface BuiltPlugin {
+  layout: Layout;
+  plugin: string;
+  /** The build output folder (initramfs.img, plugin.json). */
+  dir: string;
+  /** What `volar plugins build --json` printed. */
+  result: { imageBytes: number; seconds: number; [k: string]: unknown };
+}
+
+/**
+ * Builds examples/hello in `layout` (a copy renamed per layout, so both can be installed at once)
+ * and installs it. `layouts` is what layoutsSupported answered.
+ */
+export async function buildAndInstallHello(env: E2eEnv, layout: Layout, layouts: Layout[], workDir: string): Promise<BuiltPlugin> {
+  const plugin = helloPlugin(layout);
+  const src = join(workDir, `src-${plugin}`);
+  cpSync(join(REPO_ROOT, 'examples', 'hello'), src, { recursive: true, filter: (p) => !p.includes('/build') });
+  const manifestFile = join(src, 'plugin.json');
+  const manifest = JSON.parse(readFileSync(manifestFile, 'utf8')) as { name: string };
+  manifest.name = plugin;
+  writeFileSync(manifestFile, `${JSON.stringify(manifest, null, 2)}\n`);
+  const dir = join(workDir, `build-${plugin}`);
+  const layoutArgs = layouts.includes('shared') ? ['--layout', layout] : [];
+  const b = await env.volar(['--json', 'plugins', 'build', src, '-o', dir, '--kernel', env.kernel.vmlinuz, '--modules', env.kernel.modulesDir, ...layoutArgs], { timeoutMs: BUILD_TIMEOUT_MS });
+  if (b.code !== 0) throw new Error(`volar plugins build ${plugin} failed (${b.code}): ${b.stderr || b.stdout}`);
+  const inst = await env.volar(['plugins', 'install', dir]);
+  if (inst.code !== 0) throw new Error(`volar plugins install ${plugin} failed (${inst.code}): ${inst.stderr || inst.stdout}`);
+  return { layout, plugin, dir, result: JSON.parse(b.stdout) as BuiltPlugin['result'] };
+}
+
+export interface CreatedVm {
+  name: string;
+  /** QEMU's pid. */
+  pid: number;
+  /** ms from the POST to its answer. */
+  createMs: number;
+}
+
+/** `POST /api/v1/vms` (waits for kestrel's health); throws with volantd's answer unless 201. */
+export async function createVm(env: E2eEnv, body: { name: string; plugin: string; cpus: number; memory_mb: number }): Promise<CreatedVm> {
+  const started = performance.now();
+  const created = await Promise.race([
+    env.api('POST', '/api/v1/vms', body),
+    sleep(CREATE_TIMEOUT_MS).then(() => {
+      throw new Error(`POST /api/v1/vms ${body.name} did not answer within ${CREATE_TIMEOUT_MS} ms`);
+    }),
+  ]);
+  const createMs = performance.now() - started;
+  const pid = (created.json as { pid?: number } | undefined)?.pid;
+  if (typeof pid === 'number') env.track(pid);
+  if (created.status !== 201) throw new Error(`POST /api/v1/vms ${body.name} answered ${created.status}: ${created.text.slice(0, 2000)}`);
+  if (typeof pid !== 'number') throw new Error(`POST /api/v1/vms ${body.name} answered without a pid: ${created.text.slice(0, 500)}`);
+  return { name: body.name, pid, createMs };
+}
+
+/** Polls the VM's workload through volantd's ingress until it answers 200. */
+export async function waitProxied200(env: E2eEnv, name: string): Promise<void> {
+  const deadline = Date.now() + FIRST_200_TIMEOUT_MS;
+  for (;;) {
+    const r = await env.api('GET', `/api/v1/vms/${name}/proxy${HELLO_PATH}`).catch((e: Error) => ({ status: 0, text: e.message }));
+    if (r.status === 200) return;
+    if (Date.now() > deadline) throw new Error(`no 200 from /api/v1/vms/${name}/proxy${HELLO_PATH} within ${FIRST_200_TIMEOUT_MS} ms (last: ${r.status} ${r.text.slice(0, 300)})`);
+    await sleep(PROXY_RETRY_MS);
+  }
+}
+
+export async function deleteVm(env: E2eEnv, name: string): Promise<void> {
+  const d = await env.api('DELETE', `/api/v1/vms/${name}?force=1`);
+  if (d.status !== 204) console.error(`warning: DELETE ${name} answered ${d.status}: ${d.text}`);
+}
+
+/** The VM's serial console log (kernel and kestrel lines). */
+export const serialLogOf = (env: E2eEnv, name: string): string => join(env.stateDir, 'vms', name, 'serial.log');
+
+/** kestrel's /healthz, asked over the VM's hybrid vsock socket (the agent transport volantd uses under QEMU). */
+export async function kestrelHealth(env: E2eEnv, name: string): Promise<Record<string, unknown>> {
+  const res = await agentGet({ kind: 'vsock', socketPath: join(env.stateDir, 'run', 'vms', name, 'vsock.sock') }, '/healthz', { timeoutMs: AGENT_TIMEOUT_MS });
+  const chunks: Buffer[] = [];
+  for await (const c of res) chunks.push(c as Buffer);
+  if (res.statusCode !== 200) throw new Error(`kestrel /healthz of ${name} answered ${res.statusCode}`);
+  return JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown>;
+}

@@ -4,33 +4,26 @@
  * for its first proxied 200, read kestrel's /healthz, read a QEMU process's memory, delete.
  *
  * Layouts: `shared` (the runtime on a read-only image every VM maps) and `single` (everything in
- * one initramfs). `volar plugins build --layout` chooses; a volar without that flag builds only
- * the single-file image, and `layoutsSupported` says so, so a bench reports the shared layout as
- * unavailable instead of measuring the wrong thing under its name.
+ * one initramfs), built with `buildPlugin` (what `volar plugins build --layout` runs), the shared
+ * runtime image into volantd's `<state_dir>/runtimes` so no create pays for building it.
  */
 
 import { cpSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { agentGet } from '../../host/orchestrator/kestrel-client.js';
+import { type BuildResult, buildPlugin, type Layout } from '../../initramfs/build.js';
 import type { E2eEnv } from '../../test/support/e2e-env.js';
 import { REPO_ROOT } from '../../test/support/kernel.js';
 
-export type Layout = 'shared' | 'single';
+export type { Layout } from '../../initramfs/build.js';
 
-const BUILD_TIMEOUT_MS = 600_000;
 export const CREATE_TIMEOUT_MS = 360_000;
 const FIRST_200_TIMEOUT_MS = 60_000;
 const PROXY_RETRY_MS = 50;
 const AGENT_TIMEOUT_MS = 10_000;
 /** The workload path every layout's VM is asked for (examples/hello's `/hello`). */
 export const HELLO_PATH = '/hello';
-
-/** The layouts this volar can build (`--layout` in `volar plugins build --help`). */
-export async function layoutsSupported(env: E2eEnv): Promise<Layout[]> {
-  const help = await env.volar(['plugins', 'build', '--help']);
-  return /--layout\b/.test(help.stdout) ? ['shared', 'single'] : ['single'];
-}
 
 /** The plugin name a layout's copy of examples/hello is installed under. */
 export const helloPlugin = (layout: Layout): string => (layout === 'shared' ? 'hello' : 'hello-single');
@@ -40,15 +33,11 @@ export interface BuiltPlugin {
   plugin: string;
   /** The build output folder (initramfs.img, plugin.json). */
   dir: string;
-  /** What `volar plugins build --json` printed. */
-  result: { imageBytes: number; seconds: number; [k: string]: unknown };
+  result: BuildResult;
 }
 
-/**
- * Builds examples/hello in `layout` (a copy renamed per layout, so both can be installed at once)
- * and installs it. `layouts` is what layoutsSupported answered.
- */
-export async function buildAndInstallHello(env: E2eEnv, layout: Layout, layouts: Layout[], workDir: string): Promise<BuiltPlugin> {
+/** Builds examples/hello in `layout` (a copy renamed per layout, so both can be installed at once) and installs it. */
+export async function buildAndInstallHello(env: E2eEnv, layout: Layout, workDir: string): Promise<BuiltPlugin> {
   const plugin = helloPlugin(layout);
   const src = join(workDir, `src-${plugin}`);
   cpSync(join(REPO_ROOT, 'examples', 'hello'), src, { recursive: true, filter: (p) => !p.includes('/build') });
@@ -57,12 +46,10 @@ export async function buildAndInstallHello(env: E2eEnv, layout: Layout, layouts:
   manifest.name = plugin;
   writeFileSync(manifestFile, `${JSON.stringify(manifest, null, 2)}\n`);
   const dir = join(workDir, `build-${plugin}`);
-  const layoutArgs = layouts.includes('shared') ? ['--layout', layout] : [];
-  const b = await env.volar(['--json', 'plugins', 'build', src, '-o', dir, '--kernel', env.kernel.vmlinuz, '--modules', env.kernel.modulesDir, ...layoutArgs], { timeoutMs: BUILD_TIMEOUT_MS });
-  if (b.code !== 0) throw new Error(`volar plugins build ${plugin} failed (${b.code}): ${b.stderr || b.stdout}`);
+  const result = await buildPlugin({ pluginDir: src, outDir: dir, kernelVersion: env.kernel.version, modulesDir: env.kernel.modulesDir, layout, runtimeDir: join(env.stateDir, 'runtimes') });
   const inst = await env.volar(['plugins', 'install', dir]);
   if (inst.code !== 0) throw new Error(`volar plugins install ${plugin} failed (${inst.code}): ${inst.stderr || inst.stdout}`);
-  return { layout, plugin, dir, result: JSON.parse(b.stdout) as BuiltPlugin['result'] };
+  return { layout, plugin, dir, result };
 }
 
 export interface CreatedVm {

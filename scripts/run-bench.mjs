@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 /** Quick ones first, so a broken setup shows early. */
-const ORDER = ['ipam', 'egress', 'initramfs', 'ingress', 'boot'];
+const ORDER = ['ipam', 'egress', 'initramfs', 'ingress', 'boot', 'density'];
 
 const available = readdirSync(join(root, 'bench')).filter((d) => existsSync(join(root, 'bench', d, 'index.ts')));
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));

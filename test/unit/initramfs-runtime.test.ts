@@ -117,13 +117,13 @@ describe('shared runtime image and the shared layout', { skip, timeout: 600_000 
     const init = readFileSync(join(dir, 'init'), 'utf8');
     assert.match(init, /^#!\/lib\/volant\/stage1\/busybox sh\n/);
     assert.match(init, /mount -t erofs -o "\$opts" "\$node" \/rt/);
-    assert.match(init, /exec \/usr\/bin\/node \/lib\/volant\/kestrel\.mjs/);
+    assert.match(init, /exec \/usr\/bin\/node \/lib\/volant\/kestrel\.cjs/);
     assert.ok(lstatSync(join(dir, 'rt')).isDirectory());
     assert.equal(readlinkSync(join(dir, 'usr')), '/rt/usr');
     assert.equal(readlinkSync(join(dir, 'bin')), '/rt/bin');
     assert.equal(readlinkSync(join(dir, 'lib64')), '/rt/lib64');
     assert.equal(readlinkSync(join(dir, 'lib/volant/volant_native.node')), '/rt/lib/volant/volant_native.node');
-    assert.ok(lstatSync(join(dir, 'lib/volant/kestrel.mjs')).isFile());
+    assert.ok(lstatSync(join(dir, 'lib/volant/kestrel-bundle.cache')).isFile());
     assert.ok(lstatSync(join(dir, 'app/server.mjs')).isFile());
     // Stage-1's own modules, per device, each listed file present, dependencies first.
     for (const device of ['pmem', 'blk']) {

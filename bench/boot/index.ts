@@ -29,41 +29,29 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { defaultCacheDir } from '../../initramfs/cache.js';
 import { buildKernelCmdline } from '../../host/vmm/cmdline.js';
 import type { LaunchSpec } from '../../host/vmm/launcher.js';
-import { MIN_MEMORY_MB } from '../../host/vmm/launcher.js';
 import { createQemuLauncher } from '../../host/vmm/qemu.js';
 import { type E2eEnv, startE2eEnv } from '../../test/support/e2e-env.js';
-import { isRoot, qemuAvailable } from '../../test/support/qemu.js';
 import { GUEST_BOOT_TIMEOUT_MS, INIT_MARKER, makeTestInitramfs } from '../../test/support/vmm-initramfs.js';
 import { integerFlag } from '../support/args.js';
 import { mib, processPss } from '../support/memory.js';
 import { median } from '../support/stats.js';
-import { buildAndInstallHello, createVm, deleteVm, type Layout, serialLogOf, waitProxied200 } from '../support/volant.js';
+import { buildAndInstallHello, createVm, deleteVm, type Layout, memoryFlag, serialLogOf, skipUnlessVmsCanRun, VM_CPUS, waitProxied200 } from '../support/volant.js';
 import { handBuiltCmdline, makeHandBuiltImage, makeHandBuiltNet } from './hand-built.js';
 import { measureKestrelStart, printKestrelStart } from './kestrel-start.js';
 import { guestSecondsAtInit, intervals, KERNEL_INIT, type KestrelStart, kestrelStart, MILESTONES, noteMilestones } from './timeline.js';
 
 const DEFAULT_RUNS = 3;
 const MAX_RUNS = 50;
-/** The hand-built image (92 MB unpacked into RAM) needs ~320 MiB; all four get the same. */
-const DEFAULT_MEMORY_MB = 512;
-const MAX_MEMORY_MB = 4096;
-const CPUS = 1;
+const CPUS = VM_CPUS;
 const SERIAL_POLL_MS = 25;
 const STOP_TIMEOUT_MS = 1000;
 const GOAL_VS_HAND_BUILT = 1.0;
 const GOAL_VS_BARE = 1.5;
 
-const skip = !isRoot() ? 'needs root (network namespaces, bridges, taps)' : !qemuAvailable() ? 'qemu-system-x86_64 is not installed' : undefined;
-if (skip) {
-  console.log(`bench/boot skipped: ${skip}`);
-  console.log(JSON.stringify({ bench: 'boot', skipped: skip }));
-  process.exit(0);
-}
-
+skipUnlessVmsCanRun('boot');
 const argv = process.argv.slice(2);
 const runs = integerFlag(argv, '--runs', DEFAULT_RUNS, MAX_RUNS);
-const memoryMb = integerFlag(argv, '--memory', DEFAULT_MEMORY_MB, MAX_MEMORY_MB);
-if (memoryMb < MIN_MEMORY_MB) throw new Error(`--memory takes at least ${MIN_MEMORY_MB} MiB`);
+const memoryMb = memoryFlag(argv);
 const work = mkdtempSync(join(tmpdir(), `volant-bench-boot-${process.pid}-`));
 const launcher = createQemuLauncher({ accel: 'tcg' });
 

@@ -19,30 +19,20 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type E2eEnv, startE2eEnv } from '../../test/support/e2e-env.js';
-import { isRoot, qemuAvailable } from '../../test/support/qemu.js';
 import { integerFlag } from '../support/args.js';
 import { mib, type Pss, processPss } from '../support/memory.js';
 import { median } from '../support/stats.js';
-import { buildAndInstallHello, createVm, deleteVm, kestrelHealth, type Layout, waitProxied200 } from '../support/volant.js';
+import { buildAndInstallHello, createVm, deleteVm, kestrelHealth, type Layout, memoryFlag, skipUnlessVmsCanRun, VM_CPUS, waitProxied200 } from '../support/volant.js';
 
 const DEFAULT_VMS = 8;
 const MAX_VMS = 32;
-/** The single-file image (92 MB unpacked into RAM) needs ~320 MiB; both layouts get the same. */
-const DEFAULT_MEMORY_MB = 512;
-const MAX_MEMORY_MB = 4096;
-const CPUS = 1;
+const CPUS = VM_CPUS;
 const GOAL_PSS_RATIO = 0.25;
 
-const skip = !isRoot() ? 'needs root (network namespaces, bridges, taps)' : !qemuAvailable() ? 'qemu-system-x86_64 is not installed' : undefined;
-if (skip) {
-  console.log(`bench/density skipped: ${skip}`);
-  console.log(JSON.stringify({ bench: 'density', skipped: skip }));
-  process.exit(0);
-}
-
+skipUnlessVmsCanRun('density');
 const argv = process.argv.slice(2);
 const vms = integerFlag(argv, '--vms', DEFAULT_VMS, MAX_VMS);
-const memoryMb = integerFlag(argv, '--memory', DEFAULT_MEMORY_MB, MAX_MEMORY_MB);
+const memoryMb = memoryFlag(argv);
 const work = mkdtempSync(join(tmpdir(), `volant-bench-density-${process.pid}-`));
 
 interface VmMemory {

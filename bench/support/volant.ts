@@ -13,10 +13,34 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { agentGet } from '../../host/orchestrator/kestrel-client.js';
 import { type BuildResult, buildPlugin, type Layout } from '../../initramfs/build.js';
+import { MIN_MEMORY_MB } from '../../host/vmm/launcher.js';
 import type { E2eEnv } from '../../test/support/e2e-env.js';
 import { REPO_ROOT } from '../../test/support/kernel.js';
+import { isRoot, qemuAvailable } from '../../test/support/qemu.js';
+import { integerFlag } from './args.js';
 
 export type { Layout } from '../../initramfs/build.js';
+
+/** Every VM of the VM benchmarks gets this much (`--memory`): a single-file image unpacks its 92 MB runtime into RAM and needs ~320 MiB. */
+const DEFAULT_MEMORY_MB = 512;
+const MAX_MEMORY_MB = 4096;
+export const VM_CPUS = 1;
+
+/** Ends a VM benchmark with its `skipped` line unless it can run here (root for namespaces, QEMU). */
+export function skipUnlessVmsCanRun(bench: string): void {
+  const skip = !isRoot() ? 'needs root (network namespaces, bridges, taps)' : !qemuAvailable() ? 'qemu-system-x86_64 is not installed' : undefined;
+  if (!skip) return;
+  console.log(`bench/${bench} skipped: ${skip}`);
+  console.log(JSON.stringify({ bench, skipped: skip }));
+  process.exit(0);
+}
+
+/** `--memory MiB` for every VM, MIN_MEMORY_MB..MAX_MEMORY_MB. */
+export function memoryFlag(argv: readonly string[]): number {
+  const mb = integerFlag(argv, '--memory', DEFAULT_MEMORY_MB, MAX_MEMORY_MB);
+  if (mb < MIN_MEMORY_MB) throw new Error(`--memory takes at least ${MIN_MEMORY_MB} MiB, got ${mb}`);
+  return mb;
+}
 
 export const CREATE_TIMEOUT_MS = 360_000;
 const FIRST_200_TIMEOUT_MS = 60_000;

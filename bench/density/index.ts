@@ -93,6 +93,9 @@ try {
       layout,
       {
         pss_kb_median: median(rs.map((r) => r.pss.pss_kb)),
+        // What the guest made QEMU hold: its RAM pages (shmem) and mapped files; the rest (anon) is
+        // mostly TCG's translated code, the same for both layouts and absent under KVM.
+        guest_pss_kb_median: median(rs.map((r) => r.pss.pss_shmem_kb + r.pss.pss_file_kb)),
         pss_kb_total: rs.reduce((a, r) => a + r.pss.pss_kb, 0),
         mem_available_kb_median: median(rs.map((r) => r.memAvailableKb)),
         mem_total_kb: median(rs.map((r) => r.memTotalKb)),
@@ -103,8 +106,11 @@ try {
   for (const [layout, sm] of Object.entries(summary)) {
     console.log(`${layout}: PSS per VM median ${mib(sm.pss_kb_median)} MiB (all ${vms}: ${mib(sm.pss_kb_total)} MiB), guest MemAvailable median ${mib(sm.mem_available_kb_median)} of ${mib(sm.mem_total_kb)} MiB`);
   }
-  const ratio = summary.shared && summary.single ? Number((summary.shared.pss_kb_median / summary.single.pss_kb_median).toFixed(3)) : undefined;
-  if (ratio !== undefined) console.log(`ratio PSS per VM shared ÷ single: ${ratio.toFixed(3)} (goal ≤ ${GOAL_PSS_RATIO})`);
+  const shared = summary.shared!;
+  const single = summary.single!;
+  const ratio = Number((shared.pss_kb_median / single.pss_kb_median).toFixed(3));
+  const guestRatio = Number((shared.guest_pss_kb_median / single.guest_pss_kb_median).toFixed(3));
+  console.log(`ratio PSS per VM shared ÷ single: ${ratio.toFixed(3)} (goal ≤ ${GOAL_PSS_RATIO}); guest RAM + files only (shmem + file, without TCG's anon): ${guestRatio.toFixed(3)}`);
   console.log(
     JSON.stringify({
       bench: 'density',
@@ -114,9 +120,10 @@ try {
       layouts,
       ...summary,
       ratio_pss_shared_vs_single: ratio,
-      ratio_mem_available_shared_vs_single: summary.shared && summary.single ? Number((summary.shared.mem_available_kb_median / summary.single.mem_available_kb_median).toFixed(3)) : undefined,
+      ratio_guest_pss_shared_vs_single: guestRatio,
+      ratio_mem_available_shared_vs_single: Number((shared.mem_available_kb_median / single.mem_available_kb_median).toFixed(3)),
       goal: GOAL_PSS_RATIO,
-      met: ratio === undefined ? null : ratio <= GOAL_PSS_RATIO,
+      met: ratio <= GOAL_PSS_RATIO,
     }),
   );
 } catch (e) {

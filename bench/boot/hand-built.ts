@@ -11,8 +11,9 @@
  * eth0 yet; the values still come from `ip=`, applied by busybox once the driver is loaded.
  *
  * The VM sits on a tap on a bridge in a namespace made here; the first 200 is asked for directly
- * on the bridge, by a poller inside that namespace that starts a fresh request every POLL_MS
- * (a request to an address that has no ARP entry yet would otherwise wait out ARP's retries).
+ * on the bridge, by a poller inside that namespace that starts a fresh connection attempt every
+ * POLL_MS until one connects (a SYN the guest is not up to answer would otherwise wait out TCP's
+ * retransmission), then waits for that request's answer.
  */
 
 import type { ChildProcess } from 'node:child_process';
@@ -29,7 +30,7 @@ export const HAND_BUILT_GUEST = { address: '10.77.0.2', host: '10.77.0.1', netma
 const BRIDGE = 'bbr0';
 const TAP = 'bbtap0';
 const POLL_MS = 25;
-const REQUEST_TIMEOUT_MS = 2000;
+const CONNECT_TIMEOUT_MS = 1000;
 
 /** The kernel command line a person writes: console, the same panic behaviour as Volant's, and `ip=`. */
 export const handBuiltCmdline = (): string => {
@@ -76,14 +77,21 @@ export async function makeHandBuiltNet(): Promise<HandBuiltNet> {
     await ns.dispose();
     throw e;
   }
+  // A fresh connection attempt every POLL_MS until one connects; once connected, that request is
+  // waited for (a response timeout would make a slow guest livelock under a pile of retries).
   const poller = `const http = require('node:http');
 const url = process.argv[1];
+let inFlight = 0;
 const tick = () => {
-  const req = http.get(url, { timeout: ${REQUEST_TIMEOUT_MS}, agent: false }, (res) => {
+  if (inFlight > 0) return;
+  let connected = false;
+  const req = http.get(url, { agent: false }, (res) => {
     res.resume();
     if (res.statusCode === 200) { process.stdout.write('200\\n'); process.exit(0); }
   });
-  req.on('timeout', () => req.destroy());
+  const timer = setTimeout(() => req.destroy(), ${CONNECT_TIMEOUT_MS});
+  req.on('socket', (s) => s.once('connect', () => { clearTimeout(timer); connected = true; inFlight++; }));
+  req.on('close', () => { clearTimeout(timer); if (connected) inFlight--; });
   req.on('error', () => {});
 };
 setInterval(tick, ${POLL_MS});

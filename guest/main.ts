@@ -11,6 +11,7 @@
  *   node guest/main.ts --listen unix:/path|tcp:HOST:PORT|vsock:PORT [--listen ...]
  *        --manifest FILE [--cmdline TEXT] [--egress-listen tcp:127.0.0.1:3128]
  *        [--egress-upstream vsock:2:3128|tcp:HOST:PORT|unix:PATH] [--reap-orphans]
+ *        [--relay-listen unix:PATH|tcp:HOST:PORT|vsock:PORT ...]
  *
  * It must stay bundleable by esbuild into one file: no dynamic imports of our own modules; the
  * native addon is reached only through native/index.ts.
@@ -19,7 +20,7 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { nativeAvailable } from '../native/index.js';
-import { workloadBaseUrl } from '../shared/schema/manifest.js';
+import { workloadBaseUrl, workloadRelayTarget } from '../shared/schema/manifest.js';
 import { type BootConfig, bootConfigFromCmdline, DEFAULT_HOSTNAME } from './boot/cmdline.js';
 import { IMAGE_MANIFEST_PATH, loadManifestFile } from './boot/manifest.js';
 import { loadImageModules } from './boot/modules.js';
@@ -35,8 +36,9 @@ import { type NetworkPlan, planNetwork } from './network/plan.js';
 import { endKestrel, fatal, isPid1, onShutdownSignals, reapedCount, startReaper } from './pid1.js';
 import { runVsockSelftest } from './selftest.js';
 import { createAgentServer } from './server/agent.js';
-import { agentEndpoints, type Endpoint, formatEndpoint, parseEndpoint, VSOCK_CID_ANY } from './server/endpoint.js';
+import { agentEndpoints, type Endpoint, formatEndpoint, parseEndpoint, relayEndpoints, VSOCK_CID_ANY } from './server/endpoint.js';
 import { createWorkloadProxy } from './server/proxy.js';
+import { createWorkloadRelay } from './server/relay.js';
 import { type Listener, listen } from './server/transports.js';
 import { workloadEnv, DEFAULT_PATH } from './workload/env.js';
 import { Supervisor } from './workload/supervisor.js';
@@ -49,6 +51,8 @@ interface Flags {
   cmdline?: string;
   egressListen?: Endpoint;
   egressUpstream?: Endpoint;
+  /** Where the raw relay listens outside a VM (as PID 1: `relayEndpoints`). */
+  relayListen: Endpoint[];
 }
 
 function readFlags(argv: string[]): Flags {
@@ -56,6 +60,7 @@ function readFlags(argv: string[]): Flags {
     args: argv,
     options: {
       listen: { type: 'string', multiple: true },
+      'relay-listen': { type: 'string', multiple: true },
       manifest: { type: 'string' },
       cmdline: { type: 'string' },
       'egress-listen': { type: 'string' },
@@ -65,7 +70,10 @@ function readFlags(argv: string[]): Flags {
     strict: true,
     allowPositionals: false,
   });
-  const flags: Flags = { listen: (values.listen ?? []).map((s) => parseEndpoint(s, VSOCK_CID_ANY)) };
+  const flags: Flags = {
+    listen: (values.listen ?? []).map((s) => parseEndpoint(s, VSOCK_CID_ANY)),
+    relayListen: (values['relay-listen'] ?? []).map((s) => parseEndpoint(s, VSOCK_CID_ANY)),
+  };
   if (values.manifest) flags.manifest = values.manifest;
   if (values.cmdline !== undefined) flags.cmdline = values.cmdline;
   if (values['egress-listen']) flags.egressListen = parseEndpoint(values['egress-listen']);
@@ -80,7 +88,7 @@ const DEV_BOOT_CONFIG: BootConfig = { mode: 'vsock', hostname: DEFAULT_HOSTNAME,
 async function boot(): Promise<void> {
   const pid1 = isPid1();
   const startedAt = Date.now();
-  const flags: Flags = pid1 ? { listen: [] } : readFlags(process.argv.slice(2));
+  const flags: Flags = pid1 ? { listen: [], relayListen: [] } : readFlags(process.argv.slice(2));
   say(`starting ${KESTREL_VERSION}${pid1 ? ' as PID 1' : ''} (${startupNote()})`);
 
   // 1, 2: file systems and kernel modules.
@@ -154,11 +162,24 @@ async function boot(): Promise<void> {
     };
   };
   const server = createAgentServer({ health, logs, proxy });
+  // The raw relay for the host's ingress (docs/agent.md): only for a workload without a path prefix.
+  const relayTarget = workloadRelayTarget(manifest);
+  const hostAddress = config.ip?.gateway;
+  const relay = relayTarget
+    ? createWorkloadRelay({
+        target: relayTarget,
+        workload: () => supervisor.snapshot(),
+        // On TCP only the host's bridge address may use it; vsock peers from outside are the host alone.
+        admit: (socket) => socket.remoteAddress === undefined || hostAddress === undefined || socket.remoteAddress.replace(/^::ffff:/, '') === hostAddress,
+      })
+    : undefined;
+  const relayWanted = relay ? (pid1 ? relayEndpoints(config.mode, nativeAvailable(), hostAddress) : flags.relayListen) : [];
   onShutdownSignals(async () => {
     await supervisor.stop();
     // Stop accepting, then cut what is still open (keep-alive clients, log followers, tunnels).
     const closing = [...listeners, ...(egressListener ? [egressListener] : [])].map((l) => l.close());
     server.closeAllConnections();
+    relay?.closeAll();
     forwarder?.closeAll();
     await Promise.all(closing);
     await proxy?.close();
@@ -177,6 +198,18 @@ async function boot(): Promise<void> {
     }
   }
   if (listeners.length === 0) throw new Error('the agent could not listen anywhere');
+  for (const endpoint of relayWanted) {
+    try {
+      const l = await listen(endpoint, (socket) => relay!.handle(socket));
+      listeners.push(l);
+      say(`relay listening on ${l.address} → ${relayTarget!.host}:${relayTarget!.port}`);
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      if (!pid1) throw e;
+      // The host then finds no relay and its request fails: say so on the console.
+      say(`relay cannot listen on ${formatEndpoint(endpoint)}: ${err.code ?? ''} ${err.message}`);
+    }
+  }
   say(`ready (${startupNote()})`);
 
   if (config.selftest === 'vsock') void runVsockSelftest();

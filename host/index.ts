@@ -12,6 +12,7 @@ export * from './ipam/index.js';
 export * from './network/index.js';
 export * from './ingress/index.js';
 export * from './orchestrator/index.js';
+export * from './agent/client.js';
 export * from './api/index.js';
 export * from './daemon/daemon.js';
 export { ApiClient, type ClientOptions } from './cli/client.js';

@@ -12,7 +12,15 @@
 
 import { VolantError } from './errors.js';
 
+/** kestrel's HTTP agent (its own API: /healthz, /v1/logs, and the HTTP-aware proxy), on vsock and on TCP. */
 export const AGENT_VSOCK_PORT = 8080;
+export const AGENT_TCP_PORT = AGENT_VSOCK_PORT;
+/**
+ * kestrel's raw relay: a connection here is piped byte for byte to the workload's HTTP port
+ * (guest/server/relay.ts). Only the host's ingress dials it, for requests it has already parsed
+ * and checked; the same number on vsock and TCP (docs/CONTRACTS.md, docs/agent.md).
+ */
+export const AGENT_RELAY_PORT = 8081;
 export const EGRESS_VSOCK_PORT = 3128;
 export const HOST_CID = 2;
 /** CIDs 0, 1 and 2 are reserved (hypervisor, loopback, host). */

@@ -13,7 +13,7 @@
 import { VolantError } from '../../shared/errors.js';
 import { tryParseIPv4 } from '../../shared/ipv4.js';
 import type { NetworkMode } from '../../shared/schema/manifest.js';
-import { AGENT_VSOCK_PORT, HOST_CID, MAX_UNIX_SOCKET_PATH_BYTES } from '../../shared/vsock.js';
+import { AGENT_RELAY_PORT, AGENT_TCP_PORT, AGENT_VSOCK_PORT, HOST_CID, MAX_UNIX_SOCKET_PATH_BYTES } from '../../shared/vsock.js';
 
 export type Endpoint =
   | { kind: 'vsock'; cid: number; port: number }
@@ -71,7 +71,6 @@ export function formatEndpoint(e: Endpoint): string {
 
 /** VMADDR_CID_ANY: a vsock listener accepts on every CID. */
 export const VSOCK_CID_ANY = 0xffffffff;
-export const AGENT_TCP_PORT = 8080;
 
 /**
  * Where the agent listens in a VM: vsock port 8080 whenever the VM has vsock (the host's way in
@@ -81,5 +80,18 @@ export function agentEndpoints(mode: NetworkMode, vsockAvailable: boolean): Endp
   const out: Endpoint[] = [];
   if (vsockAvailable) out.push({ kind: 'vsock', cid: VSOCK_CID_ANY, port: AGENT_VSOCK_PORT });
   if (mode !== 'vsock') out.push({ kind: 'tcp', host: '0.0.0.0', port: AGENT_TCP_PORT });
+  return out;
+}
+
+/**
+ * Where the raw relay listens (guest/server/relay.ts): vsock port 8081 whenever the VM has vsock
+ * (only the host, CID 2, reaches a guest's vsock ports from outside), and TCP :8081 only when the
+ * VM knows the host's address on the bridge (`hostAddress`: bridged mode's gateway), so that it
+ * admits that one peer. A dhcp VM learns no such address it could trust, so its relay is vsock only.
+ */
+export function relayEndpoints(mode: NetworkMode, vsockAvailable: boolean, hostAddress: string | undefined): Endpoint[] {
+  const out: Endpoint[] = [];
+  if (vsockAvailable) out.push({ kind: 'vsock', cid: VSOCK_CID_ANY, port: AGENT_RELAY_PORT });
+  if (mode === 'bridged' && hostAddress !== undefined) out.push({ kind: 'tcp', host: '0.0.0.0', port: AGENT_RELAY_PORT });
   return out;
 }

@@ -42,7 +42,8 @@ export function sendJsonError(res: ServerResponse, code: ErrorCode, message: str
   sendErrorResponse(res, new VolantError(code, message), { headers });
 }
 
-function downReason(w: WorkloadSnapshot): string | undefined {
+/** Why the workload cannot take a request now (its state), or undefined while it runs. */
+export function downReason(w: WorkloadSnapshot): string | undefined {
   if (w.state === 'backoff') return `the workload is not running (it exited, restart in ${w.restart_in_ms ?? 0} ms, ${w.restarts} restarts so far)`;
   if (w.state === 'stopped' || w.state === 'stopping' || w.state === 'exited') return `the workload is ${w.state}`;
   return undefined;

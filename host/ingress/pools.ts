@@ -9,7 +9,7 @@
  */
 
 import { Pool } from 'undici';
-import { type IngressTransport, dialAgent, transportKey } from './dialer.js';
+import { type IngressTransport, dialAgent, ingressUpstreamPort, transportKey } from './dialer.js';
 
 export interface PoolLimits {
   connectTimeoutMs: number;
@@ -55,7 +55,7 @@ export class VmPools {
       keepAliveTimeout: keepAliveTimeoutMs,
       keepAliveMaxTimeout: keepAliveTimeoutMs,
       connect: (_opts, callback) => {
-        dialAgent(transport, connectTimeoutMs).then(
+        dialAgent(transport, connectTimeoutMs, undefined, ingressUpstreamPort(transport)).then(
           (socket) => callback(null, socket),
           (err: Error) => callback(err, null),
         );

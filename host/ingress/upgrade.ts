@@ -23,7 +23,7 @@ import type { Duplex } from 'node:stream';
 import { VolantError } from '../../shared/errors.js';
 import { ERROR_LINGER_MS, sendErrorOnSocket } from '../../shared/http-error-response.js';
 import { ResponseHeadCheck } from '../../shared/http-response-head.js';
-import { dialAgent, type IngressTransport } from './dialer.js';
+import { dialAgent, type IngressTransport, ingressUpstreamPort } from './dialer.js';
 import type { Logger } from '../log/logger.js';
 import { badResponseHead, logFailure, upstreamFailure } from './failures.js';
 import { RESPONSE_HEAD_SETTLE_MS } from './forward.js';
@@ -67,7 +67,7 @@ export function tunnelUpgrade(client: Duplex, clientHead: Buffer, transport: Ing
   };
   client.once('close', onClientGone);
   client.on('error', onClientGone);
-  dialAgent(transport, limits.connectTimeoutMs).then(
+  dialAgent(transport, limits.connectTimeoutMs, undefined, ingressUpstreamPort(transport)).then(
     (sock) => {
       if (client.destroyed) {
         sock.destroy();

@@ -1,7 +1,6 @@
-/** The VM life cycle: state machine, orchestrator, plugin images, event bus, kestrel client. */
+/** The VM life cycle: state machine, orchestrator, plugin images, event bus. */
 
 export * from './events.js';
-export * from './kestrel-client.js';
 export * from './keyed-mutex.js';
 export * from './orchestrator.js';
 export * from './plugin-images.js';

@@ -33,15 +33,17 @@ import { join } from 'node:path';
 import { isVolantError, ValidationError, VolantError } from '../../shared/errors.js';
 import { type Cidr, formatIPv4 } from '../../shared/ipv4.js';
 import { type NetworkPolicy, networkPolicy, type VsockCapability } from '../../shared/network-policy.js';
+import { workloadRelayTarget } from '../../shared/schema/manifest.js';
 import { type CreateVmRequest, validateCreateVmRequest } from '../../shared/schema/vm-config.js';
-import type { AfVsockConnect } from '../ingress/dialer.js';
+import { AGENT_TCP_PORT } from '../../shared/vsock.js';
+import { AgentClient } from '../agent/client.js';
+import { type AfVsockConnect, type AgentTransport, transportKey } from '../ingress/dialer.js';
 import { type Logger, silentLogger } from '../log/logger.js';
 import type { Store } from '../store/store.js';
 import type { VmRecord } from '../store/vms.js';
 import { buildKernelCmdline, type CmdlineEgress, type CmdlineNetwork } from '../vmm/cmdline.js';
 import type { LaunchSpec, Launcher, VmProcess } from '../vmm/launcher.js';
 import { EventBus } from './events.js';
-import { AGENT_TCP_PORT, type AgentTransport, waitForHealthy } from './kestrel-client.js';
 import { KeyedMutex } from './keyed-mutex.js';
 import type { InstalledPlugin, PluginImages } from './plugin-images.js';
 import type { DhcpLeaseSource, EgressHandle, EgressStarter, TapNetwork, VmLockdown } from './ports.js';
@@ -134,6 +136,8 @@ interface LiveVm {
   proc: VmProcess;
   egress?: EgressHandle;
   net: VmNet;
+  /** The one HTTP client for its kestrel (host/agent/client.ts), over the transport as known now; made on first use after a re-adoption. */
+  agent?: AgentClient;
 }
 
 interface Undo {
@@ -213,6 +217,26 @@ export class Orchestrator {
     const live = this.live.get(name);
     if (!live || vm.state !== 'running') return undefined;
     return this.transportFor(vm, live.net);
+  }
+
+  /**
+   * The HTTP client for a running VM's kestrel (health, logs, its API), or undefined when it does
+   * not run. A transport that changed since (a dhcp VM's new lease) gets a fresh client; the old
+   * one is closed.
+   */
+  agentClient(name: string): AgentClient | undefined {
+    const transport = this.agentFor(name);
+    const live = this.live.get(name);
+    if (transport === undefined || live === undefined) return undefined;
+    if (live.agent?.key !== transportKey(transport)) {
+      void live.agent?.close();
+      live.agent = this.newAgentClient(transport);
+    }
+    return live.agent;
+  }
+
+  private newAgentClient(transport: AgentTransport): AgentClient {
+    return new AgentClient(transport, { afVsock: this.opts.afVsockConnect });
   }
 
   /**
@@ -362,7 +386,7 @@ export class Orchestrator {
     this.nets.clear();
     const lives = [...this.live.values()];
     this.live.clear();
-    await Promise.all(lives.map((l) => l.egress?.close().catch(() => undefined)));
+    await Promise.all(lives.flatMap((l) => [l.agent?.close(), l.egress?.close().catch(() => undefined)]));
   }
 
   private pluginOf(name: string): InstalledPlugin {
@@ -456,7 +480,9 @@ export class Orchestrator {
       enter('wait for kestrel /healthz');
       const transport = this.transportFor(vm, net);
       if (!transport) throw new VolantError('INTERNAL', `VM ${name}: no way to reach kestrel although the network policy chose ${agent.via}`);
-      await waitForHealthy(transport, { timeoutMs: Math.max(0, deadline - Date.now()), abandon: exitedEarly, afVsock: this.opts.afVsockConnect });
+      const agentClient = this.newAgentClient(transport);
+      undos.push({ what: 'agent client', run: () => agentClient.close() });
+      await agentClient.waitForHealthy({ timeoutMs: Math.max(0, deadline - Date.now()), abandon: exitedEarly });
       // A guest whose address only the bridge's neighbour table tells (another DHCP server) and
       // that is reached over vsock needs no address, but users see it (guest_ip): kestrel
       // announced its lease before it answered, so one lookup finds it.
@@ -465,7 +491,7 @@ export class Orchestrator {
       enter('record running');
       assertTransition(name, this.get(name).state, 'running');
       vm = this.vms.update(name, { state: 'running' });
-      this.live.set(name, { proc, egress, net });
+      this.live.set(name, { proc, egress, net, agent: agentClient });
       this.watchExit(name, proc);
       if (net.address) this.vmLog(name).info({ address: net.address }, `dhcp address ${net.address}`);
       this.publishState(vm);
@@ -522,14 +548,18 @@ export class Orchestrator {
   /** How the host reaches kestrel, from the policy's agent route and what volantd knows of the address. */
   private transportFor(vm: VmRecord, net: VmNet): AgentTransport | undefined {
     const agent = net.policy.agent;
+    // kestrel runs its raw relay when the workload has no path prefix, on vsock always and on
+    // TCP only in bridged mode, where it knows the host's address (guest/server/endpoint.ts).
+    const plugin = this.opts.plugins.get(vm.plugin);
+    const relayable = plugin !== undefined && workloadRelayTarget(plugin.manifest) !== undefined;
     switch (agent.via) {
       case 'hybrid-vsock':
-        return { kind: 'vsock', socketPath: this.vsockSocketPath(vm.name) };
+        return { kind: 'vsock', socketPath: this.vsockSocketPath(vm.name), relay: relayable };
       case 'af-vsock':
-        return { kind: 'af-vsock', cid: vm.cid };
+        return { kind: 'af-vsock', cid: vm.cid, relay: relayable };
       case 'tcp': {
         const host = agent.address === 'ipam' ? (vm.ip ?? undefined) : net.address;
-        return host === undefined ? undefined : { kind: 'tcp', host, port: AGENT_TCP_PORT };
+        return host === undefined ? undefined : { kind: 'tcp', host, port: AGENT_TCP_PORT, relay: relayable && net.policy.mode === 'bridged' };
       }
     }
   }
@@ -678,6 +708,7 @@ export class Orchestrator {
     this.live.delete(vm.name);
     const net = this.nets.get(vm.name);
     if (net) this.forgetNet(net);
+    await live?.agent?.close();
     if (live && options.killProcess) await live.proc.stop({ timeoutMs: this.stopTimeoutMs });
     await live?.egress?.close().catch((e: unknown) => this.vmLog(vm.name).warn({ err: e }, `closing egress: ${message(e)}`));
     const tap = vm.tap;

@@ -211,3 +211,17 @@ export function workloadBaseUrl(m: PluginManifest): string | undefined {
   const port = m.workload.http?.port ?? m.network?.proxy?.port;
   return port === undefined ? undefined : `http://127.0.0.1:${port}`;
 }
+
+/**
+ * Where kestrel's raw relay (AGENT_RELAY_PORT) pipes connections: the workload's host and port,
+ * when its base URL has no path prefix. A prefix must be added to every request line, which
+ * only the HTTP-aware path does, so such a workload has no relay and the host keeps using
+ * kestrel's HTTP port for it. Guest and host ask this one function, so they agree.
+ */
+export function workloadRelayTarget(m: PluginManifest): { host: string; port: number } | undefined {
+  const base = workloadBaseUrl(m);
+  if (base === undefined) return undefined;
+  const url = new URL(base);
+  if (url.pathname !== '/' && url.pathname !== '') return undefined;
+  return { host: url.hostname.replace(/^\[(.*)\]$/, '$1'), port: Number(url.port || 80) };
+}

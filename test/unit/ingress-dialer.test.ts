@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { Socket } from 'node:net';
 import { describe, it } from 'node:test';
-import { describeTransport, dialAgent, transportKey } from '../../host/ingress/dialer.js';
+import { agentPort, describeTransport, dialAgent, ingressUpstreamPort, transportKey } from '../../host/ingress/dialer.js';
 import { isVolantError } from '../../shared/errors.js';
 
 describe('AF_VSOCK transport', () => {
@@ -39,5 +39,31 @@ describe('AF_VSOCK transport', () => {
     await pending;
     await new Promise((r) => setImmediate(r));
     assert.equal(late.destroyed, true);
+  });
+});
+
+describe('the port the ingress dials', () => {
+  it('is the raw relay (8081) where kestrel runs one, else the agent port of the transport', () => {
+    assert.equal(ingressUpstreamPort({ kind: 'vsock', socketPath: '/run/v/vsock.sock', relay: true }), 8081);
+    assert.equal(ingressUpstreamPort({ kind: 'af-vsock', cid: 5, relay: true }), 8081);
+    assert.equal(ingressUpstreamPort({ kind: 'tcp', host: '10.0.0.2', port: 8080, relay: true }), 8081);
+    assert.equal(ingressUpstreamPort({ kind: 'vsock', socketPath: '/run/v/vsock.sock' }), 8080);
+    assert.equal(ingressUpstreamPort({ kind: 'tcp', host: '10.0.0.2', port: 9000, relay: false }), 9000);
+    assert.equal(agentPort({ kind: 'tcp', host: '10.0.0.2', port: 8080, relay: true }), 8080, "kestrel's API stays on its HTTP port");
+  });
+
+  it('a transport with and without the relay are different pools; errors name the port dialled', async () => {
+    assert.notEqual(transportKey({ kind: 'af-vsock', cid: 7, relay: true }), transportKey({ kind: 'af-vsock', cid: 7 }));
+    assert.equal(describeTransport({ kind: 'vsock', socketPath: '/s', relay: true }, 8081), 'hybrid vsock /s port 8081');
+    const seen: number[] = [];
+    await dialAgent({ kind: 'af-vsock', cid: 9, relay: true }, 1000, async (_cid, port) => {
+      seen.push(port);
+      return new Socket();
+    }, 8081);
+    assert.deepEqual(seen, [8081]);
+    await assert.rejects(
+      dialAgent({ kind: 'af-vsock', cid: 9 }, 1000, () => Promise.reject(Object.assign(new Error('x'), { code: 'ECONNRESET' })), 8081),
+      (e: unknown) => isVolantError(e) && /CID 9 port 8081: ECONNRESET/.test(e.message),
+    );
   });
 });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { type Problem, validateCreateVmRequest, validateManifest, validateVmConfig, workloadBaseUrl } from '../../shared/index.js';
+import { type Problem, validateCreateVmRequest, validateManifest, validateVmConfig, workloadBaseUrl, workloadRelayTarget } from '../../shared/index.js';
 
 const base = {
   name: 'hello',
@@ -40,6 +40,16 @@ describe('validateManifest accepts the seed shapes', () => {
   test('workloadBaseUrl prefers base_url, else the port on loopback', () => {
     assert.equal(workloadBaseUrl(base as never), 'http://127.0.0.1:3000');
     assert.equal(workloadBaseUrl({ ...base, workload: { ...base.workload, http: { base_url: 'http://127.0.0.1:9000/' } } } as never), 'http://127.0.0.1:9000');
+  });
+
+  test('workloadRelayTarget: the relay serves a workload without a path prefix, never one with', () => {
+    const withBase = (base_url: string) => ({ ...base, workload: { ...base.workload, http: { base_url } } }) as never;
+    assert.deepEqual(workloadRelayTarget(base as never), { host: '127.0.0.1', port: 3000 });
+    assert.deepEqual(workloadRelayTarget(withBase('http://127.0.0.1:9000/')), { host: '127.0.0.1', port: 9000 });
+    assert.deepEqual(workloadRelayTarget(withBase('http://localhost')), { host: 'localhost', port: 80 });
+    assert.deepEqual(workloadRelayTarget(withBase('http://[::1]:8000')), { host: '::1', port: 8000 });
+    assert.equal(workloadRelayTarget(withBase('http://127.0.0.1:9000/app')), undefined, 'a prefix is added per request line: HTTP-aware path only');
+    assert.equal(workloadRelayTarget({ ...base, workload: { type: 'exec', entrypoint: ['/bin/true'] } } as never), undefined);
   });
 });
 

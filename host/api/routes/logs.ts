@@ -10,7 +10,6 @@ import { open, stat } from 'node:fs/promises';
 import { PassThrough } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import { agentGet } from '../../orchestrator/kestrel-client.js';
 import type { ApiContext } from '../context.js';
 import { LinePrefixer, logPrefix } from '../log-lines.js';
 import { LogsQuery, VmNameParams } from '../schemas.js';
@@ -64,16 +63,16 @@ export function logRoutes(base: FastifyInstance, ctx: ApiContext): void {
       let offset = first.next;
 
       const workload = new LinePrefixer(logPrefix('workload'));
-      const agent = o.agentFor(name);
+      const agent = o.agentClient(name);
       const workloadDone = agent
-        ? agentGet(agent, follow ? '/v1/logs?follow=1' : '/v1/logs', { timeoutMs: follow ? 2_147_483_647 : WORKLOAD_LOG_TIMEOUT_MS, signal: abort.signal }).then(
+        ? agent.request(follow ? '/v1/logs?follow=1' : '/v1/logs', { timeoutMs: WORKLOAD_LOG_TIMEOUT_MS, signal: abort.signal }).then(
             (res) =>
               new Promise<void>((resolve) => {
-                res.setEncoding('utf8');
-                res.on('data', (c: string) => !closed && out.write(workload.push(c)));
-                res.on('end', resolve);
-                res.on('error', () => resolve());
-                res.on('close', resolve);
+                res.body.setEncoding('utf8');
+                res.body.on('data', (c: string) => !closed && out.write(workload.push(c)));
+                res.body.on('end', resolve);
+                res.body.on('error', () => resolve());
+                res.body.on('close', resolve);
               }),
             () => undefined,
           )

@@ -21,6 +21,18 @@ export const AGENT_TCP_PORT = AGENT_VSOCK_PORT;
  * and checked; the same number on vsock and TCP (docs/CONTRACTS.md, docs/agent.md).
  */
 export const AGENT_RELAY_PORT = 8081;
+/**
+ * Paths kestrel answers itself on its HTTP port, in front of the workload (guest/server/agent.ts):
+ * its status and the workload's log. A proxied request for one of them still goes to kestrel's
+ * HTTP port, never the relay, so `…/proxy/healthz` means the same whichever port serves the rest.
+ */
+export const AGENT_OWN_PATHS: ReadonlySet<string> = new Set(['/healthz', '/v1/logs']);
+
+/** Whether kestrel answers this request target (path with or without `?query`) itself. */
+export function isAgentOwnPath(target: string): boolean {
+  const q = target.indexOf('?');
+  return AGENT_OWN_PATHS.has(q < 0 ? target : target.slice(0, q));
+}
 export const EGRESS_VSOCK_PORT = 3128;
 export const HOST_CID = 2;
 /** CIDs 0, 1 and 2 are reserved (hypervisor, loopback, host). */

@@ -8,6 +8,8 @@
  *                           response stays open and new lines stream as they come
  *   anything else           the workload, through proxy.ts
  *
+ * The host's ingress sends /healthz and /v1/logs here and everything else of a VM with a relay
+ * to relay.ts (shared/vsock.ts AGENT_OWN_PATHS), so both ports agree on what a path means.
  * The server is transport-agnostic: transports.ts feeds it connections from vsock, TCP or a
  * Unix socket via `server.emit('connection', socket)`. Like every Volant server it serves only
  * HTTP/1.0 and 1.1 requests with a Host (shared/http-request-line.ts) and answers every refusal,

@@ -14,7 +14,7 @@
 import { connect, type Socket } from 'node:net';
 import { vsockConnect } from '../../native/index.js';
 import { VolantError } from '../../shared/errors.js';
-import { AGENT_RELAY_PORT, AGENT_VSOCK_PORT } from '../../shared/vsock.js';
+import { AGENT_RELAY_PORT, AGENT_VSOCK_PORT, isAgentOwnPath } from '../../shared/vsock.js';
 import { dialHybridVsock } from '../vsock/hybrid.js';
 
 /**
@@ -42,12 +42,13 @@ export function agentPort(t: AgentTransport): number {
 }
 
 /**
- * The port the ingress dials for proxied requests and upgrades: kestrel's raw relay where the VM
- * has one (no second HTTP parse in the guest; the ingress has checked the request and checks the
- * response head itself), else kestrel's HTTP agent port.
+ * The port the ingress dials for one proxied request or upgrade (`upstreamPath`: the target as
+ * sent to the guest, query included): kestrel's raw relay where the VM has one (no second HTTP
+ * parse in the guest; the ingress has checked the request and checks the response head itself),
+ * else, and for the paths kestrel answers itself (/healthz, /v1/logs), kestrel's HTTP agent port.
  */
-export function ingressUpstreamPort(t: AgentTransport): number {
-  return t.relay ? AGENT_RELAY_PORT : agentPort(t);
+export function ingressUpstreamPort(t: AgentTransport, upstreamPath: string): number {
+  return t.relay && !isAgentOwnPath(upstreamPath) ? AGENT_RELAY_PORT : agentPort(t);
 }
 
 export function describeTransport(t: AgentTransport, port: number = agentPort(t)): string {

@@ -19,7 +19,7 @@ import type { Duplex } from 'node:stream';
 import { VolantError } from '../../shared/errors.js';
 import { sendErrorOnSocket, sendErrorResponse } from '../../shared/http-error-response.js';
 import type { Logger } from '../log/logger.js';
-import { describeTransport, type IngressTransport, transportKey } from './dialer.js';
+import { describeTransport, type IngressTransport, ingressUpstreamPort, transportKey } from './dialer.js';
 import { asVolantError, logFailure } from './failures.js';
 import { dispatchOptions, ForwardHandler, type ForwardStats } from './forward.js';
 import { Front, type FrontContext, type FrontTarget } from './front.js';
@@ -220,7 +220,7 @@ export function createIngress(opts: IngressOptions): Ingress {
   function forward(req: IncomingMessage, res: ServerResponse, upstreamPath: string, head: UpstreamRequestHead, target: IngressTarget): void {
     if (res.destroyed) return;
     const handler = new ForwardHandler(res, head.requestId, target.vmName, target.transport, metrics, opts.log);
-    pools.get(target.vmName, target.transport).dispatch(dispatchOptions(req, upstreamPath, head.headers, head.hasBody), handler);
+    pools.get(target.vmName, target.transport, ingressUpstreamPort(target.transport, upstreamPath)).dispatch(dispatchOptions(req, upstreamPath, head.headers, head.hasBody), handler);
   }
 
   function handleUpgrade(req: IncomingMessage, socket: Duplex, clientHead: Buffer): boolean {

@@ -9,7 +9,7 @@
  */
 
 import { Pool } from 'undici';
-import { type IngressTransport, dialAgent, ingressUpstreamPort, transportKey } from './dialer.js';
+import { type IngressTransport, dialAgent, transportKey } from './dialer.js';
 
 export interface PoolLimits {
   connectTimeoutMs: number;
@@ -23,7 +23,8 @@ export interface PoolLimits {
 interface Entry {
   transport: IngressTransport;
   key: string;
-  pool: Pool;
+  /** By the kestrel port dialled (dialer.ts `ingressUpstreamPort`: the relay, or kestrel's HTTP port). */
+  pools: Map<number, Pool>;
 }
 
 export class VmPools {
@@ -31,20 +32,27 @@ export class VmPools {
 
   constructor(private readonly limits: PoolLimits) {}
 
-  /** The pool for `vmName` over `transport`, created on first use or when the transport changed. */
-  get(vmName: string, transport: IngressTransport): Pool {
-    const entry = this.byVm.get(vmName);
-    if (entry !== undefined) {
-      // Same object as last time (a lookup that caches) is the common case: no string building.
-      if (entry.transport === transport || entry.key === transportKey(transport)) return entry.pool;
-      void entry.pool.close().catch(() => undefined);
+  /** The pool for `vmName` over `transport` to kestrel's `port`, created on first use or when the transport changed. */
+  get(vmName: string, transport: IngressTransport, port: number): Pool {
+    let entry = this.byVm.get(vmName);
+    // Same object as last time (a lookup that caches) is the common case: no string building.
+    if (entry !== undefined && entry.transport !== transport && entry.key !== transportKey(transport)) {
+      for (const p of entry.pools.values()) void p.close().catch(() => undefined);
+      entry = undefined;
     }
-    const pool = this.create(transport);
-    this.byVm.set(vmName, { transport, key: transportKey(transport), pool });
+    if (entry === undefined) {
+      entry = { transport, key: transportKey(transport), pools: new Map() };
+      this.byVm.set(vmName, entry);
+    }
+    let pool = entry.pools.get(port);
+    if (pool === undefined) {
+      pool = this.create(transport, port);
+      entry.pools.set(port, pool);
+    }
     return pool;
   }
 
-  private create(transport: IngressTransport): Pool {
+  private create(transport: IngressTransport, port: number): Pool {
     const { connectTimeoutMs, headersTimeoutMs, bodyTimeoutMs, maxConnectionsPerVm, keepAliveTimeoutMs } = this.limits;
     const origin = transport.kind === 'tcp' ? `http://${transport.host.includes(':') ? `[${transport.host}]` : transport.host}:${transport.port}` : 'http://localhost';
     return new Pool(origin, {
@@ -55,7 +63,7 @@ export class VmPools {
       keepAliveTimeout: keepAliveTimeoutMs,
       keepAliveMaxTimeout: keepAliveTimeoutMs,
       connect: (_opts, callback) => {
-        dialAgent(transport, connectTimeoutMs, undefined, ingressUpstreamPort(transport)).then(
+        dialAgent(transport, connectTimeoutMs, undefined, port).then(
           (socket) => callback(null, socket),
           (err: Error) => callback(err, null),
         );
@@ -67,11 +75,11 @@ export class VmPools {
     const entry = this.byVm.get(vmName);
     if (entry === undefined) return;
     this.byVm.delete(vmName);
-    void entry.pool.close().catch(() => undefined);
+    for (const p of entry.pools.values()) void p.close().catch(() => undefined);
   }
 
   async close(): Promise<void> {
-    const pools = [...this.byVm.values()].map((e) => e.pool);
+    const pools = [...this.byVm.values()].flatMap((e) => [...e.pools.values()]);
     this.byVm.clear();
     await Promise.all(pools.map((p) => p.destroy().catch(() => undefined)));
   }

@@ -67,7 +67,7 @@ export function tunnelUpgrade(client: Duplex, clientHead: Buffer, transport: Ing
   };
   client.once('close', onClientGone);
   client.on('error', onClientGone);
-  dialAgent(transport, limits.connectTimeoutMs, undefined, ingressUpstreamPort(transport)).then(
+  dialAgent(transport, limits.connectTimeoutMs, undefined, ingressUpstreamPort(transport, up.path)).then(
     (sock) => {
       if (client.destroyed) {
         sock.destroy();

@@ -44,11 +44,15 @@ describe('AF_VSOCK transport', () => {
 
 describe('the port the ingress dials', () => {
   it('is the raw relay (8081) where kestrel runs one, else the agent port of the transport', () => {
-    assert.equal(ingressUpstreamPort({ kind: 'vsock', socketPath: '/run/v/vsock.sock', relay: true }), 8081);
-    assert.equal(ingressUpstreamPort({ kind: 'af-vsock', cid: 5, relay: true }), 8081);
-    assert.equal(ingressUpstreamPort({ kind: 'tcp', host: '10.0.0.2', port: 8080, relay: true }), 8081);
-    assert.equal(ingressUpstreamPort({ kind: 'vsock', socketPath: '/run/v/vsock.sock' }), 8080);
-    assert.equal(ingressUpstreamPort({ kind: 'tcp', host: '10.0.0.2', port: 9000, relay: false }), 9000);
+    assert.equal(ingressUpstreamPort({ kind: 'vsock', socketPath: '/run/v/vsock.sock', relay: true }, '/hello?x=1'), 8081);
+    assert.equal(ingressUpstreamPort({ kind: 'af-vsock', cid: 5, relay: true }, '/'), 8081);
+    assert.equal(ingressUpstreamPort({ kind: 'tcp', host: '10.0.0.2', port: 8080, relay: true }, '/healthzz'), 8081);
+    assert.equal(ingressUpstreamPort({ kind: 'vsock', socketPath: '/run/v/vsock.sock' }, '/hello'), 8080);
+    assert.equal(ingressUpstreamPort({ kind: 'tcp', host: '10.0.0.2', port: 9000, relay: false }, '/hello'), 9000);
+    // kestrel's own paths stay kestrel's, whichever port serves the rest.
+    for (const path of ['/healthz', '/healthz?verbose=1', '/v1/logs', '/v1/logs?follow=1']) {
+      assert.equal(ingressUpstreamPort({ kind: 'vsock', socketPath: '/s', relay: true }, path), 8080, path);
+    }
     assert.equal(agentPort({ kind: 'tcp', host: '10.0.0.2', port: 8080, relay: true }), 8080, "kestrel's API stays on its HTTP port");
   });
 

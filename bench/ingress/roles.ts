@@ -39,9 +39,11 @@ if (role === 'upstream') {
   server.listen(0, '127.0.0.1', () => ready({ port: (server.address() as { port: number }).port }));
 } else if (role === 'ingress') {
   const target = arg1 ?? '';
+  // `relay` (third argument): the VM's kestrel runs its raw relay, so the ingress dials port 8081.
+  const relay = arg2 === 'relay';
   const transport = target.startsWith('vsock:')
-    ? ({ kind: 'vsock', socketPath: target.slice('vsock:'.length) } as const)
-    : ({ kind: 'tcp', host: target.split(':')[1]!, port: Number(target.split(':')[2]) } as const);
+    ? ({ kind: 'vsock', socketPath: target.slice('vsock:'.length), relay } as const)
+    : ({ kind: 'tcp', host: target.split(':')[1]!, port: Number(target.split(':')[2]), relay } as const);
   startIngressStack({ lookup: (vmName) => ({ vmName, transport }), token: BENCH_API_TOKEN }).then((stack) => ready({ port: stack.port }));
 } else if (role === 'pipe') {
   const upstreamPort = Number(arg1);

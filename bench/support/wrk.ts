@@ -167,6 +167,8 @@ export interface WrkOptions {
   headers?: readonly string[];
   /** wrk's per-request timeout, seconds (default 2). */
   timeoutS?: number;
+  /** An argv prefix wrk runs under (`ip netns exec NAME`: the VM chain bench). */
+  prefix?: readonly string[];
 }
 
 /** One wrk run, `-t1`, with `--latency`. */
@@ -175,7 +177,8 @@ export function wrk(url: string, o: WrkOptions): WrkResult {
   const before = cpuUs(pids);
   const headerArgs = (o.headers ?? []).flatMap((h) => ['-H', h]);
   const timeout = o.timeoutS === undefined ? [] : ['--timeout', `${o.timeoutS}s`];
-  const out = execFileSync('wrk', ['-t1', `-c${o.connections}`, `-d${o.durationS}s`, '--latency', ...timeout, ...headerArgs, url], { encoding: 'utf8' });
+  const argv = [...(o.prefix ?? []), 'wrk', '-t1', `-c${o.connections}`, `-d${o.durationS}s`, '--latency', ...timeout, ...headerArgs, url];
+  const out = execFileSync(argv[0]!, argv.slice(1), { encoding: 'utf8' });
   const r = parseWrk(out);
   const cpuUsPerReq = pids.length === 0 || r.requests === 0 ? 0 : (cpuUs(pids) - before) / r.requests;
   return { ...r, cpuUsPerReq };

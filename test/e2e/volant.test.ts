@@ -25,7 +25,7 @@ import { WebSocket } from 'ws';
 import { DEFAULT_MEMORY_MB } from '../../host/orchestrator/orchestrator.js';
 import { dialHybridVsock } from '../../host/vsock/hybrid.js';
 import type { DeviceMetrics } from '../../host/vsock/device/metrics.js';
-import { AGENT_VSOCK_PORT } from '../../shared/vsock.js';
+import { AGENT_RELAY_PORT, AGENT_VSOCK_PORT } from '../../shared/vsock.js';
 import { ALLOWED_NAME, DENIED_NAME, type E2eEnv, PRIVATE_NAME, startE2eEnv, WORLD_IP } from '../support/e2e-env.js';
 import { eventually } from '../support/eventually.js';
 import { REPO_ROOT } from '../support/kernel.js';
@@ -113,6 +113,27 @@ describe('volant end to end (QEMU, real kernel)', { skip, timeout: SUITE_TIMEOUT
     return sock;
   }
 
+  /**
+   * The raw relay (AGENT_RELAY_PORT) in a real VM, through its real device, and the ingress using
+   * it: the workload sees the Host the client sent (kestrel's HTTP path would have put the
+   * workload's own) and the ingress's forwarding headers with nothing added in the guest.
+   */
+  async function assertRelayed(name: string): Promise<void> {
+    const sock = await dialHybridVsock(join(runDir(name), 'vsock.sock'), AGENT_RELAY_PORT, { timeoutMs: 10_000 });
+    sock.write('GET /hello?via=relay HTTP/1.1\r\nhost: direct.example\r\nconnection: close\r\n\r\n');
+    const raw = (await readAll(sock)).toString('latin1');
+    assert.match(raw, /^HTTP\/1\.1 200 OK\r\n[\s\S]*"query":\{"via":"relay"\}/, `the relay answers with the workload's own response: ${raw.slice(0, 300)}`);
+    const seen = await proxy(name, '/headers');
+    assert.equal(seen.status, 200, seen.text);
+    const h = seen.json as Record<string, string>;
+    assert.equal(h.host, 'localhost', `the Host the client sent reaches the workload unchanged (relay): ${seen.text}`);
+    assert.equal(h['x-forwarded-host'], 'localhost');
+    assert.match(h['x-request-id'] ?? '', /^[0-9a-f-]{36}$/);
+    // kestrel's own paths still answer from kestrel on the same route.
+    const status = await proxy(name, '/healthz');
+    assert.equal((status.json as { version?: unknown }).version !== undefined, true, `…/proxy/healthz is kestrel's status: ${status.text}`);
+  }
+
   /** Reads a whole response from `agentRequest` (until the guest closes). */
   async function readAll(sock: Socket): Promise<Buffer> {
     const chunks: Buffer[] = [];
@@ -176,6 +197,7 @@ describe('volant end to end (QEMU, real kernel)', { skip, timeout: SUITE_TIMEOUT
     assert.deepEqual(body.query, { x: '1', y: 'two' });
 
     assert.deepEqual(await download('web', BYTES_20MB), { bytes: BYTES_20MB, sha256: expectedBytesDigest(BYTES_20MB) }, '20 MB arrive intact');
+    await assertRelayed('web');
 
     const logs = await env.volar(['vms', 'logs', 'web']);
     assert.equal(logs.code, 0, logs.stderr);
@@ -232,6 +254,7 @@ describe('volant end to end (QEMU, real kernel)', { skip, timeout: SUITE_TIMEOUT
     assert.deepEqual((hello.json as { query?: unknown }).query, { x: '1', y: 'two' });
 
     assert.deepEqual(await download('vs', BYTES_20MB), { bytes: BYTES_20MB, sha256: expectedBytesDigest(BYTES_20MB) }, '20 MB arrive intact through the device');
+    await assertRelayed('vs');
 
     const ws = new WebSocket(`ws+unix://${env.apiSocket}:/api/v1/vms/vs/proxy/ws`);
     await once(ws, 'open');

@@ -167,6 +167,9 @@ const server = http.createServer(async (req, res) => {
       return json(res, 200, { ok: true });
     case '/hello':
       return json(res, 200, { message: 'hello', path: url.pathname, query: Object.fromEntries(url.searchParams) });
+    case '/headers':
+      // What a workload sees of a request behind Volant's ingress (Host, X-Forwarded-*, X-Request-Id).
+      return json(res, 200, req.headers);
     case '/bytes': {
       const n = Number(url.searchParams.get('n') ?? '0');
       if (!Number.isSafeInteger(n) || n < 0 || n > MAX_BYTES) return json(res, 400, { error: `n must be an integer in 0..${MAX_BYTES}` });

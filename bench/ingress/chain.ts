@@ -73,12 +73,18 @@ function startIngress(env: E2eEnv, target: string, relay: boolean): Promise<{ po
   });
 }
 
-export async function runChainBench(o: ChainOptions): Promise<void> {
+/**
+ * What the run measured, for a JSON report: every `*Ratio` field is a row of `npm run bench`'s
+ * table (scripts/run-bench.mjs), also when nested one level in index.ts's report.
+ */
+export type ChainReport = { skipped: string } | ({ loadAverage: number[]; results: Record<Target, WrkResult> } & Record<`${string}Ratio`, number>);
+
+/** Boots the VM, measures, prints the table, and returns the report (the caller prints it as JSON). */
+export async function runChainBench(o: ChainOptions): Promise<ChainReport> {
   const skip = e2eSkipReason();
   if (skip) {
     console.log(`chain bench (real VM) skipped: ${skip}`);
-    console.log(JSON.stringify({ bench: 'ingress-chain', skipped: skip }));
-    return;
+    return { skipped: skip };
   }
   let env: E2eEnv | undefined;
   try {
@@ -133,7 +139,17 @@ export async function runChainBench(o: ChainOptions): Promise<void> {
       );
     }
     console.log(`chain ÷ direct: vsock ${ratios['chain-vsock'].rps.toFixed(2)}×, tcp ${ratios['chain-tcp'].rps.toFixed(2)}× req/s (goal ≥ 0.5); without the relay ${ratios['http-vsock'].rps.toFixed(2)}×; through volantd's API ${ratios['api-vsock'].rps.toFixed(2)}×`);
-    console.log(JSON.stringify({ bench: 'ingress-chain', loadAverage: load, connections: o.connections, durationS: o.durationS, rounds: o.rounds, results: summary, ratios }));
+    return {
+      loadAverage: load,
+      results: summary,
+      vsockRpsRatio: ratios['chain-vsock'].rps,
+      vsockP99Ratio: ratios['chain-vsock'].p99,
+      tcpRpsRatio: ratios['chain-tcp'].rps,
+      tcpP99Ratio: ratios['chain-tcp'].p99,
+      withoutRelayVsockRpsRatio: ratios['http-vsock'].rps,
+      apiVsockRpsRatio: ratios['api-vsock'].rps,
+      apiVsockP99Ratio: ratios['api-vsock'].p99,
+    };
   } finally {
     await env?.dispose();
   }
@@ -141,8 +157,12 @@ export async function runChainBench(o: ChainOptions): Promise<void> {
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const argv = process.argv.slice(2);
-  runChainBench({ rounds: integerFlag(argv, '--rounds', 3, 20), durationS: integerFlag(argv, '--duration', 5, 600), connections: integerFlag(argv, '--connections', 32, 1000) }).then(
-    () => process.exit(0),
+  const o = { rounds: integerFlag(argv, '--rounds', 3, 20), durationS: integerFlag(argv, '--duration', 5, 600), connections: integerFlag(argv, '--connections', 32, 1000) };
+  runChainBench(o).then(
+    (report) => {
+      console.log(JSON.stringify({ bench: 'ingress-chain', connections: o.connections, durationS: o.durationS, rounds: o.rounds, ...report }));
+      process.exit(0);
+    },
     (e: unknown) => {
       console.error(e);
       process.exit(1);

@@ -27,13 +27,12 @@ import { type E2eEnv, startE2eEnv } from '../../test/support/e2e-env.js';
 import { REPO_ROOT } from '../../test/support/kernel.js';
 import { e2eSkipReason } from '../../test/support/qemu.js';
 import { integerFlag } from '../support/args.js';
+import { createHelloVm } from '../support/hello-vm.js';
 import { median } from '../support/stats.js';
 import { BENCH_AUTH_HEADER, type WrkResult as WrkRun, wrk as runWrk } from '../support/wrk.js';
 
 type WrkResult = Omit<WrkRun, 'cpuUsPerReq'>;
 
-const BUILD_TIMEOUT_MS = 300_000;
-const CREATE_TIMEOUT_MS = 360_000;
 const READY_TIMEOUT_MS = 30_000;
 const VM = 'chain';
 /** examples/hello's workload port (its plugin.json). */
@@ -89,16 +88,8 @@ export async function runChainBench(o: ChainOptions): Promise<ChainReport> {
   let env: E2eEnv | undefined;
   try {
     env = await startE2eEnv();
-    const build = join(env.stateDir, 'hello-build');
-    const b = await env.volar(['plugins', 'build', join(REPO_ROOT, 'examples', 'hello'), '-o', build, '--kernel', env.kernel.vmlinuz, '--modules', env.kernel.modulesDir], { timeoutMs: BUILD_TIMEOUT_MS });
-    if (b.code !== 0) throw new Error(`plugin build failed: ${b.stderr}`);
-    const i = await env.volar(['plugins', 'install', build]);
-    if (i.code !== 0) throw new Error(`plugin install failed: ${i.stderr}`);
-    const c = await env.volar(['vms', 'create', VM, '--plugin', 'hello', '--memory', '1024'], { timeoutMs: CREATE_TIMEOUT_MS });
-    if (c.code !== 0) throw new Error(`create failed: ${c.stderr}${c.stdout}`);
-    const vm = (await env.api('GET', `/api/v1/vms/${VM}`)).json as { ip: string; pid?: number };
-    if (vm.pid) env.track(vm.pid);
-    const sock = join(env.stateDir, 'run', 'vms', VM, 'vsock.sock');
+    const vm = await createHelloVm(env, VM);
+    const sock = join(vm.runDir, 'vsock.sock');
     const relayVsock = await startIngress(env, `vsock:${sock}`, true);
     const relayTcp = await startIngress(env, `tcp:${vm.ip}:8080`, true);
     const httpVsock = await startIngress(env, `vsock:${sock}`, false);

@@ -21,14 +21,13 @@ import { REPO_ROOT } from '../../test/support/kernel.js';
 import { runCommand } from '../../test/support/netns.js';
 import { e2eSkipReason } from '../../test/support/qemu.js';
 import { integerFlag } from '../support/args.js';
+import { createHelloVm } from '../support/hello-vm.js';
 import { median } from '../support/stats.js';
 
 const DEFAULT_RUNS = 3;
 const DEFAULT_MB = 64;
 const RATE_SECONDS = 5;
 const RATE_CONNECTIONS = 16;
-const BUILD_TIMEOUT_MS = 300_000;
-const CREATE_TIMEOUT_MS = 360_000;
 const CLIENT_TIMEOUT_MS = 900_000;
 
 const skip = e2eSkipReason();
@@ -44,15 +43,7 @@ const mb = integerFlag(process.argv, '--mb', DEFAULT_MB, 1024);
 let env: E2eEnv | undefined;
 try {
   env = await startE2eEnv();
-  const build = join(env.stateDir, 'hello-build');
-  const b = await env.volar(['plugins', 'build', join(REPO_ROOT, 'examples', 'hello'), '-o', build, '--kernel', env.kernel.vmlinuz, '--modules', env.kernel.modulesDir], { timeoutMs: BUILD_TIMEOUT_MS });
-  if (b.code !== 0) throw new Error(`plugin build failed: ${b.stderr}`);
-  const i = await env.volar(['plugins', 'install', build]);
-  if (i.code !== 0) throw new Error(`plugin install failed: ${i.stderr}`);
-  const c = await env.volar(['vms', 'create', 'bulk', '--plugin', 'hello', '--memory', '1024'], { timeoutMs: CREATE_TIMEOUT_MS });
-  if (c.code !== 0) throw new Error(`create failed: ${c.stderr}${c.stdout}`);
-  const vm = (await env.api('GET', '/api/v1/vms/bulk')).json as { ip: string; pid?: number };
-  if (vm.pid) env.track(vm.pid);
+  const vm = await createHelloVm(env, 'bulk');
   const client = await runCommand([
     ...env.hostNs.prefix,
     process.execPath,
@@ -60,7 +51,7 @@ try {
     'tsx',
     join(REPO_ROOT, 'bench', 'vsock', 'client.ts'),
     '--vsock',
-    join(env.stateDir, 'run', 'vms', 'bulk', 'vsock.sock'),
+    join(vm.runDir, 'vsock.sock'),
     '--tcp',
     `${vm.ip}:8080`,
     '--bytes',
@@ -72,7 +63,7 @@ try {
     '--connections',
     String(RATE_CONNECTIONS),
     '--device-pid',
-    readFileSync(join(env.stateDir, 'run', 'vms', 'bulk', 'vsock-device.pid'), 'utf8').trim(),
+    readFileSync(join(vm.runDir, 'vsock-device.pid'), 'utf8').trim(),
   ], { timeoutMs: CLIENT_TIMEOUT_MS });
   if (client.code !== 0) throw new Error(`client failed: ${client.stderr}`);
   const r = JSON.parse(client.stdout.trim().split('\n').pop()!) as Record<'bulkMBps' | 'requestsPerS', Record<'device' | 'bridge', number[]>> & { deviceCpuMsPerMiB: number[] };

@@ -121,6 +121,7 @@ describe('volant end to end (QEMU, real kernel)', { skip, timeout: SUITE_TIMEOUT
   async function assertRelayed(name: string): Promise<void> {
     const sock = await dialHybridVsock(join(runDir(name), 'vsock.sock'), AGENT_RELAY_PORT, { timeoutMs: 10_000 });
     sock.write('GET /hello?via=relay HTTP/1.1\r\nhost: direct.example\r\nconnection: close\r\n\r\n');
+    sock.resume(); // the dialer hands the socket over paused
     const raw = (await readAll(sock)).toString('latin1');
     assert.match(raw, /^HTTP\/1\.1 200 OK\r\n[\s\S]*"query":\{"via":"relay"\}/, `the relay answers with the workload's own response: ${raw.slice(0, 300)}`);
     const seen = await proxy(name, '/headers');

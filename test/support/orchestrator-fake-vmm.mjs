@@ -2,7 +2,8 @@
 // It is a real process the orchestrator supervises, and it follows the published hybrid-vsock
 // behaviour (docs/CONTRACTS.md "vsock"): it listens on the VM's vsock Unix socket, answers `CONNECT 8080\n`
 // with `OK <port>\n` and then serves a kestrel-like HTTP agent on that stream (GET /healthz,
-// GET /v1/logs[?follow=1]). It appends console lines to the serial log like a booting guest.
+// GET /v1/logs[?follow=1]), and `CONNECT 8081\n` with kestrel's raw relay: the workload itself
+// (docs/agent.md). It appends console lines to the serial log like a booting guest.
 //
 //   node orchestrator-fake-vmm.mjs <vsock-socket> <serial-log> <behaviour>
 //   behaviour: healthy | never-healthy | crash-after-boot | exit-clean-after-boot
@@ -15,6 +16,13 @@ const serial = (line) => appendFileSync(serialLog, `${line}\n`);
 serial('[    0.000000] Linux version 6.1.0-fake (test double)');
 serial(`kestrel: booting (${behaviour})`);
 
+/** Stands in for the workload: echoes what arrived. */
+const echo = (req, res) => {
+  res.writeHead(200, { 'content-type': 'application/json' });
+  res.end(JSON.stringify({ echo: req.url, method: req.method, authorization: req.headers.authorization ?? null }));
+};
+const workload = createHttp(echo);
+
 const agent = createHttp((req, res) => {
   if (req.url === '/healthz') {
     res.writeHead(200, { 'content-type': 'application/json' });
@@ -26,11 +34,7 @@ const agent = createHttp((req, res) => {
       const t = setInterval(() => res.write(`tick ${Date.now()}\n`), 100);
       res.on('close', () => clearInterval(t));
     } else res.end('hello from the workload\n');
-  } else {
-    // Everything else stands in for the workload behind kestrel: echo what arrived.
-    res.writeHead(200, { 'content-type': 'application/json' });
-    res.end(JSON.stringify({ echo: req.url, method: req.method, authorization: req.headers.authorization ?? null }));
-  }
+  } else echo(req, res); // kestrel's HTTP-aware proxy to the workload
 });
 
 try {
@@ -48,20 +52,22 @@ const muxer = createServer((sock) => {
     }
     sock.off('data', onData);
     const m = /^connect (\d+)$/i.exec(buf.subarray(0, nl).toString('latin1'));
-    if (!m || Number(m[1]) !== 8080 || behaviour === 'never-healthy') {
+    const port = m ? Number(m[1]) : 0;
+    if ((port !== 8080 && port !== 8081) || behaviour === 'never-healthy') {
       sock.destroy();
       return;
     }
     sock.write(`OK ${hostPort++}\n`);
     const rest = buf.subarray(nl + 1);
     if (rest.length) sock.unshift(rest);
-    agent.emit('connection', sock);
+    (port === 8080 ? agent : workload).emit('connection', sock);
   };
   sock.on('data', onData);
   sock.on('error', () => {});
 });
 muxer.listen(socketPath, () => {
   serial('kestrel: listening on vsock:8080');
+  serial('kestrel: relay listening on vsock:8081');
   if (behaviour === 'crash-after-boot') setTimeout(() => process.kill(process.pid, 'SIGKILL'), 300);
   if (behaviour === 'exit-clean-after-boot') setTimeout(() => process.exit(0), 300);
 });

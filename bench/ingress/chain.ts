@@ -103,7 +103,11 @@ export async function runChainBench(o: ChainOptions): Promise<ChainReport> {
       ['api-vsock', `http://${env.tcp.address}/api/v1/vms/${VM}/proxy/hello`, [`Authorization: Bearer ${token}`]],
     ];
     const wrk = (url: string, headers: string[], durationS: number): WrkResult => runWrk(url, { connections: o.connections, durationS, headers, prefix: env!.hostNs.prefix });
-    for (const [, url, headers] of targets) wrk(url, headers, 1); // warm-up: JIT, pools, the guest's page cache
+    // Warm-up (JIT, pools, the guest's page cache), and a target that answers nothing is an error, not a 0 in the table.
+    for (const [name, url, headers] of targets) {
+      const w = wrk(url, headers, 2);
+      if (w.requests === 0 || w.errors === w.requests) throw new Error(`${name} (${url}) answered no request in the warm-up: ${JSON.stringify(w)}`);
+    }
     const runs = new Map<Target, WrkResult[]>(targets.map(([n]) => [n, []]));
     for (let round = 0; round < o.rounds; round++) {
       const order = targets.map((_, k) => targets[(k + round) % targets.length]!);

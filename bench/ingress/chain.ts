@@ -105,7 +105,7 @@ export async function runChainBench(o: ChainOptions): Promise<ChainReport> {
     const wrk = (url: string, headers: string[], durationS: number): WrkResult => runWrk(url, { connections: o.connections, durationS, headers, prefix: env!.hostNs.prefix });
     // Warm-up (JIT, pools, the guest's page cache), and a target that answers nothing is an error, not a 0 in the table.
     for (const [name, url, headers] of targets) {
-      const w = wrk(url, headers, 2);
+      const w = wrk(url, headers, 5);
       if (w.requests === 0 || w.errors === w.requests) throw new Error(`${name} (${url}) answered no request in the warm-up: ${JSON.stringify(w)}`);
     }
     const runs = new Map<Target, WrkResult[]>(targets.map(([n]) => [n, []]));

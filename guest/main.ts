@@ -38,7 +38,7 @@ import { runVsockSelftest } from './selftest.js';
 import { createAgentServer } from './server/agent.js';
 import { agentEndpoints, type Endpoint, formatEndpoint, parseEndpoint, relayEndpoints, VSOCK_CID_ANY } from './server/endpoint.js';
 import { createWorkloadProxy } from './server/proxy.js';
-import { createWorkloadRelay } from './server/relay.js';
+import { createWorkloadRelay, relayAdmits } from './server/relay.js';
 import { type Listener, listen } from './server/transports.js';
 import { workloadEnv, DEFAULT_PATH } from './workload/env.js';
 import { Supervisor } from './workload/supervisor.js';
@@ -169,8 +169,9 @@ async function boot(): Promise<void> {
     ? createWorkloadRelay({
         target: relayTarget,
         workload: () => supervisor.snapshot(),
-        // On TCP only the host's bridge address may use it; vsock peers from outside are the host alone.
-        admit: (socket) => socket.remoteAddress === undefined || hostAddress === undefined || socket.remoteAddress.replace(/^::ffff:/, '') === hostAddress,
+        // As PID 1, on TCP only the host's bridge address may use it (vsock peers from outside are the host
+        // alone); outside a VM the --relay-listen endpoints are the caller's choice.
+        admit: pid1 ? (socket) => relayAdmits(socket.remoteAddress, hostAddress) : undefined,
       })
     : undefined;
   const relayWanted = relay ? (pid1 ? relayEndpoints(config.mode, nativeAvailable(), hostAddress) : flags.relayListen) : [];

@@ -39,6 +39,16 @@ export interface WorkloadRelay {
   readonly stats: { relayed: number; refused: number; failed: number };
 }
 
+/**
+ * Whether a peer may use the relay: on TCP only the host's bridge address (`hostAddress`, the
+ * gateway of bridged mode's `ip=`); a peer without an address (vsock, Unix) is the host or the
+ * guest itself. A TCP peer when the host's address is not known is refused.
+ */
+export function relayAdmits(remoteAddress: string | undefined, hostAddress: string | undefined): boolean {
+  if (remoteAddress === undefined) return true;
+  return hostAddress !== undefined && remoteAddress.replace(/^::ffff:/, '') === hostAddress;
+}
+
 export function createWorkloadRelay(opts: RelayOptions): WorkloadRelay {
   const { host, port } = opts.target;
   const open = new Set<Socket>();

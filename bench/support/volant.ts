@@ -11,7 +11,7 @@
 import { cpSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { agentGet } from '../../host/orchestrator/kestrel-client.js';
+import { AgentClient } from '../../host/agent/client.js';
 import { type BuildResult, buildPlugin, type Layout } from '../../initramfs/build.js';
 import { MIN_MEMORY_MB } from '../../host/vmm/launcher.js';
 import type { E2eEnv } from '../../test/support/e2e-env.js';
@@ -122,9 +122,13 @@ export const serialLogOf = (env: E2eEnv, name: string): string => join(env.state
 
 /** kestrel's /healthz, asked over the VM's hybrid vsock socket (the agent transport volantd uses under QEMU). */
 export async function kestrelHealth(env: E2eEnv, name: string): Promise<Record<string, unknown>> {
-  const res = await agentGet({ kind: 'vsock', socketPath: join(env.stateDir, 'run', 'vms', name, 'vsock.sock') }, '/healthz', { timeoutMs: AGENT_TIMEOUT_MS });
-  const chunks: Buffer[] = [];
-  for await (const c of res) chunks.push(c as Buffer);
-  if (res.statusCode !== 200) throw new Error(`kestrel /healthz of ${name} answered ${res.statusCode}`);
-  return JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown>;
+  const client = new AgentClient({ kind: 'vsock', socketPath: join(env.stateDir, 'run', 'vms', name, 'vsock.sock') });
+  try {
+    const res = await client.request('/healthz', { timeoutMs: AGENT_TIMEOUT_MS });
+    const text = await res.body.text();
+    if (res.statusCode !== 200) throw new Error(`kestrel /healthz of ${name} answered ${res.statusCode}`);
+    return JSON.parse(text) as Record<string, unknown>;
+  } finally {
+    await client.close();
+  }
 }

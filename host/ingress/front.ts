@@ -46,7 +46,8 @@ import type { ResponseSink, TickClock, UpstreamConn, VmUpstreams } from './upstr
 
 export interface FrontTarget {
   vmName: string;
-  upstreams: VmUpstreams;
+  /** The VM's sockets for one upstream target (`ingressUpstreamPort` decides which port serves it). */
+  upstreamsFor(upstreamPath: string): VmUpstreams;
 }
 
 /** What the fast path needs from the ingress (index.ts) and the API server (host/api/server.ts). */
@@ -454,7 +455,7 @@ export class Exchange implements ResponseSink {
   private started = false;
   private finished = false;
   private upstream: UpstreamConn | null = null;
-  private vm: FrontTarget | null = null;
+  private upstreams: VmUpstreams | null = null;
   /** Request body bytes that arrived before the guest socket did (one read's worth at most). */
   private body: Buffer[] | null = null;
   /** Response bytes of the current guest read, written together at its end. */
@@ -499,8 +500,8 @@ export class Exchange implements ResponseSink {
 
   private dispatch(vm: FrontTarget): void {
     if (this.finished) return;
-    this.vm = vm;
-    vm.upstreams.acquire(this.waiter);
+    this.upstreams = vm.upstreamsFor(this.path);
+    this.upstreams.acquire(this.waiter);
   }
 
   private lookupFailed(e: unknown): void {
@@ -579,7 +580,7 @@ export class Exchange implements ResponseSink {
   }
 
   private where(): string {
-    return this.vm === null ? `VM ${this.vmName} agent` : `VM ${this.vmName} agent via ${describeTransport(this.vm.upstreams.transport)}`;
+    return this.upstreams === null ? `VM ${this.vmName} agent` : `VM ${this.vmName} agent via ${describeTransport(this.upstreams.transport, this.upstreams.port)}`;
   }
 
   responseHead(status: number, reason: string, rawHeaders: string[], keepAlive: boolean): void {
@@ -703,7 +704,7 @@ export class Exchange implements ResponseSink {
     if (this.finished) return;
     this.finished = true;
     if (counted && this.started && this.preset === null) this.conn.ctx.counters.clientAborts++;
-    this.vm?.upstreams.cancel(this.waiter);
+    this.upstreams?.cancel(this.waiter);
     const up = this.upstream;
     this.upstream = null;
     up?.destroy();

@@ -32,6 +32,11 @@ import { tunnelUpgrade } from './upgrade.js';
 export { matchProxyPath, type ProxyMatch, PROXY_ROUTE_PREFIX } from './path.js';
 export type { IngressTransport } from './dialer.js';
 
+/** A cached lookup: the fast path's target and the transport it was made for. */
+interface CachedTarget extends FrontTarget {
+  transport: IngressTransport;
+}
+
 export interface IngressTarget {
   vmName: string;
   transport: IngressTransport;
@@ -127,12 +132,16 @@ export function createIngress(opts: IngressOptions): Ingress {
    * and bodies, idle guest sockets), so no request reads the clock or arms a timer.
    */
   const fronts = new Set<Front>();
-  const upstreams = new Map<string, VmUpstreams>();
+  /** Per VM: the transport its sockets use and its upstream sockets per port (kestrel's HTTP agent port, its raw relay). */
+  const upstreams = new Map<string, { key: string; byPort: Map<number, VmUpstreams> }>();
+  const eachUpstreams = function* (): Generator<VmUpstreams> {
+    for (const vm of upstreams.values()) yield* vm.byPort.values();
+  };
   const clock: TickClock = { now: 0, intervalMs: sweepIntervalMs(headersTimeoutMs, bodyTimeoutMs, upstreamLimits.keepAliveTimeoutMs) };
   const sweeper = setInterval(() => {
     clock.now++;
     for (const f of fronts) f.sweep();
-    for (const u of upstreams.values()) u.sweep();
+    for (const u of eachUpstreams()) u.sweep();
   }, clock.intervalMs);
   sweeper.unref();
 
@@ -141,17 +150,24 @@ export function createIngress(opts: IngressOptions): Ingress {
    * stopped, was deleted or changed state) drops the entry; a lookup that was in flight when any
    * VM was forgotten is answered but not cached (`epoch`), so a stale transport never sticks.
    */
-  const targets = new Map<string, FrontTarget>();
+  const targets = new Map<string, CachedTarget>();
   let epoch = 0;
 
-  function upstreamsFor(vmName: string, transport: IngressTransport): VmUpstreams {
-    const have = upstreams.get(vmName);
-    if (have !== undefined && (have.transport === transport || have.key === transportKey(transport))) return have;
-    have?.close();
-    const fresh: VmUpstreams = new VmUpstreams(transport, upstreamLimits, clock, () => {
-      if (targets.get(vmName)?.upstreams === fresh) targets.delete(vmName);
+  /** The VM's sockets to `port` over `transport`; a VM whose transport changed starts afresh. */
+  function upstreamsFor(vmName: string, transport: IngressTransport, port: number): VmUpstreams {
+    const key = transportKey(transport);
+    let vm = upstreams.get(vmName);
+    if (vm !== undefined && vm.key !== key) {
+      for (const u of vm.byPort.values()) u.close();
+      vm = undefined;
+    }
+    if (vm === undefined) upstreams.set(vmName, (vm = { key, byPort: new Map() }));
+    const have = vm.byPort.get(port);
+    if (have !== undefined) return have;
+    const fresh: VmUpstreams = new VmUpstreams(transport, port, upstreamLimits, clock, () => {
+      if (targets.get(vmName)?.transport === transport) targets.delete(vmName);
     });
-    upstreams.set(vmName, fresh);
+    vm.byPort.set(port, fresh);
     return fresh;
   }
 
@@ -160,7 +176,11 @@ export function createIngress(opts: IngressOptions): Ingress {
     if (hit !== undefined) return hit;
     const at = epoch;
     const settle = (t: IngressTarget): FrontTarget => {
-      const ft: FrontTarget = { vmName, upstreams: upstreamsFor(vmName, t.transport) };
+      const ft: CachedTarget = {
+        vmName,
+        transport: t.transport,
+        upstreamsFor: (upstreamPath) => upstreamsFor(vmName, t.transport, ingressUpstreamPort(t.transport, upstreamPath)),
+      };
       if (at === epoch) targets.set(vmName, ft);
       return ft;
     };
@@ -297,7 +317,7 @@ export function createIngress(opts: IngressOptions): Ingress {
     forget: (vmName) => {
       epoch++;
       targets.delete(vmName);
-      upstreams.get(vmName)?.close();
+      for (const u of upstreams.get(vmName)?.byPort.values() ?? []) u.close();
       upstreams.delete(vmName);
       pools.forget(vmName);
     },
@@ -307,7 +327,7 @@ export function createIngress(opts: IngressOptions): Ingress {
       tunnels.clear();
       for (const f of fronts) f.close();
       fronts.clear();
-      for (const u of upstreams.values()) u.destroy();
+      for (const u of eachUpstreams()) u.destroy();
       upstreams.clear();
       targets.clear();
       return pools.close();

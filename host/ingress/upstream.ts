@@ -271,12 +271,14 @@ export class VmUpstreams {
 
   constructor(
     readonly transport: AgentTransport,
+    /** kestrel's HTTP agent port or its raw relay (dialer.ts `ingressUpstreamPort`). */
+    readonly port: number,
     private readonly limits: UpstreamLimits,
     private readonly clock: TickClock,
     /** A dial failed: the ingress drops its cached lookup, so the next request asks where the VM is. */
     private readonly onDialFailed: () => void = () => undefined,
   ) {
-    this.key = transportKey(transport);
+    this.key = `${transportKey(transport)}:${port}`;
   }
 
   /** A socket for one exchange: an idle one, a new one, or the next one freed. */
@@ -302,7 +304,7 @@ export class VmUpstreams {
 
   private dial(): void {
     this.dialing++;
-    dialAgent(this.transport, this.limits.connectTimeoutMs).then(
+    dialAgent(this.transport, this.limits.connectTimeoutMs, undefined, this.port).then(
       (socket) => {
         this.dialing--;
         if (this.closed) {

@@ -114,8 +114,9 @@ describe('volant end to end (QEMU, real kernel)', { skip, timeout: SUITE_TIMEOUT
   }
 
   /**
-   * The raw relay (AGENT_RELAY_PORT) in a real VM, through its real device: it answers with the
-   * workload's own response; kestrel's own paths still answer from kestrel through the proxy.
+   * The raw relay (AGENT_RELAY_PORT) in a real VM, through its real device, and the ingress using
+   * it: it answers with the workload's own response; kestrel's own paths still answer from kestrel
+   * through the proxy.
    */
   async function assertRelayed(name: string): Promise<void> {
     const sock = await dialHybridVsock(join(runDir(name), 'vsock.sock'), AGENT_RELAY_PORT, { timeoutMs: 10_000 });
@@ -124,6 +125,14 @@ describe('volant end to end (QEMU, real kernel)', { skip, timeout: SUITE_TIMEOUT
     const raw = (await readAll(sock)).toString('latin1');
     assert.match(raw, /^HTTP\/1\.1 200 OK\r\n/, `the relay answers with the workload's own response: ${raw.slice(0, 300)}`);
     assert.match(raw, /"host":"direct\.example"/, `the bytes reach the workload as sent (no Host rewriting): ${raw.slice(0, 400)}`);
+    // The ingress dials the relay: the workload sees the Host the client sent (kestrel's HTTP path
+    // would have put the workload's own) and the ingress's forwarding headers, nothing added in the guest.
+    const seen = await proxy(name, '/headers');
+    assert.equal(seen.status, 200, seen.text);
+    const h = seen.json as Record<string, string>;
+    assert.equal(h.host, 'localhost', `the Host the client sent reaches the workload unchanged (relay): ${seen.text}`);
+    assert.equal(h['x-forwarded-host'], 'localhost');
+    assert.match(h['x-request-id'] ?? '', /^[0-9a-f-]{36}$/);
     const status = await proxy(name, '/healthz');
     assert.equal((status.json as { version?: unknown }).version !== undefined, true, `…/proxy/healthz is kestrel's status: ${status.text}`);
   }

@@ -80,7 +80,7 @@ VOLANT_BUILD_CACHE="$WORK/build-cache" "$BIN/volar" --json plugins build "$WORK/
 node -e '
   const r = require(process.argv[1]);
   const addon = r.items.find((i) => i.what === "native addon");
-  const kestrel = r.items.find((i) => i.what === "kestrel bundle");
+  const kestrel = r.items.find((i) => i.what.startsWith("kestrel bundle"));
   if (!addon || !kestrel || kestrel.bytes === 0) { console.error(JSON.stringify(r.items)); process.exit(1); }
   console.error(`check-package: image ${r.image} (${(r.imageBytes / 1e6).toFixed(1)} MB, sha256 ${r.sha256.slice(0, 16)}…)`);
 ' "$WORK/build.json" || fail "the image lacks the addon or kestrel"

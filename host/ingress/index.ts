@@ -161,7 +161,10 @@ export function createIngress(opts: IngressOptions): Ingress {
       for (const u of vm.byPort.values()) u.close();
       vm = undefined;
     }
-    if (vm === undefined) upstreams.set(vmName, (vm = { key, byPort: new Map() }));
+    if (vm === undefined) {
+      vm = { key, byPort: new Map() };
+      upstreams.set(vmName, vm);
+    }
     const have = vm.byPort.get(port);
     if (have !== undefined) return have;
     const fresh: VmUpstreams = new VmUpstreams(transport, port, upstreamLimits, clock, () => {

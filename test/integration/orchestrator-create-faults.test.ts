@@ -159,7 +159,13 @@ describe('fault injection at every step of a create (real taps and rules in a ne
       if (faults.has('egress')) throw new Error('injected: egress listener failed');
       const handle = await realEgress(vm);
       egressOpen.add(vm.name);
-      return { route: handle.route, close: async () => (egressOpen.delete(vm.name), await handle.close()) };
+      return {
+        route: handle.route,
+        close: async () => {
+          egressOpen.delete(vm.name);
+          await handle.close();
+        },
+      };
     };
     h = await startHarness({ tag: 'faultsnet', launcher, network, egress, dhcpLeases: leases });
     for (const [name, opts] of [

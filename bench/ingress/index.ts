@@ -5,29 +5,29 @@
  *   nginx      wrk → nginx (1 worker, upstream keepalive 64) → upstream
  *   ingress    wrk → volantd's API server (bearer token; the ingress fast path) → upstream
  *                                                                goal ≥ 1.0× nginx req/s, ≤ 1.0× p99
- *   chain      wrk → our ingress → hybrid-vsock muxer → [kestrel →] upstream   goal ≥ 0.5× direct
- *   vsock      wrk → our ingress → hybrid-vsock muxer → upstream (our part of the chain alone)
+ *   nodepipe   wrk → a Node byte pipe (no HTTP) → upstream (the I/O floor of one event loop)
  * Load: `wrk -t1 -c32 -d5s --latency`. Targets alternate within each round and the median of
  * the rounds is reported; CPU µs per request is utime+stime of the proxy process(es) from
  * /proc/<pid>/stat over the run. Then `--hold-connections` (1000) client connections are held
  * through the ingress for `--hold` (30) seconds, one request per second each: errors and
  * volantd's RSS before and after. Every child process is ours and stopped by PID at the end.
  *
- * Last, the chain through a real VM: bench/ingress/chain.ts (its ratios under `vmChain`; skipped
- * without root and QEMU, or with --no-vm).
+ * Last, the chain through a real VM (ingress → the vhost-user vsock device or the bridge → kestrel's
+ * relay → workload, against the workload reached directly on the bridge; goal ≥ 0.5×):
+ * bench/ingress/chain.ts, its ratios under `vmChain` (skipped without root and QEMU, or with --no-vm).
  *
  * Usage: node --import tsx bench/ingress/index.ts [--rounds N] [--duration S] [--only a,b]
  *        [--hold-connections N (0: skip)] [--hold S] [--no-vm]
  */
 
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { type HoldResult, holdConnections } from '../support/hold.js';
 import { median } from '../support/stats.js';
 import { runChainBench } from './chain.js';
-import { BENCH_AUTH_HEADER, benchDir, own, processTree, READY_TIMEOUT_MS, REPO as repo, type Role, rssKiB, startRole as startRoleIn, type WrkResult, wrk as runWrk } from '../support/wrk.js';
+import { BENCH_AUTH_HEADER, benchDir, own, processTree, READY_TIMEOUT_MS, type Role, rssKiB, startRole as startRoleIn, type WrkResult, wrk as runWrk } from '../support/wrk.js';
 
 const args = process.argv.slice(2);
 const opt = (name: string, dflt: number): number => {
@@ -108,24 +108,6 @@ async function main(): Promise<void> {
   const nginx = await startNginx(upstreamPort);
   const ingress = await startRole('ingress', `tcp:127.0.0.1:${upstreamPort}`);
   const pipe = await startRole('pipe', String(upstreamPort));
-  const vmSock = join(dir, 'vm.sock');
-  // Full chain: kestrel in front of the workload when guest/main.ts exists, else the muxer maps
-  // guest port 8080 straight to the workload (and the table says so).
-  let chainLabel = 'ingress → muxer → workload (no kestrel yet)';
-  let guestTarget = `127.0.0.1:${upstreamPort}`;
-  if (existsSync(join(repo, 'guest', 'main.ts'))) {
-    const kestrel = await startKestrel(upstreamPort);
-    if (kestrel !== null) {
-      guestTarget = `unix:${kestrel}`;
-      chainLabel = 'ingress → muxer → kestrel → workload';
-    }
-  }
-  await startRole('muxer', vmSock, guestTarget);
-  const chain = await startRole('ingress', `vsock:${vmSock}`);
-  // Our hop over hybrid vsock alone: ingress → muxer → workload, to tell it apart from kestrel's.
-  const bareSock = join(dir, 'bare.sock');
-  await startRole('muxer', bareSock, `127.0.0.1:${upstreamPort}`);
-  const vsock = await startRole('ingress', `vsock:${bareSock}`);
 
   const targets: Array<[string, string, number[]]> = [
     ['direct', `http://127.0.0.1:${upstreamPort}/`, [upstream.pid]],
@@ -133,9 +115,6 @@ async function main(): Promise<void> {
     ['ingress', `http://127.0.0.1:${ingress.port as number}/api/v1/vms/bench/proxy/`, [ingress.pid]],
     // Not a proxy (it does not parse HTTP): the I/O floor of any one-event-loop Node proxy.
     ['nodepipe', `http://127.0.0.1:${pipe.port as number}/`, [pipe.pid]],
-    // CPU of our ingress only: the muxer double and kestrel are not the host hop.
-    ['chain', `http://127.0.0.1:${chain.port as number}/api/v1/vms/bench/proxy/`, [chain.pid]],
-    ['vsock', `http://127.0.0.1:${vsock.port as number}/api/v1/vms/bench/proxy/`, [vsock.pid]],
   ];
   // `--only a,b`: a subset (the others report NaN); the host hop alone is `--only nginx,ingress`.
   onlyAt = args.indexOf('--only');
@@ -172,8 +151,6 @@ async function main(): Promise<void> {
     hostHopP99: s('ingress').p99Ms / s('nginx').p99Ms,
     hostHopCpuPerReq: s('ingress').cpuUsPerReq / s('nginx').cpuUsPerReq,
     nodePipeCpuPerReqVsNginx: s('nodepipe').cpuUsPerReq / s('nginx').cpuUsPerReq,
-    chainVsDirectRps: s('chain').rps / s('direct').rps,
-    vsockHopVsDirectRps: s('vsock').rps / s('direct').rps,
     nginxVsDirectRps: s('nginx').rps / s('direct').rps,
   };
   const load = loadavg().map((l) => Number(l.toFixed(2)));
@@ -184,8 +161,6 @@ async function main(): Promise<void> {
     nginx: 'nginx 1 worker, keepalive 64',
     ingress: 'volantd (API server + ingress fast path), host hop over TCP',
     nodepipe: 'Node byte pipe, no HTTP: the I/O floor of one Node event loop',
-    chain: chainLabel,
-    vsock: 'ingress → muxer → workload (our vsock hop, no kestrel)',
   };
   for (const [name] of targets) {
     const r = s(name);
@@ -193,7 +168,7 @@ async function main(): Promise<void> {
   }
   console.log(`host hop: ingress ÷ nginx = ${ratios.hostHopRps.toFixed(2)}× req/s (goal ≥ 1.0), p99 ${ratios.hostHopP99.toFixed(2)}× (goal ≤ 1.0), CPU/req ${ratios.hostHopCpuPerReq.toFixed(2)}×`);
   console.log(`Node byte pipe (no HTTP) ÷ nginx: CPU/req ${ratios.nodePipeCpuPerReqVsNginx.toFixed(2)}× — what a one-event-loop Node proxy pays before any HTTP work`);
-  console.log(`full chain ÷ direct = ${ratios.chainVsDirectRps.toFixed(2)}× req/s (goal ≥ 0.5); without kestrel ${ratios.vsockHopVsDirectRps.toFixed(2)}×; nginx ÷ direct = ${ratios.nginxVsDirectRps.toFixed(2)}×`);
+  console.log(`nginx ÷ direct = ${ratios.nginxVsDirectRps.toFixed(2)}× req/s (what any proxy hop costs here)`);
   // Many clients held through the ingress: none may fail, and volantd's memory must not grow with time.
   // RSS is sampled every second: "before" is volantd idle; "warm" is after the first
   // HOLD_WARM_S, when every connection is open and has been served (what 1,000 sockets cost);
@@ -230,49 +205,7 @@ async function main(): Promise<void> {
         console.error(e);
         return { failed: e instanceof Error ? e.message : String(e) };
       });
-  console.log(JSON.stringify({ bench: 'ingress', loadAverage: load, connections: CONNECTIONS, durationS: DURATION_S, rounds: ROUNDS, chain: chainLabel, results: summary, ratios, hold, vmChain }));
-}
-
-/**
- * kestrel outside a VM (docs/CONTRACTS.md): `--listen unix:PATH --manifest FILE`, its workload being
- * the bench upstream (`base_url`), so the chain ends at the same server as `direct`. Returns the
- * agent socket path, or null when kestrel does not come up.
- */
-async function startKestrel(upstreamPort: number): Promise<string | null> {
-  const manifest = join(dir, 'plugin.json');
-  writeFileSync(
-    manifest,
-    JSON.stringify({
-      name: 'bench',
-      version: '1.0.0',
-      workload: { type: 'http', entrypoint: ['/bin/sleep', '86400'], http: { base_url: `http://127.0.0.1:${upstreamPort}` }, restart: 'always' },
-    }),
-  );
-  const socketPath = join(dir, 'kestrel.sock');
-  const child = own(
-    spawn(process.execPath, ['--import', 'tsx', join(repo, 'guest', 'main.ts'), '--listen', `unix:${socketPath}`, '--manifest', manifest], {
-      cwd: repo,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    }),
-  );
-  return new Promise((resolve) => {
-    let log = '';
-    const t = setTimeout(() => resolve(null), READY_TIMEOUT_MS);
-    const onData = (d: Buffer): void => {
-      log += d.toString();
-      if (/kestrel: ready/.test(log)) {
-        clearTimeout(t);
-        resolve(socketPath);
-      }
-    };
-    child.stdout!.on('data', onData);
-    child.stderr!.on('data', onData);
-    child.once('exit', () => {
-      clearTimeout(t);
-      console.error(`kestrel exited:\n${log}`);
-      resolve(null);
-    });
-  });
+  console.log(JSON.stringify({ bench: 'ingress', loadAverage: load, connections: CONNECTIONS, durationS: DURATION_S, rounds: ROUNDS, results: summary, ratios, hold, vmChain }));
 }
 
 main().then(

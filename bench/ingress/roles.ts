@@ -1,6 +1,7 @@
 /**
  * The processes of the ingress benchmark, one role per child process so that each gets its
- * own event loop, as in production (workload, VMM muxer and volantd are separate processes):
+ * own event loop, as in production (workload and volantd are separate processes; the chain through a
+ * real VM and its vsock device is bench/ingress/chain.ts):
  *
  *   upstream PORT_FILE?         a plain node:http server answering `hello` (the workload)
  *   ingress  TARGET             volantd's API server with the ingress in front (its fast path, bearer
@@ -9,15 +10,12 @@
  *   pipe     PORT               the floor of any single-event-loop Node proxy: bytes relayed as they
  *                               come between each client connection and its own upstream connection
  *                               (no HTTP at all), so what it costs is Node's and libuv's I/O alone
- *   muxer    SOCKET TARGET      the hybrid-vsock muxer double mapping guest port 8080 to
- *                               TARGET = HOST:PORT | unix:/path (kestrel's agent socket)
  *
  * Each prints `READY <json>` on stdout when listening and runs until killed.
  */
 
 import { createServer } from 'node:http';
 import { connect, createServer as createNetServer } from 'node:net';
-import { startHybridVsockMuxer } from '../../test/support/hybrid-vsock-muxer.js';
 import { startIngressStack } from '../../test/support/ingress-stack.js';
 import { BENCH_API_TOKEN } from '../support/wrk.js';
 
@@ -57,11 +55,6 @@ if (role === 'upstream') {
     up.on('error', () => client.destroy());
   });
   server.listen(0, '127.0.0.1', () => ready({ port: (server.address() as { port: number }).port }));
-} else if (role === 'muxer') {
-  const target = arg2 ?? '';
-  const [host, port] = target.split(':');
-  const listener = target.startsWith('unix:') ? { path: target.slice('unix:'.length) } : { host: host!, port: Number(port) };
-  startHybridVsockMuxer({ socketPath: arg1!, guestPorts: { 8080: listener } }).then(() => ready({ socketPath: arg1 }));
 } else {
   process.stderr.write(`unknown role ${role}\n`);
   process.exit(2);

@@ -17,14 +17,14 @@
 
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { chmod, copyFile, mkdir, mkdtemp, rename, rm, stat, symlink, truncate, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
 import { VolantError } from '../shared/errors.js';
 import { RUNTIME_ALIGN_BYTES, RUNTIME_SUFFIX } from '../shared/runtime-image.js';
 import { defaultCacheDir } from './cache.js';
+import { sha256File } from './member.js';
 import { hostNativeAddon, type RuntimeInputs, stageRuntime } from './stage.js';
 import { ImageTree } from './tree.js';
 
@@ -66,12 +66,6 @@ export interface PreparedRuntime {
   hash: string;
 }
 
-async function sha256Of(file: string): Promise<string> {
-  const h = createHash('sha256');
-  await pipeline(createReadStream(file), h);
-  return h.digest('hex');
-}
-
 /** `mkfs.erofs 1.5`: it prints its version on stdout at every run. */
 export async function mkfsVersion(): Promise<string> {
   try {
@@ -95,7 +89,7 @@ export async function runtimeHash(tree: ImageTree, mkfs: string): Promise<string
     else if (e.source.kind === 'bytes') h.update(`b ${e.path} ${e.mode} ${createHash('sha256').update(e.source.data).digest('hex')}\n`);
     else {
       const src = e.source.path;
-      const digest = contentOf.get(src) ?? (await sha256Of(src));
+      const digest = contentOf.get(src) ?? (await sha256File(src));
       contentOf.set(src, digest);
       h.update(`f ${e.path} ${e.mode} ${digest}\n`);
     }
